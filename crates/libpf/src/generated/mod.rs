@@ -1,0 +1,2 @@
+// placeholder, replaced by cargo xtask codegen
+pub mod frame_types;
