@@ -1,0 +1,698 @@
+//! Stack deltas: turns an x86-64 ELF file's call frame information into a
+//! sorted, merged list of [`UnwindRow`]s that an eBPF unwinder can
+//! binary-search.
+//!
+//! Architecture invariants: pure Rust (gimli, object, memmap2; no C in the
+//! dependency closure), never touches the kernel, never panics on hostile
+//! input, output is a deterministic function of the file's bytes.
+//!
+//! # Sources and precedence
+//! * `.eh_frame`, found through the section headers or, when those are
+//!   stripped, through `PT_GNU_EH_FRAME` → `.eh_frame_hdr` → `eh_frame_ptr`.
+//! * `.debug_frame` (also `SHF_COMPRESSED` zlib/zstd and legacy
+//!   `.zdebug_frame`), used only for addresses no `.eh_frame` FDE covers.
+//!
+//! Rows come from gimli's own CFI interpreter ([`gimli::UnwindTable`]).
+//!
+//! # FDE policy
+//! * FDEs of zero length are ignored, and so are FDEs that do not lie inside
+//!   one executable `PT_LOAD` segment: those are the address-0 / `-1`
+//!   "tombstones" linkers leave in `.debug_frame` for discarded functions, or
+//!   corrupt data. Both are counted in [`TableStats`].
+//! * When FDEs of one section overlap, the one that starts first wins (ties:
+//!   the one first in the section); a later FDE only contributes the part
+//!   past the end of everything before it. This never happens in well-formed
+//!   files; it is counted in [`TableStats::fdes_overlapping`] and
+//!   [`TableStats::fdes_shadowed`].
+//! * After the last address of every FDE there is an
+//!   `Invalid(NoUnwindInfo)` row unless the next FDE starts right there.
+//! * Adjacent rows with identical rules are merged.
+
+mod elf;
+mod rule;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::{self, Write};
+use std::path::Path;
+
+use gimli::{
+    CfaRule, CieOrFde, DebugFrame, EhFrame, EndianSlice, FrameDescriptionEntry, LittleEndian,
+    RegisterRule, UnwindContext, UnwindOffset, UnwindSection, UnwindTableRow, X86_64,
+};
+
+pub use rule::{CfaBase, FpRule, InvalidReason, UnwindRow, UnwindRule};
+
+type Slice<'a> = EndianSlice<'a, LittleEndian>;
+
+/// Which CFI section a row or an FDE came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SectionKind {
+    EhFrame,
+    DebugFrame,
+}
+
+impl fmt::Display for SectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SectionKind::EhFrame => ".eh_frame",
+            SectionKind::DebugFrame => ".debug_frame",
+        })
+    }
+}
+
+/// How a CFI section was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LocatedVia {
+    /// By name in the section header table.
+    SectionHeader,
+    /// Section headers absent: `PT_GNU_EH_FRAME` → `.eh_frame_hdr`.
+    EhFrameHdr,
+}
+
+/// Compression of a CFI section in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Compression {
+    None,
+    /// `SHF_COMPRESSED` with `ELFCOMPRESS_ZLIB`.
+    Zlib,
+    /// `SHF_COMPRESSED` with `ELFCOMPRESS_ZSTD`.
+    Zstd,
+    /// Legacy GNU `.zdebug_frame` (`ZLIB` magic).
+    ZlibGnu,
+}
+
+/// One CFI section that was parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceSection {
+    pub kind: SectionKind,
+    pub via: LocatedVia,
+    pub compression: Compression,
+    /// Virtual address of the section (0 for a non-allocated `.debug_frame`).
+    pub address: u64,
+    /// Bytes parsed (after decompression).
+    pub size: u64,
+    pub cies: usize,
+    pub fdes: usize,
+}
+
+/// What building the table saw. All counts are deterministic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Sections parsed, `.eh_frame` first.
+    pub sources: Vec<SourceSection>,
+    /// FDEs parsed, all sections.
+    pub fdes: usize,
+    /// FDEs that contribute rows.
+    pub fdes_used: usize,
+    /// FDEs covering no byte.
+    pub fdes_empty: usize,
+    /// FDEs not inside one executable `PT_LOAD` (tombstones, corrupt data).
+    pub fdes_outside_text: usize,
+    /// FDEs that start inside an earlier FDE of the same section but go past it.
+    pub fdes_overlapping: usize,
+    /// FDEs entirely covered by earlier FDEs of the same section.
+    pub fdes_shadowed: usize,
+    /// `.debug_frame` FDEs entirely covered by `.eh_frame`.
+    pub fdes_superseded_by_eh_frame: usize,
+    /// FDEs with the `S` augmentation.
+    pub signal_frame_fdes: usize,
+    /// Rows gimli produced for the used FDEs (non-empty ones).
+    pub gimli_rows: usize,
+    /// Rows before merging: one per non-empty gimli row, plus the
+    /// `Invalid(NoUnwindInfo)` rows after FDEs, plus one per signal FDE.
+    pub rows_raw: usize,
+    /// Rows after merging (`rows.len()`).
+    pub rows_merged: usize,
+    /// Raw rows that became `Invalid`, by reason (all reasons present,
+    /// possibly with 0).
+    pub invalid_raw: BTreeMap<InvalidReason, usize>,
+    /// Raw `Plt` rows, by threshold.
+    pub plt_raw: BTreeMap<u8, usize>,
+    /// Raw `EndOfStack` rows.
+    pub end_of_stack_raw: usize,
+}
+
+impl TableStats {
+    /// Raw rows that became `Invalid` for any reason but `NoUnwindInfo`.
+    pub fn unsupported_raw(&self) -> usize {
+        self.invalid_raw
+            .iter()
+            .filter(|(r, _)| **r != InvalidReason::NoUnwindInfo)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Why a file could not be turned into a table.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Not an ELF file.
+    NotElf,
+    /// A 32-bit ELF file.
+    UnsupportedClass,
+    /// A big-endian ELF file.
+    BigEndian,
+    /// `e_machine` is not `EM_X86_64`.
+    UnsupportedMachine(u16),
+    /// `e_type` is neither `ET_EXEC` nor `ET_DYN` (relocatable objects carry
+    /// unrelocated addresses; core files have no CFI).
+    UnsupportedType(u16),
+    /// Headers or section data out of bounds or inconsistent.
+    MalformedElf { what: &'static str, detail: String },
+    /// `PT_GNU_EH_FRAME` / `.eh_frame_hdr` unusable while section headers
+    /// are absent.
+    EhFrameHdr(String),
+    /// Corrupt or truncated CFI.
+    Cfi {
+        section: SectionKind,
+        /// Offset of the offending CIE/FDE in the section, when known.
+        entry_offset: Option<u64>,
+        error: gimli::Error,
+    },
+    /// Reading the file failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotElf => f.write_str("not an ELF file"),
+            Error::UnsupportedClass => f.write_str("32-bit ELF files are not supported"),
+            Error::BigEndian => f.write_str("big-endian ELF files are not supported"),
+            Error::UnsupportedMachine(m) => {
+                write!(f, "ELF machine {m} is not supported (only x86-64, 62)")
+            }
+            Error::UnsupportedType(t) => write!(
+                f,
+                "ELF type {t} is not supported (only executables and shared objects)"
+            ),
+            Error::MalformedElf { what, detail } => write!(f, "malformed ELF {what}: {detail}"),
+            Error::EhFrameHdr(d) => write!(f, "cannot locate .eh_frame through PT_GNU_EH_FRAME: {d}"),
+            Error::Cfi {
+                section,
+                entry_offset: Some(o),
+                error,
+            } => write!(f, "corrupt {section} at entry {o:#x}: {error}"),
+            Error::Cfi {
+                section, error, ..
+            } => write!(f, "corrupt {section}: {error}"),
+            Error::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+/// The unwind rows of one ELF file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnwindTable {
+    /// Strictly increasing addresses; no two adjacent rows have the same
+    /// rule; when not empty, the last row is `Invalid(NoUnwindInfo)`.
+    pub rows: Vec<UnwindRow>,
+    pub stats: TableStats,
+}
+
+impl UnwindTable {
+    /// Builds the table of an x86-64 ELF executable or shared object held in
+    /// memory. A file without any CFI gives an empty table.
+    pub fn from_elf(data: &[u8]) -> Result<Self, Error> {
+        build(data)
+    }
+
+    /// Memory-maps `path` and builds its table.
+    ///
+    /// The file must not be modified while it is being read (as for any
+    /// `mmap` of a file); binaries and libraries are replaced, not rewritten,
+    /// by package managers and linkers.
+    pub fn from_path(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let file = std::fs::File::open(path)?;
+        // SAFETY: read-only private mapping; see the doc comment for the
+        // (usual) assumption that nobody truncates the file meanwhile.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        build(&map)
+    }
+
+    /// The rule for `addr` (an ELF virtual address): the rule of the last row
+    /// at or before `addr`. `None` below the first row; past the last FDE this
+    /// is `Invalid(NoUnwindInfo)` (the final row).
+    pub fn lookup(&self, addr: u64) -> Option<&UnwindRule> {
+        let i = self.rows.partition_point(|r| r.address <= addr);
+        i.checked_sub(1).map(|i| &self.rows[i].rule)
+    }
+}
+
+/// Writes one row per line (`0x1040 cfa=rsp+16 fp=cfa-16`), buffered.
+pub fn write_rows(table: &UnwindTable, w: impl Write) -> io::Result<()> {
+    let mut w = io::BufWriter::with_capacity(1 << 16, w);
+    for row in &table.rows {
+        writeln!(w, "{row}")?;
+    }
+    w.flush()
+}
+
+/// An FDE kept for row evaluation.
+struct Fde<'a> {
+    start: u64,
+    end: u64,
+    kind: SectionKind,
+    fde: FrameDescriptionEntry<Slice<'a>>,
+}
+
+/// The part `[start, end)` of FDE `fde` that ends up in the table.
+#[derive(Clone, Copy, Debug)]
+struct Piece {
+    start: u64,
+    end: u64,
+    fde: usize,
+}
+
+fn cfi_err(section: SectionKind, entry_offset: Option<u64>) -> impl Fn(gimli::Error) -> Error {
+    move |error| Error::Cfi {
+        section,
+        entry_offset,
+        error,
+    }
+}
+
+/// Parses every CIE/FDE of `section`, appending usable FDEs to `out`.
+fn collect_fdes<'a, S>(
+    section: &S,
+    kind: SectionKind,
+    bases: &gimli::BaseAddresses,
+    exec_ranges: &[(u64, u64)],
+    out: &mut Vec<Fde<'a>>,
+    stats: &mut TableStats,
+    source: &mut SourceSection,
+) -> Result<(), Error>
+where
+    S: UnwindSection<Slice<'a>>,
+{
+    let mut cies: HashMap<usize, gimli::CommonInformationEntry<Slice<'a>>> = HashMap::new();
+    let mut entries = section.entries(bases);
+    loop {
+        let entry = entries.next().map_err(cfi_err(kind, None))?;
+        let Some(entry) = entry else { break };
+        match entry {
+            CieOrFde::Cie(cie) => {
+                source.cies += 1;
+                cies.insert(cie.offset(), cie);
+            }
+            CieOrFde::Fde(partial) => {
+                let fde = partial
+                    .parse(|section, bases, offset| {
+                        let o: usize = UnwindOffset::into(offset);
+                        if let Some(cie) = cies.get(&o) {
+                            return Ok(cie.clone());
+                        }
+                        let cie = section.cie_from_offset(bases, offset)?;
+                        cies.insert(o, cie.clone());
+                        Ok(cie)
+                    })
+                    .map_err(cfi_err(kind, None))?;
+                source.fdes += 1;
+                stats.fdes += 1;
+                let start = fde.initial_address();
+                let Some(end) = start.checked_add(fde.len()) else {
+                    stats.fdes_outside_text += 1;
+                    continue;
+                };
+                if start == end {
+                    stats.fdes_empty += 1;
+                    continue;
+                }
+                // exec_ranges is sorted by start: find the last range
+                // starting at or before `start`.
+                let i = exec_ranges.partition_point(|r| r.0 <= start);
+                let inside = i > 0 && end <= exec_ranges[i - 1].1;
+                if !inside {
+                    stats.fdes_outside_text += 1;
+                    continue;
+                }
+                out.push(Fde {
+                    start,
+                    end,
+                    kind,
+                    fde,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sorts FDE indices `idx` by (start, index) and makes them disjoint: the
+/// earliest-starting FDE wins.
+fn sweep(fdes: &[Fde<'_>], mut idx: Vec<usize>, stats: &mut TableStats) -> Vec<Piece> {
+    idx.sort_unstable_by_key(|&i| (fdes[i].start, i));
+    let mut pieces = Vec::with_capacity(idx.len());
+    let mut cursor: Option<u64> = None;
+    for i in idx {
+        let f = &fdes[i];
+        let start = match cursor {
+            Some(c) if f.end <= c => {
+                stats.fdes_shadowed += 1;
+                continue;
+            }
+            Some(c) if f.start < c => {
+                stats.fdes_overlapping += 1;
+                c
+            }
+            _ => f.start,
+        };
+        pieces.push(Piece {
+            start,
+            end: f.end,
+            fde: i,
+        });
+        cursor = Some(f.end);
+    }
+    pieces
+}
+
+/// `pieces` minus the (sorted, disjoint) `cover`.
+fn subtract(pieces: Vec<Piece>, cover: &[Piece], stats: &mut TableStats) -> Vec<Piece> {
+    let mut out = Vec::with_capacity(pieces.len());
+    let mut j = 0;
+    for p in pieces {
+        let before = out.len();
+        let mut start = p.start;
+        while j < cover.len() && cover[j].end <= start {
+            j += 1;
+        }
+        let mut k = j;
+        while start < p.end {
+            match cover.get(k) {
+                Some(c) if c.start < p.end => {
+                    if c.start > start {
+                        out.push(Piece {
+                            start,
+                            end: c.start,
+                            fde: p.fde,
+                        });
+                    }
+                    start = start.max(c.end);
+                    k += 1;
+                }
+                _ => {
+                    out.push(Piece {
+                        start,
+                        end: p.end,
+                        fde: p.fde,
+                    });
+                    break;
+                }
+            }
+        }
+        if out.len() == before {
+            stats.fdes_superseded_by_eh_frame += 1;
+        }
+    }
+    out
+}
+
+/// Accumulates rows, merging identical neighbours.
+struct RowSink {
+    rows: Vec<UnwindRow>,
+    invalid: [usize; InvalidReason::ALL.len()],
+    plt: BTreeMap<u8, usize>,
+    end_of_stack: usize,
+    raw: usize,
+}
+
+impl RowSink {
+    #[inline]
+    fn push(&mut self, address: u64, rule: UnwindRule) {
+        self.raw += 1;
+        match rule {
+            UnwindRule::Invalid(r) => self.invalid[r.index()] += 1,
+            UnwindRule::Plt { threshold } => *self.plt.entry(threshold).or_default() += 1,
+            UnwindRule::EndOfStack => self.end_of_stack += 1,
+            _ => {}
+        }
+        // Callers push non-decreasing addresses (gimli rows are contiguous
+        // and checked for overflow; pieces are sorted and disjoint).
+        if let Some(last) = self.rows.last_mut() {
+            debug_assert!(address >= last.address);
+            if address == last.address {
+                // An earlier zero-length row: the new rule replaces it.
+                last.rule = rule;
+                let n = self.rows.len();
+                if n >= 2 && self.rows[n - 2].rule == rule {
+                    self.rows.pop();
+                }
+                return;
+            }
+            if last.rule == rule {
+                return;
+            }
+        }
+        self.rows.push(UnwindRow { address, rule });
+    }
+}
+
+/// The x86-64 PLT CFA expression
+/// `DW_OP_breg7 8; DW_OP_breg16 0; DW_OP_lit15; DW_OP_and; DW_OP_litN;
+/// DW_OP_ge; DW_OP_lit3; DW_OP_shl; DW_OP_plus`, returning N.
+fn plt_threshold(expr: &[u8]) -> Option<u8> {
+    match *expr {
+        [0x77, 0x08, 0x80, 0x00, 0x3f, 0x1a, lit @ 0x30..=0x4f, 0x2a, 0x33, 0x24, 0x22] => {
+            Some(lit - 0x30)
+        }
+        _ => None,
+    }
+}
+
+fn fp_rule<T: gimli::ReaderOffset>(rule: Option<RegisterRule<T>>) -> Option<FpRule> {
+    match rule {
+        None | Some(RegisterRule::Undefined) | Some(RegisterRule::SameValue) => {
+            Some(FpRule::Unchanged)
+        }
+        Some(RegisterRule::Offset(n)) => i32::try_from(n).ok().map(FpRule::AtCfa),
+        Some(_) => None,
+    }
+}
+
+/// Checks, in this order: return address undefined (→ `EndOfStack`), CFA,
+/// `rsp` (the caller's `rsp` must be the CFA), return address at `CFA - 8`,
+/// `rbp`. The first failing check names the [`InvalidReason`].
+fn classify<'a, S: UnwindSection<Slice<'a>>>(
+    section: &S,
+    row: &UnwindTableRow<usize>,
+) -> UnwindRule {
+    use InvalidReason::*;
+    let invalid = UnwindRule::Invalid;
+    if let Some(RegisterRule::Undefined) = row.register(X86_64::RA) {
+        return UnwindRule::EndOfStack;
+    }
+    let cfa = match *row.cfa() {
+        CfaRule::RegisterAndOffset { register, offset } => {
+            let base = match register {
+                X86_64::RSP => CfaBase::Sp,
+                X86_64::RBP => CfaBase::Fp,
+                _ => return invalid(CfaRegister),
+            };
+            let Ok(offset) = i32::try_from(offset) else {
+                return invalid(CfaOffsetOutOfRange);
+            };
+            Ok((base, offset))
+        }
+        CfaRule::Expression(e) => {
+            let bytes = e.get(section).map(|e| e.0.slice());
+            match bytes.ok().and_then(plt_threshold) {
+                Some(t) => Err(t),
+                None => return invalid(CfaExpression),
+            }
+        }
+    };
+    match row.register(X86_64::RSP) {
+        None | Some(RegisterRule::ValOffset(0)) => {}
+        Some(_) => return invalid(SpRule),
+    }
+    if row.register(X86_64::RA) != Some(RegisterRule::Offset(-8)) {
+        return invalid(ReturnAddress);
+    }
+    let Some(fp) = fp_rule(row.register(X86_64::RBP)) else {
+        return invalid(FpRule);
+    };
+    match cfa {
+        Ok((base, offset)) => UnwindRule::Cfa { base, offset, fp },
+        Err(threshold) if fp == rule::FpRule::Unchanged => UnwindRule::Plt { threshold },
+        Err(_) => invalid(FpRule),
+    }
+}
+
+/// Emits the rows of `fde` clipped to `piece`.
+#[allow(clippy::too_many_arguments)]
+fn emit_fde<'a, S: UnwindSection<Slice<'a>>>(
+    section: &S,
+    bases: &gimli::BaseAddresses,
+    ctx: &mut UnwindContext<usize>,
+    f: &Fde<'a>,
+    piece: Piece,
+    sink: &mut RowSink,
+    gimli_rows: &mut usize,
+) -> Result<(), Error> {
+    let err = cfi_err(f.kind, Some(f.fde.offset() as u64));
+    let signal = f.fde.is_signal_trampoline();
+    if signal {
+        sink.push(piece.start, UnwindRule::SignalFrame);
+    }
+    let mut table = gimli::UnwindTable::new(section, bases, ctx, &f.fde).map_err(&err)?;
+    while let Some(row) = table.next_row().map_err(&err)? {
+        let (s, e) = (row.start_address(), row.end_address());
+        if s >= piece.end {
+            break;
+        }
+        if s >= e || e <= piece.start {
+            continue;
+        }
+        *gimli_rows += 1;
+        if !signal {
+            sink.push(s.max(piece.start), classify(section, row));
+        }
+    }
+    Ok(())
+}
+
+fn build(data: &[u8]) -> Result<UnwindTable, Error> {
+    let cfi = elf::locate(data)?;
+    let mut stats = TableStats::default();
+    let mut fdes: Vec<Fde<'_>> = Vec::new();
+
+    let eh_frame = cfi.eh_frame.as_ref().map(|s| {
+        let mut sec = EhFrame::new(&s.data, LittleEndian);
+        sec.set_address_size(8);
+        sec
+    });
+    let debug_frame = cfi.debug_frame.as_ref().map(|s| {
+        let mut sec = DebugFrame::new(&s.data, LittleEndian);
+        sec.set_address_size(8);
+        sec
+    });
+
+    let source = |s: &elf::CfiSection<'_>| SourceSection {
+        kind: s.kind,
+        via: s.via,
+        compression: s.compression,
+        address: s.address,
+        size: s.data.len() as u64,
+        cies: 0,
+        fdes: 0,
+    };
+    if let (Some(sec), Some(s)) = (&eh_frame, &cfi.eh_frame) {
+        let mut src = source(s);
+        collect_fdes(
+            sec,
+            SectionKind::EhFrame,
+            &cfi.bases,
+            &cfi.exec_ranges,
+            &mut fdes,
+            &mut stats,
+            &mut src,
+        )?;
+        stats.sources.push(src);
+    }
+    let n_eh = fdes.len();
+    if let (Some(sec), Some(s)) = (&debug_frame, &cfi.debug_frame) {
+        let mut src = source(s);
+        collect_fdes(
+            sec,
+            SectionKind::DebugFrame,
+            &cfi.bases,
+            &cfi.exec_ranges,
+            &mut fdes,
+            &mut stats,
+            &mut src,
+        )?;
+        stats.sources.push(src);
+    }
+
+    let eh_pieces = sweep(&fdes, (0..n_eh).collect(), &mut stats);
+    let pieces = if fdes.len() > n_eh {
+        let debug_pieces = sweep(&fdes, (n_eh..fdes.len()).collect(), &mut stats);
+        let mut debug_pieces = subtract(debug_pieces, &eh_pieces, &mut stats);
+        debug_pieces.extend_from_slice(&eh_pieces);
+        debug_pieces.sort_unstable_by_key(|p| p.start);
+        debug_pieces
+    } else {
+        eh_pieces
+    };
+    let mut used: Vec<bool> = vec![false; fdes.len()];
+
+    let mut sink = RowSink {
+        rows: Vec::with_capacity(fdes.len() * 4 + 1),
+        invalid: [0; InvalidReason::ALL.len()],
+        plt: BTreeMap::new(),
+        end_of_stack: 0,
+        raw: 0,
+    };
+    let mut ctx: Box<UnwindContext<usize>> = Box::new(UnwindContext::new());
+    let mut cursor: Option<u64> = None;
+    for &piece in &pieces {
+        if let Some(c) = cursor {
+            if c != piece.start {
+                sink.push(c, UnwindRule::Invalid(InvalidReason::NoUnwindInfo));
+            }
+        }
+        let f = &fdes[piece.fde];
+        if !used[piece.fde] {
+            used[piece.fde] = true;
+            stats.fdes_used += 1;
+            if f.fde.is_signal_trampoline() {
+                stats.signal_frame_fdes += 1;
+            }
+        }
+        match f.kind {
+            SectionKind::EhFrame => emit_fde(
+                eh_frame.as_ref().expect("eh_frame FDE without section"),
+                &cfi.bases,
+                &mut ctx,
+                f,
+                piece,
+                &mut sink,
+                &mut stats.gimli_rows,
+            )?,
+            SectionKind::DebugFrame => emit_fde(
+                debug_frame.as_ref().expect("debug_frame FDE without section"),
+                &cfi.bases,
+                &mut ctx,
+                f,
+                piece,
+                &mut sink,
+                &mut stats.gimli_rows,
+            )?,
+        }
+        cursor = Some(piece.end);
+    }
+    if let Some(c) = cursor {
+        sink.push(c, UnwindRule::Invalid(InvalidReason::NoUnwindInfo));
+    }
+
+    stats.rows_raw = sink.raw;
+    stats.rows_merged = sink.rows.len();
+    stats.invalid_raw = InvalidReason::ALL
+        .iter()
+        .map(|&r| (r, sink.invalid[r.index()]))
+        .collect();
+    stats.plt_raw = sink.plt;
+    stats.end_of_stack_raw = sink.end_of_stack;
+    let mut rows = sink.rows;
+    rows.shrink_to_fit();
+    Ok(UnwindTable { rows, stats })
+}
+
