@@ -863,14 +863,11 @@ pub fn normalize_symbol(name: &str) -> String {
             }
         }
         // Trailing parameter list.
-        if s.ends_with(')') {
-            if let Some(open) = matching_open_paren(&s) {
-                // Keep "operator()" itself.
-                if !s[..open].ends_with("operator") || open + 2 < s.len() {
-                    if open > 0 {
-                        s.truncate(open);
-                    }
-                }
+        if let Some(open) = s.ends_with(')').then(|| matching_open_paren(&s)).flatten() {
+            // Keep "operator()" itself; never cut a name to nothing.
+            let is_operator_call = s[..open].ends_with("operator") && open + 2 == s.len();
+            if open > 0 && !is_operator_call {
+                s.truncate(open);
             }
         }
         if s.len() == before {

@@ -113,7 +113,7 @@ fn measure(kind: Kind) -> (f64, Vec<(Vec<String>, u64)>) {
         .iter()
         .filter(|(s, n)| full_chain_share(&[(s.clone(), *n)], &chains) == 0.0)
         .collect();
-    misses.sort_by(|a, b| b.1.cmp(&a.1));
+    misses.sort_by_key(|m| std::cmp::Reverse(m.1));
     for (stack, n) in misses.iter().take(5) {
         println!("  miss x{n}: {}", stack.join(" > "));
     }
@@ -127,7 +127,7 @@ fn perf_dwarf_c_chains() {
     assert!(share >= 0.95, "c_chains: {share}");
     // Both chains get about half of the time.
     for chain in Kind::CChains.expected_chains() {
-        let part = full_chain_share(&stacks, &[chain.clone()]);
+        let part = full_chain_share(&stacks, std::slice::from_ref(&chain));
         assert!((0.3..=0.7).contains(&part), "{chain:?}: {part}");
     }
 }
