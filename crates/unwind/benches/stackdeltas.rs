@@ -98,7 +98,11 @@ fn bench(path: &Path) {
         .filter(|(_, n)| **n > 0)
         .map(|(r, n)| format!("{r}={n}"))
         .collect();
-    let plt: Vec<String> = s.plt_raw.iter().map(|(t, n)| format!("plt({t})={n}")).collect();
+    let plt: Vec<String> = s
+        .plt_raw
+        .iter()
+        .map(|(t, n)| format!("plt({t})={n}"))
+        .collect();
     println!(
         "    gimli rows {}, used FDEs {}, signal FDEs {}, end-of-stack rows {}, {}; raw invalid: {}",
         s.gimli_rows,

@@ -189,15 +189,15 @@ impl fmt::Display for Error {
                 "ELF type {t} is not supported (only executables and shared objects)"
             ),
             Error::MalformedElf { what, detail } => write!(f, "malformed ELF {what}: {detail}"),
-            Error::EhFrameHdr(d) => write!(f, "cannot locate .eh_frame through PT_GNU_EH_FRAME: {d}"),
+            Error::EhFrameHdr(d) => {
+                write!(f, "cannot locate .eh_frame through PT_GNU_EH_FRAME: {d}")
+            }
             Error::Cfi {
                 section,
                 entry_offset: Some(o),
                 error,
             } => write!(f, "corrupt {section} at entry {o:#x}: {error}"),
-            Error::Cfi {
-                section, error, ..
-            } => write!(f, "corrupt {section}: {error}"),
+            Error::Cfi { section, error, .. } => write!(f, "corrupt {section}: {error}"),
             Error::Io(e) => write!(f, "{e}"),
         }
     }
@@ -669,7 +669,9 @@ fn build(data: &[u8]) -> Result<UnwindTable, Error> {
                 &mut stats.gimli_rows,
             )?,
             SectionKind::DebugFrame => emit_fde(
-                debug_frame.as_ref().expect("debug_frame FDE without section"),
+                debug_frame
+                    .as_ref()
+                    .expect("debug_frame FDE without section"),
                 &cfi.bases,
                 &mut ctx,
                 f,
@@ -696,7 +698,6 @@ fn build(data: &[u8]) -> Result<UnwindTable, Error> {
     rows.shrink_to_fit();
     Ok(UnwindTable { rows, stats })
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -765,8 +766,14 @@ mod tests {
         assert_eq!(
             s.rows,
             [
-                UnwindRow { address: 0, rule: a },
-                UnwindRow { address: 3, rule: b }
+                UnwindRow {
+                    address: 0,
+                    rule: a
+                },
+                UnwindRow {
+                    address: 3,
+                    rule: b
+                }
             ]
         );
         assert_eq!(s.raw, 5);

@@ -206,10 +206,7 @@ mod tests {
             ),
             "0x0 cfa=rbp-8 fp=unchanged"
         );
-        assert_eq!(
-            row(0x20, UnwindRule::Plt { threshold: 11 }),
-            "0x20 plt(11)"
-        );
+        assert_eq!(row(0x20, UnwindRule::Plt { threshold: 11 }), "0x20 plt(11)");
         assert_eq!(row(0x20, UnwindRule::SignalFrame), "0x20 signal");
         assert_eq!(row(0x20, UnwindRule::EndOfStack), "0x20 end");
         assert_eq!(

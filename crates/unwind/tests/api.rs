@@ -49,16 +49,36 @@ fn every_rule_kind_on_hand_written_cfi() {
             CfaExpression, CfaOffsetOutOfRange, CfaRegister, NoUnwindInfo, ReturnAddress, SpRule,
         };
         let bad_fp = InvalidReason::FpRule;
-        assert_eq!(rules("cfi_r10"), [CFA_SP8, inv(CfaRegister), CFA_SP8], "{name}");
+        assert_eq!(
+            rules("cfi_r10"),
+            [CFA_SP8, inv(CfaRegister), CFA_SP8],
+            "{name}"
+        );
         assert_eq!(rules("cfi_expr"), [CFA_SP8, inv(CfaExpression)], "{name}");
-        assert_eq!(rules("cfi_fp_reg"), [CFA_SP8, inv(bad_fp), CFA_SP8], "{name}");
-        assert_eq!(rules("cfi_ra_odd"), [CFA_SP8, inv(ReturnAddress), CFA_SP8], "{name}");
+        assert_eq!(
+            rules("cfi_fp_reg"),
+            [CFA_SP8, inv(bad_fp), CFA_SP8],
+            "{name}"
+        );
+        assert_eq!(
+            rules("cfi_ra_odd"),
+            [CFA_SP8, inv(ReturnAddress), CFA_SP8],
+            "{name}"
+        );
         assert_eq!(rules("cfi_end"), [UnwindRule::EndOfStack], "{name}");
         assert_eq!(rules("cfi_signal"), [UnwindRule::SignalFrame], "{name}");
-        assert_eq!(rules("cfi_big"), [CFA_SP8, inv(CfaOffsetOutOfRange), CFA_SP8], "{name}");
+        assert_eq!(
+            rules("cfi_big"),
+            [CFA_SP8, inv(CfaOffsetOutOfRange), CFA_SP8],
+            "{name}"
+        );
         assert_eq!(rules("cfi_fp_far"), [CFA_SP8, inv(bad_fp)], "{name}");
         assert_eq!(rules("cfi_sp"), [CFA_SP8, inv(SpRule)], "{name}");
-        assert_eq!(rules("cfi_plt7"), [CFA_SP8, UnwindRule::Plt { threshold: 7 }], "{name}");
+        assert_eq!(
+            rules("cfi_plt7"),
+            [CFA_SP8, UnwindRule::Plt { threshold: 7 }],
+            "{name}"
+        );
         let fp = |base, offset, fp| UnwindRule::Cfa { base, offset, fp };
         let at16 = FpRule::AtCfa(-16);
         assert_eq!(
@@ -67,7 +87,7 @@ fn every_rule_kind_on_hand_written_cfi() {
                 CFA_SP8,
                 fp(CfaBase::Sp, 16, at16),
                 fp(CfaBase::Fp, 16, at16),
-                fp(CfaBase::Sp, 8, at16), // after leave, before ret
+                fp(CfaBase::Sp, 8, at16),  // after leave, before ret
                 fp(CfaBase::Fp, 16, at16), // restore_state
                 fp(CfaBase::Sp, 8, at16),
             ],
@@ -80,11 +100,7 @@ fn every_rule_kind_on_hand_written_cfi() {
         let (b, _) = sym_range(&data, "adj_b");
         assert!(t.rows.iter().all(|r| r.address != b), "{name}");
         assert_eq!(t.lookup(b), Some(&CFA_SP8));
-        assert_eq!(
-            t.lookup(b + 1),
-            Some(&fp(CfaBase::Sp, 16, at16)),
-            "{name}"
-        );
+        assert_eq!(t.lookup(b + 1), Some(&fp(CfaBase::Sp, 16, at16)), "{name}");
         // Ordinary compiled code starts with CFA = rsp + 8.
         assert_eq!(t.lookup(sym_range(&data, "main").0), Some(&CFA_SP8));
     }
@@ -182,14 +198,22 @@ fn build_tmp(name: &str, args: &[&str]) -> std::path::PathBuf {
         .arg(&out)
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     out
 }
 
 #[test]
 fn file_without_cfi_gives_empty_table() {
     let src = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("unwind-nocfi.c");
-    std::fs::write(&src, "void _start(void) { for (;;) __asm__ volatile(\"pause\"); }\n").unwrap();
+    std::fs::write(
+        &src,
+        "void _start(void) { for (;;) __asm__ volatile(\"pause\"); }\n",
+    )
+    .unwrap();
     let src = src.to_str().unwrap();
     let exe = build_tmp(
         "nocfi",
@@ -229,61 +253,73 @@ fn separate_debug_file_uses_debug_frame() {
     assert_eq!(t.lookup(main), fulltable.lookup(main));
 }
 
+/// File offset of the `pc_range` field of the `.eh_frame` FDE that starts
+/// at `start`.
+fn fde_range_field(data: &[u8], start: u64) -> usize {
+    use gimli::UnwindSection;
+    let file = object::File::parse(data).unwrap();
+    let eh = file.section_by_name(".eh_frame").unwrap();
+    let (eh_off, _) = eh.file_range().unwrap();
+    let section = gimli::EhFrame::new(eh.data().unwrap(), gimli::LittleEndian);
+    let bases = gimli::BaseAddresses::default().set_eh_frame(eh.address());
+    let mut entries = section.entries(&bases);
+    while let Some(e) = entries.next().unwrap() {
+        if let gimli::CieOrFde::Fde(p) = e {
+            let f = p.parse(|s, b, o| s.cie_from_offset(b, o)).unwrap();
+            if f.initial_address() == start {
+                // length(4) CIE pointer(4) pc_begin(pcrel sdata4) pc_range(udata4)
+                assert_eq!(
+                    f.cie().fde_address_encoding(),
+                    Some(gimli::DW_EH_PE_pcrel | gimli::DW_EH_PE_sdata4)
+                );
+                return eh_off as usize + f.offset() + 12;
+            }
+        }
+    }
+    panic!("no FDE at {start:#x}");
+}
+
 /// Patches one FDE's address range in `.eh_frame` so that it overlaps the
 /// next FDE (partly, then entirely) and checks the documented policy: the
 /// FDE that starts first wins; the other only contributes what lies past.
 #[test]
 fn overlapping_fdes_first_start_wins() {
-    use gimli::UnwindSection;
     let data = read(&fixture("c-O2").path);
-    let file = object::File::parse(&*data).unwrap();
-    let eh = file.section_by_name(".eh_frame").unwrap();
-    let (eh_off, _) = eh.file_range().unwrap();
-    let eh_data = eh.data().unwrap();
-    let section = gimli::EhFrame::new(eh_data, gimli::LittleEndian);
-    let bases = gimli::BaseAddresses::default().set_eh_frame(eh.address());
-    // FDEs of cfi_fp and cfi_big (consecutive, cfi_big right after cfi_fp).
+    let orig = UnwindTable::from_elf(&data).unwrap();
+    let set_range = |field: usize, len: u64| {
+        let mut x = data.clone();
+        x[field..field + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        x
+    };
+
+    // Partial overlap: cfi_r10's FDE now ends 2 bytes into cfi_expr, in the
+    // middle of cfi_expr's second row ([+1, +3): the CFA expression).
+    let r10 = sym_range(&data, "cfi_r10");
+    let expr = sym_range(&data, "cfi_expr");
+    assert_eq!(r10.1, expr.0);
+    let inv_expr = UnwindRule::Invalid(InvalidReason::CfaExpression);
+    assert_eq!(orig.lookup(expr.0 + 1), Some(&inv_expr));
+    assert_eq!(orig.lookup(expr.0 + 3), Some(&CFA_SP8));
+    let t = UnwindTable::from_elf(&set_range(fde_range_field(&data, r10.0), r10.1 - r10.0 + 2))
+        .unwrap();
+    check_invariants(&t);
+    assert_eq!((t.stats.fdes_overlapping, t.stats.fdes_shadowed), (1, 0));
+    // cfi_r10's last rule extends over expr.0 .. expr.0+2 ...
+    assert_eq!(t.lookup(expr.0), orig.lookup(r10.1 - 1));
+    assert_eq!(t.lookup(expr.0 + 1), orig.lookup(r10.1 - 1));
+    // ... then cfi_expr's rows, its straddling row clipped.
+    assert_eq!(t.lookup(expr.0 + 2), Some(&inv_expr));
+    assert_eq!(t.lookup(expr.0 + 3), Some(&CFA_SP8));
+    assert_eq!(t.lookup(expr.1), orig.lookup(expr.1));
+
+    // Full cover: cfi_fp's FDE swallows cfi_big (nop; nop; ret) entirely.
     let fp = sym_range(&data, "cfi_fp");
     let big = sym_range(&data, "cfi_big");
     assert_eq!(fp.1, big.0);
-    let mut entries = section.entries(&bases);
-    let mut fde_off = None;
-    while let Some(e) = entries.next().unwrap() {
-        if let gimli::CieOrFde::Fde(p) = e {
-            let f = p.parse(|s, b, o| s.cie_from_offset(b, o)).unwrap();
-            if f.initial_address() == fp.0 {
-                // length(4) CIE pointer(4) pc_begin(pcrel sdata4) pc_range(udata4)
-                assert_eq!(f.cie().fde_address_encoding(), Some(gimli::DW_EH_PE_pcrel | gimli::DW_EH_PE_sdata4));
-                fde_off = Some(f.offset());
-            }
-        }
-    }
-    let range_at = eh_off as usize + fde_off.expect("cfi_fp FDE") + 12;
-    let orig = UnwindTable::from_elf(&data).unwrap();
-
-    // Partial overlap: cfi_fp's FDE now ends 2 bytes into cfi_big (which
-    // is nop; nop; ret, with the out-of-range CFA on the second nop).
-    assert_eq!(big.1 - big.0, 3);
-    let mut x = data.clone();
-    x[range_at..range_at + 4].copy_from_slice(&((fp.1 - fp.0 + 2) as u32).to_le_bytes());
-    let t = UnwindTable::from_elf(&x).unwrap();
-    check_invariants(&t);
-    assert_eq!((t.stats.fdes_overlapping, t.stats.fdes_shadowed), (1, 0));
-    // cfi_fp's last rule extends over big.0 .. big.0+2, then cfi_big's rows.
-    assert_eq!(
-        orig.lookup(big.0 + 1),
-        Some(&UnwindRule::Invalid(InvalidReason::CfaOffsetOutOfRange))
-    );
-    assert_eq!(t.lookup(big.0 + 1), orig.lookup(fp.1 - 1));
-    assert_eq!(t.lookup(big.0 + 2), orig.lookup(big.0 + 2));
-    assert_eq!(t.lookup(big.1), orig.lookup(big.1));
-
-    // Full cover: cfi_fp's FDE swallows cfi_big entirely.
-    let mut x = data.clone();
-    x[range_at..range_at + 4].copy_from_slice(&((big.1 - fp.0) as u32).to_le_bytes());
-    let t = UnwindTable::from_elf(&x).unwrap();
+    let t = UnwindTable::from_elf(&set_range(fde_range_field(&data, fp.0), big.1 - fp.0)).unwrap();
     check_invariants(&t);
     assert_eq!((t.stats.fdes_overlapping, t.stats.fdes_shadowed), (0, 1));
+    assert_eq!(t.lookup(big.0 + 1), orig.lookup(fp.1 - 1));
     assert_eq!(t.lookup(big.1 - 1), orig.lookup(fp.1 - 1));
     assert!(!t
         .rows
@@ -301,7 +337,10 @@ fn stats_are_consistent() {
     assert_eq!(s.sources[0].fdes, s.fdes);
     assert_eq!(
         s.fdes,
-        s.fdes_used + s.fdes_empty + s.fdes_outside_text + s.fdes_shadowed
+        s.fdes_used
+            + s.fdes_empty
+            + s.fdes_outside_text
+            + s.fdes_shadowed
             + s.fdes_superseded_by_eh_frame
     );
     assert_eq!(s.invalid_raw.len(), InvalidReason::ALL.len());

@@ -104,7 +104,11 @@ fn debug_frame_fixtures_match_gimli() {
     }
     // All four describe the same code.
     let plain = UnwindTable::from_elf(&read(&fixture("c-debug-frame").path)).unwrap();
-    for name in ["c-debug-frame-zlib", "c-debug-frame-zstd", "c-debug-frame-zlib-gnu"] {
+    for name in [
+        "c-debug-frame-zlib",
+        "c-debug-frame-zstd",
+        "c-debug-frame-zlib-gnu",
+    ] {
         let t = UnwindTable::from_elf(&read(&fixture(name).path)).unwrap();
         assert_rows_eq(&t.rows, &plain.rows, name);
     }
@@ -156,7 +160,9 @@ fn stripped_fixtures_match_unstripped() {
 #[test]
 fn libllvm_matches_gimli_when_present() {
     let out = std::process::Command::new("ldconfig").arg("-p").output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     let Some(path) = text
         .lines()
         .filter(|l| l.contains("libLLVM") && l.contains("x86-64"))

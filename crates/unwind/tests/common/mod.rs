@@ -159,7 +159,11 @@ fn reg_value(reg: gimli::Register, rip: u64) -> Option<u64> {
 
 /// Evaluates a CFA expression with gimli's DWARF evaluator, knowing only
 /// rsp, rbp and rip and no memory.
-fn eval_cfa_expr(expr: gimli::Expression<R<'_>>, encoding: gimli::Encoding, rip: u64) -> Option<u64> {
+fn eval_cfa_expr(
+    expr: gimli::Expression<R<'_>>,
+    encoding: gimli::Encoding,
+    rip: u64,
+) -> Option<u64> {
     let mut eval = Evaluation::new(expr.0, encoding);
     let mut res = eval.evaluate().ok()?;
     loop {
@@ -254,7 +258,13 @@ fn ours(rule: &UnwindRule, rip: u64) -> Option<Outcome> {
             Outcome::Frame { cfa, fp_at }
         }
         UnwindRule::Plt { threshold } => Outcome::Frame {
-            cfa: RSP + 8 + if (rip & 15) >= u64::from(threshold) { 8 } else { 0 },
+            cfa: RSP
+                + 8
+                + if (rip & 15) >= u64::from(threshold) {
+                    8
+                } else {
+                    0
+                },
             fp_at: None,
         },
         UnwindRule::SignalFrame => Outcome::Signal,
@@ -291,7 +301,10 @@ fn oracle_fdes<'a, S: UnwindSection<R<'a>>>(
                 *skipped += 1;
                 continue;
             }
-            if !exec.iter().any(|&(s, e)| start >= s && end <= e && end > start) {
+            if !exec
+                .iter()
+                .any(|&(s, e)| start >= s && end <= e && end > start)
+            {
                 *skipped += 1;
                 continue;
             }
@@ -400,10 +413,16 @@ pub fn check_against_gimli(data: &[u8], table: &UnwindTable) -> OracleReport {
 
     // The oracle models non-overlapping FDEs within a section (true of every
     // real file seen); .eh_frame wins over .debug_frame.
-    let mut eh_cover: Vec<(u64, u64)> =
-        fdes.iter().filter(|f| f.eh).map(|f| (f.start, f.end)).collect();
-    let mut debug_cover: Vec<(u64, u64)> =
-        fdes.iter().filter(|f| !f.eh).map(|f| (f.start, f.end)).collect();
+    let mut eh_cover: Vec<(u64, u64)> = fdes
+        .iter()
+        .filter(|f| f.eh)
+        .map(|f| (f.start, f.end))
+        .collect();
+    let mut debug_cover: Vec<(u64, u64)> = fdes
+        .iter()
+        .filter(|f| !f.eh)
+        .map(|f| (f.start, f.end))
+        .collect();
     for cover in [&mut eh_cover, &mut debug_cover] {
         cover.sort();
         for w in cover.windows(2) {
@@ -534,7 +553,12 @@ fn uncovered_in(pieces: &[(u64, u64)], s: u64, e: u64) -> Vec<(u64, u64)> {
 /// Structural invariants every table must have.
 pub fn check_invariants(table: &UnwindTable) {
     for w in table.rows.windows(2) {
-        assert!(w[0].address < w[1].address, "rows not strictly increasing: {} {}", w[0], w[1]);
+        assert!(
+            w[0].address < w[1].address,
+            "rows not strictly increasing: {} {}",
+            w[0],
+            w[1]
+        );
         assert_ne!(w[0].rule, w[1].rule, "unmerged rows {} {}", w[0], w[1]);
     }
     if let Some(last) = table.rows.last() {
