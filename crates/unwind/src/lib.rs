@@ -27,6 +27,35 @@
 //! * After the last address of every FDE there is an
 //!   `Invalid(NoUnwindInfo)` row unless the next FDE starts right there.
 //! * Adjacent rows with identical rules are merged.
+//!
+//! # Rule classification (per gimli row), first match wins
+//! 1. FDE/CIE with the `S` augmentation → [`UnwindRule::SignalFrame`] for
+//!    the whole FDE (its register rules describe the `ucontext_t`, which the
+//!    eBPF side reads itself).
+//! 2. Return address `undefined` → [`UnwindRule::EndOfStack`], whatever the
+//!    CFA (nothing is unwound past it).
+//! 3. CFA: `rsp`/`rbp` + offset, or one of the PLT expressions
+//!    ([`UnwindRule::Plt`]); anything else is `Invalid`.
+//! 4. `rsp` must have no rule of its own (the caller's `rsp` is the CFA).
+//! 5. Return address at `CFA - 8`.
+//! 6. `rbp`: unchanged / `undefined` / `same_value` → [`FpRule::Unchanged`],
+//!    `offset(n)` → [`FpRule::AtCfa`]; PLT rows require it unchanged.
+//!
+//! Other registers' rules are ignored: the eBPF unwinder recovers only
+//! `rip`, `rsp` and `rbp`.
+//!
+//! # API notes
+//! * [`InvalidReason`] is finer than "unsupported" (7 reasons, e.g.
+//!   `SpRule`, `CfaOffsetOutOfRange`) so that statistics say which CFI
+//!   feature would be worth supporting next.
+//! * [`UnwindTable::lookup`] is "rule of the last row at or before the
+//!   address": past the last FDE it returns the final
+//!   `Invalid(NoUnwindInfo)` row, before the first it returns `None` — the
+//!   exact semantics of the binary search the eBPF side will do.
+//! * A file without any CFI is not an error (Go binaries, `-nostdlib` code):
+//!   the table is empty and [`TableStats::sources`] says why.
+//! * Corrupt CFI is an error for the whole file (never a partial table):
+//!   a table that silently misses a corrupt tail would mis-unwind.
 
 mod elf;
 mod rule;
