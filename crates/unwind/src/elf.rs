@@ -233,10 +233,11 @@ fn hdr_err(detail: impl Into<String>) -> Error {
 ///
 /// The section's end is not recorded anywhere, so it is bounded by the file
 /// part of the `PT_LOAD` that holds it and, when `.eh_frame_hdr` has its
-/// binary-search table, by the end of the last FDE the table lists (LLD does
-/// not write a zero terminator, and whatever follows `.eh_frame` in the
-/// segment must not be parsed as CFI). Without a table, gimli stops at the
-/// zero terminator that GNU toolchains write.
+/// binary-search table, by the end of the last FDE the table lists: the
+/// zero terminator comes from `crtend.o`, which not every link includes
+/// (`-nostartfiles`, some hand-made toolchains), and whatever follows
+/// `.eh_frame` in the segment must not be parsed as CFI. Without a table,
+/// gimli stops at the zero terminator.
 fn eh_frame_from_hdr<'data>(
     data: &'data [u8],
     phdrs: &[elf::ProgramHeader64<LE>],
