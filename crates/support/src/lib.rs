@@ -7,3 +7,4 @@ pub mod generated;
 
 pub use generated::abi;
 pub use generated::programs::{ProgramId, PROGRAM_COUNT};
+pub mod trace;

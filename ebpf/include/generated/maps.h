@@ -29,12 +29,13 @@ struct {
     __uint(max_entries, METRIC_COUNT);
 } metrics SEC(".maps");
 
-/* Rows of every loaded executable; userspace allocates ranges. */
+/* Rows of every loaded executable; userspace allocates ranges and writes them through a memory mapping of the array (one copy, no syscall per row). */
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __type(key, __u32);
     __type(value, struct unwind_row);
     __uint(max_entries, 4194304);
+    __uint(map_flags, BPF_F_MMAPABLE);
 } unwind_rows SEC(".maps");
 
 /* Executable id to its rows. */
@@ -80,5 +81,7 @@ struct {
 
 /* 1: also record samples of idle CPUs (pid 0). */
 const volatile __u32 include_idle = 0;
+/* 1: only processes in the processes map are sampled; others are counted as filtered, never unwound or reported. */
+const volatile __u32 filter_enabled = 0;
 
 #endif /* EBPF_PROFILER_GENERATED_MAPS_H */

@@ -849,7 +849,7 @@ pub mod maps {
         max_entries: 37,
     };
 
-    /// Rows of every loaded executable; userspace allocates ranges.
+    /// Rows of every loaded executable; userspace allocates ranges and writes them through a memory mapping of the array (one copy, no syscall per row).
     pub const UNWIND_ROWS: MapSpec = MapSpec {
         name: "unwind_rows",
         kind: "array",
@@ -911,4 +911,6 @@ pub mod maps {
 pub mod globals {
     /// 1: also record samples of idle CPUs (pid 0). (u32)
     pub const INCLUDE_IDLE: &str = "include_idle";
+    /// 1: only processes in the processes map are sampled; others are counted as filtered, never unwound or reported. (u32)
+    pub const FILTER_ENABLED: &str = "filter_enabled";
 }

@@ -1,0 +1,15 @@
+//! The kernel-touching side of ebpf-profiler: loads the eBPF object, keeps
+//! its maps in step with the processes on the machine, and reads traces.
+//!
+//! Architecture invariant: this is the only crate that talks to the kernel
+//! (bpf(2), perf_event_open(2), /proc). Everything it exchanges with the
+//! eBPF programs goes through the generated `support::abi` types.
+
+pub mod loader;
+pub mod lpm;
+pub mod procmaps;
+pub mod rows;
+pub mod tracker;
+pub mod record;
+pub mod session;
+pub mod symbolize;

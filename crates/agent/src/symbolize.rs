@@ -1,0 +1,109 @@
+//! Host-side symbolization of native and kernel frames (blazesym).
+//!
+//! Files are read through the descriptor the tracker kept open, so a process
+//! that exited or a binary deleted during the recording still symbolizes.
+
+use blazesym::symbolize::source::{Elf, Kernel, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer as Blaze};
+use blazesym::MaybeDefault;
+use std::path::Path;
+
+/// One function of a symbolized address; inlined callees come before their
+/// caller (innermost first), like OTLP's `Location.lines`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SymFrame {
+    pub function: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    /// An inlined function (not a real frame on the stack).
+    pub inlined: bool,
+}
+
+pub struct Symbolizer {
+    blaze: Blaze,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new(true)
+    }
+}
+
+fn code_file(ci: &blazesym::symbolize::CodeInfo<'_>) -> String {
+    match &ci.dir {
+        Some(dir) => dir.join(&*ci.file).to_string_lossy().into_owned(),
+        None => ci.file.to_string_lossy().into_owned(),
+    }
+}
+
+impl Symbolizer {
+    /// `debug_info`: use DWARF (file, line, inlined functions) when present.
+    pub fn new(debug_info: bool) -> Self {
+        Symbolizer {
+            blaze: Blaze::builder()
+                .enable_code_info(debug_info)
+                .enable_inlined_fns(debug_info)
+                .enable_demangling(true)
+                .build(),
+        }
+    }
+
+    /// Symbolizes ELF virtual addresses of the file at `path`. An address
+    /// with no symbol (or a file that cannot be read) gives an empty list.
+    pub fn native(&self, path: &Path, addrs: &[u64], debug_info: bool) -> Vec<Vec<SymFrame>> {
+        let mut elf = Elf::new(path);
+        elf.debug_syms = debug_info;
+        let src = Source::Elf(elf);
+        match self.blaze.symbolize(&src, Input::VirtOffset(addrs)) {
+            Ok(syms) => syms.iter().map(Self::frames).collect(),
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "symbolization failed");
+                vec![Vec::new(); addrs.len()]
+            }
+        }
+    }
+
+    /// Symbolizes kernel addresses from /proc/kallsyms.
+    pub fn kernel(&self, addrs: &[u64]) -> Vec<Vec<SymFrame>> {
+        let src = Source::Kernel(Kernel {
+            kallsyms: MaybeDefault::Default,
+            // vmlinux discovery reads large files; kallsyms has every name.
+            vmlinux: MaybeDefault::None,
+            ..Default::default()
+        });
+        match self.blaze.symbolize(&src, Input::AbsAddr(addrs)) {
+            Ok(syms) => syms.iter().map(Self::frames).collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, "kernel symbolization failed");
+                vec![Vec::new(); addrs.len()]
+            }
+        }
+    }
+
+    fn frames(s: &Symbolized<'_>) -> Vec<SymFrame> {
+        let Symbolized::Sym(sym) = s else {
+            return Vec::new();
+        };
+        // blazesym lists inlined functions outermost first; each one's code
+        // info is the location inside that function, and the symbol's own
+        // code info is the location in the outermost (real) function.
+        let mut out = Vec::with_capacity(1 + sym.inlined.len());
+        for f in sym.inlined.iter().rev() {
+            let ci = f.code_info.as_ref();
+            out.push(SymFrame {
+                function: f.name.to_string(),
+                file: ci.map(code_file),
+                line: ci.and_then(|c| c.line),
+                inlined: true,
+            });
+        }
+        let ci = sym.code_info.as_deref();
+        out.push(SymFrame {
+            function: sym.name.to_string(),
+            file: ci.map(code_file),
+            line: ci.and_then(|c| c.line),
+            inlined: false,
+        });
+        out
+    }
+}

@@ -1,0 +1,516 @@
+//! Process and executable tracking: what the eBPF unwinder needs to know
+//! about every process it samples.
+//!
+//! Lifecycle: a process is scanned (at start-up, or when the eBPF side
+//! reports it) into an *address space* (asid): its executable mappings as
+//! LPM-trie prefixes pointing at executables whose unwind tables are loaded
+//! once, whatever the number of processes that map them. A forked child
+//! shares its parent's address space (the eBPF fork hook points it there at
+//! once); a rescan gives a process a fresh address space, so a shared one is
+//! never modified in place. Address spaces and tables are reference counted
+//! and freed with their last user, so nothing leaks across process churn.
+
+use crate::loader::KernelMaps;
+use crate::lpm;
+use crate::procmaps::{self, MapsEntry};
+use crate::rows::{self, RangeAllocator};
+use libpf::FileId;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use support::abi::{ExeTable, MappingKey, MappingValue, ProcessInfo};
+use unwind::UnwindTable;
+
+/// An executable file seen in some process.
+#[derive(Debug)]
+pub struct FileInfo {
+    pub file_id: FileId,
+    /// The path as the process mapped it.
+    pub path: PathBuf,
+    /// Kept open so the file can be symbolized after the process exited or
+    /// the file was deleted or replaced on disk.
+    pub file: File,
+}
+
+impl FileInfo {
+    /// A path that reaches the open file (works for deleted files).
+    pub fn open_path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+}
+
+/// A `PT_LOAD` segment: how file offsets map to ELF virtual addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub offset: u64,
+    pub vaddr: u64,
+    pub filesz: u64,
+    pub executable: bool,
+}
+
+/// Reads the `PT_LOAD` segments of an ELF file.
+pub fn load_segments(data: &[u8]) -> Result<Vec<Segment>, String> {
+    use object::read::elf::{ElfFile64, ProgramHeader};
+    let elf = ElfFile64::<object::Endianness>::parse(data).map_err(|e| e.to_string())?;
+    let endian = elf.endian();
+    Ok(elf
+        .elf_program_headers()
+        .iter()
+        .filter(|ph| ph.p_type(endian) == object::elf::PT_LOAD)
+        .map(|ph| Segment {
+            offset: ph.p_offset(endian),
+            vaddr: ph.p_vaddr(endian),
+            filesz: ph.p_filesz(endian),
+            executable: ph.p_flags(endian).0 & object::elf::PF_X.0 != 0,
+        })
+        .collect())
+}
+
+/// The bias of a mapping: process address − bias = ELF virtual address.
+/// `None` when no segment covers the mapping's file offset.
+pub fn mapping_bias(segments: &[Segment], start: u64, file_offset: u64) -> Option<u64> {
+    const PAGE: u64 = 4096;
+    let covers = |s: &&Segment| {
+        let first = s.offset & !(PAGE - 1);
+        first <= file_offset && file_offset < s.offset + s.filesz.max(1)
+    };
+    let seg = segments
+        .iter()
+        .filter(covers)
+        .find(|s| s.executable)
+        .or_else(|| segments.iter().find(covers))?;
+    Some(
+        start
+            .wrapping_sub(file_offset)
+            .wrapping_add(seg.offset)
+            .wrapping_sub(seg.vaddr),
+    )
+}
+
+/// An executable whose table is (or could not be) in the row array.
+#[derive(Debug)]
+struct Executable {
+    info: Arc<FileInfo>,
+    segments: Vec<Segment>,
+    /// Rows in the array, `None` when the table could not be loaded.
+    rows: Option<(u32, u32)>,
+    /// Address spaces that map it.
+    refs: u32,
+}
+
+#[derive(Debug, Default)]
+struct AddressSpace {
+    /// Processes using it.
+    pids: u32,
+    keys: Vec<MappingKey>,
+    exes: Vec<u64>,
+}
+
+/// Counters of the tracker's own work (agent metrics).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrackerStats {
+    pub scans: u64,
+    pub scan_errors: u64,
+    pub scans_unchanged: u64,
+    pub table_errors: u64,
+    pub tables_loaded: u64,
+    pub rows_loaded: u64,
+}
+
+/// Why a scan failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("process {0} is gone")]
+    Gone(u32),
+    #[error("reading /proc/{0}/maps: {1}")]
+    Maps(u32, std::io::Error),
+    #[error("updating the eBPF maps for process {0}: {1}")]
+    Map(u32, String),
+}
+
+/// What the tracker knows; see the module doc for the lifecycle.
+pub struct Tracker {
+    /// Every file ever seen this session, by executable id; never dropped,
+    /// so traces read after a process exited still symbolize.
+    files: HashMap<u64, Arc<FileInfo>>,
+    /// Loaded executables by executable id.
+    exes: HashMap<u64, Executable>,
+    /// (dev, inode, size, mtime) → executable id: skips re-hashing a file
+    /// that hundreds of processes map.
+    identities: HashMap<(u64, u64, u64, i64, i64), u64>,
+    pids: HashMap<u32, u32>,
+    /// Fingerprint of each process's executable mappings at its last scan.
+    fingerprints: HashMap<u32, u64>,
+    spaces: HashMap<u32, AddressSpace>,
+    next_asid: u32,
+    alloc: RangeAllocator,
+    proc_root: PathBuf,
+    pub stats: TrackerStats,
+}
+
+fn map_err(pid: u32) -> impl Fn(aya::maps::MapError) -> ScanError {
+    move |e| ScanError::Map(pid, e.to_string())
+}
+
+impl Tracker {
+    pub fn new(row_capacity: u32) -> Self {
+        Tracker {
+            files: HashMap::new(),
+            exes: HashMap::new(),
+            identities: HashMap::new(),
+            pids: HashMap::new(),
+            fingerprints: HashMap::new(),
+            spaces: HashMap::new(),
+            next_asid: 1,
+            alloc: RangeAllocator::new(row_capacity),
+            proc_root: PathBuf::from("/proc"),
+            stats: TrackerStats::default(),
+        }
+    }
+
+    /// The file behind an executable id seen in a trace.
+    pub fn file(&self, exe_id: u64) -> Option<&Arc<FileInfo>> {
+        self.files.get(&exe_id)
+    }
+
+    pub fn is_tracked(&self, pid: u32) -> bool {
+        self.pids.contains_key(&pid)
+    }
+
+    pub fn tracked_pids(&self) -> Vec<u32> {
+        self.pids.keys().copied().collect()
+    }
+
+    /// (processes, address spaces, LPM keys, loaded executables, rows in use).
+    pub fn footprint(&self) -> (usize, usize, usize, usize, u64) {
+        (
+            self.pids.len(),
+            self.spaces.len(),
+            self.spaces.values().map(|s| s.keys.len()).sum(),
+            self.exes.values().filter(|e| e.rows.is_some()).count(),
+            self.alloc.capacity() as u64 - self.alloc.available(),
+        )
+    }
+
+    /// Scans `pid` and points it at a fresh address space. Returns false when
+    /// its executable mappings did not change since the last scan.
+    pub fn scan(&mut self, maps: &mut KernelMaps, pid: u32) -> Result<bool, ScanError> {
+        self.stats.scans += 1;
+        let res = self.scan_inner(maps, pid);
+        match &res {
+            Err(_) => self.stats.scan_errors += 1,
+            Ok(false) => self.stats.scans_unchanged += 1,
+            Ok(true) => {}
+        }
+        res
+    }
+
+    fn scan_inner(&mut self, maps: &mut KernelMaps, pid: u32) -> Result<bool, ScanError> {
+        let text = std::fs::read_to_string(self.proc_root.join(format!("{pid}/maps"))).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ScanError::Gone(pid)
+            } else {
+                ScanError::Maps(pid, e)
+            }
+        })?;
+        let entries: Vec<MapsEntry> = procmaps::parse(&text)
+            .into_iter()
+            .filter(|e| e.executable && e.is_file())
+            .collect();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        entries.hash(&mut h);
+        let fingerprint = h.finish();
+        if self.pids.contains_key(&pid) && self.fingerprints.get(&pid) == Some(&fingerprint) {
+            // Still make sure the eBPF side knows it (exec removes it there).
+            if let Some(&asid) = self.pids.get(&pid) {
+                let info = ProcessInfo { asid, flags: 0 };
+                maps.processes.insert(pid, info.to_bytes(), 0).map_err(map_err(pid))?;
+            }
+            return Ok(false);
+        }
+
+        let asid = self.next_asid;
+        self.next_asid = self.next_asid.wrapping_add(1).max(1);
+        let mut space = AddressSpace {
+            pids: 1,
+            ..Default::default()
+        };
+        for e in &entries {
+            let Some(exe_id) = self.executable_for(maps, pid, e) else {
+                continue;
+            };
+            let exe = self.exes.get_mut(&exe_id).expect("just inserted");
+            let Some(bias) = mapping_bias(&exe.segments, e.start, e.offset) else {
+                continue;
+            };
+            if !space.exes.contains(&exe_id) {
+                exe.refs += 1;
+                space.exes.push(exe_id);
+            }
+            let value = MappingValue { exe_id, bias }.to_bytes();
+            for (start, bits) in lpm::blocks(e.start, e.end) {
+                let key = lpm::key(asid, start, bits);
+                if let Err(err) = maps.mappings.insert(&trie_key(&key), value, 0) {
+                    self.spaces.insert(asid, space);
+                    self.release_space(maps, asid);
+                    return Err(ScanError::Map(pid, format!("mappings: {err}")));
+                }
+                space.keys.push(key);
+            }
+        }
+        self.spaces.insert(asid, space);
+        let info = ProcessInfo { asid, flags: 0 };
+        if let Err(e) = maps.processes.insert(pid, info.to_bytes(), 0) {
+            self.release_space(maps, asid);
+            return Err(ScanError::Map(pid, format!("processes: {e}")));
+        }
+        self.fingerprints.insert(pid, fingerprint);
+        if let Some(old) = self.pids.insert(pid, asid) {
+            self.unref_space(maps, old);
+        }
+        Ok(true)
+    }
+
+    /// Opens the file behind a mapping, identifies it and makes sure its
+    /// table is loaded. `None` when the file cannot be opened or parsed.
+    fn executable_for(&mut self, maps: &mut KernelMaps, pid: u32, e: &MapsEntry) -> Option<u64> {
+        // map_files reaches the mapped file itself, also in another mount
+        // namespace (containers) and after deletion; /proc/PID/root is the
+        // fallback where map_files is not readable.
+        let by_map = self
+            .proc_root
+            .join(format!("{pid}/map_files/{:x}-{:x}", e.start, e.end));
+        let file = File::open(&by_map)
+            .or_else(|_| {
+                let rel = e.path();
+                let rel = rel.strip_prefix("/").unwrap_or(&rel).to_path_buf();
+                File::open(self.proc_root.join(format!("{pid}/root")).join(rel))
+            })
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        let identity = (meta.dev(), meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec());
+        let exe_id = match self.identities.get(&identity) {
+            Some(&id) => id,
+            None => {
+                let mut f = &file;
+                let file_id = FileId::from_reader(&mut f).ok()?;
+                let id = file_id.hi();
+                self.identities.insert(identity, id);
+                self.files.entry(id).or_insert_with(|| {
+                    Arc::new(FileInfo {
+                        file_id,
+                        path: e.path(),
+                        file,
+                    })
+                });
+                id
+            }
+        };
+        if !self.exes.contains_key(&exe_id) {
+            let info = self.files.get(&exe_id)?.clone();
+            let exe = self.load_executable(maps, exe_id, info)?;
+            self.exes.insert(exe_id, exe);
+        }
+        Some(exe_id)
+    }
+
+    fn load_executable(&mut self, maps: &mut KernelMaps, exe_id: u64, info: Arc<FileInfo>) -> Option<Executable> {
+        // SAFETY: read-only private mapping of a file that is being executed;
+        // executables are replaced, not rewritten in place.
+        let data = unsafe { memmap2::Mmap::map(&info.file) }.ok()?;
+        let segments = load_segments(&data).ok()?;
+        let rows = match UnwindTable::from_elf(&data)
+            .map_err(|e| e.to_string())
+            .and_then(|t| rows::convert(&t).map_err(|e| e.to_string()))
+        {
+            Ok(rows) if !rows.is_empty() => self.install_rows(maps, exe_id, &rows, &info),
+            Ok(_) => None,
+            Err(err) => {
+                self.stats.table_errors += 1;
+                tracing::debug!(path = %info.path.display(), %err, "no unwind table");
+                None
+            }
+        };
+        Some(Executable {
+            info,
+            segments,
+            rows,
+            refs: 0,
+        })
+    }
+
+    fn install_rows(
+        &mut self,
+        maps: &mut KernelMaps,
+        exe_id: u64,
+        rows: &[support::abi::UnwindRow],
+        info: &FileInfo,
+    ) -> Option<(u32, u32)> {
+        let len = rows.len() as u32;
+        let Some(start) = self.alloc.alloc(len) else {
+            self.stats.table_errors += 1;
+            tracing::warn!(
+                path = %info.path.display(),
+                rows = len,
+                free = self.alloc.available(),
+                "unwind row array full: raise --max-unwind-rows"
+            );
+            return None;
+        };
+        // Rows first, then the table entry that makes them visible.
+        maps.rows.write(start, rows);
+        let table = ExeTable {
+            row_start: start,
+            row_count: len,
+        };
+        if let Err(e) = maps.exe_tables.insert(exe_id, table.to_bytes(), 0) {
+            self.alloc.release(start, len);
+            self.stats.table_errors += 1;
+            tracing::warn!(path = %info.path.display(), error = %e, "exe_tables insert failed");
+            return None;
+        }
+        self.stats.tables_loaded += 1;
+        self.stats.rows_loaded += len as u64;
+        Some((start, len))
+    }
+
+    /// A known process forked: the eBPF side already points the child at the
+    /// parent's address space.
+    pub fn on_fork(&mut self, maps: &mut KernelMaps, child: u32, asid: u32) -> bool {
+        let Some(space) = self.spaces.get_mut(&asid) else {
+            // The parent rescanned meanwhile and the space is gone: the
+            // child must be scanned on its own.
+            let _ = maps.processes.remove(&child);
+            return false;
+        };
+        space.pids += 1;
+        if let Some(old) = self.pids.insert(child, asid) {
+            self.unref_space(maps, old);
+        }
+        if let Some(fp) = self.pids.iter().find(|(_, &a)| a == asid).and_then(|(p, _)| self.fingerprints.get(p)).copied() {
+            self.fingerprints.insert(child, fp);
+        }
+        true
+    }
+
+    /// The process exited (or exec'd, before its rescan): drop its state.
+    pub fn remove(&mut self, maps: &mut KernelMaps, pid: u32) {
+        self.fingerprints.remove(&pid);
+        if let Some(asid) = self.pids.remove(&pid) {
+            let _ = maps.processes.remove(&pid);
+            self.unref_space(maps, asid);
+        }
+    }
+
+    /// Drops processes that no longer exist (exit events can be lost when
+    /// the events ring buffer is full).
+    pub fn reap(&mut self, maps: &mut KernelMaps) -> usize {
+        let dead: Vec<u32> = self
+            .pids
+            .keys()
+            .copied()
+            .filter(|pid| !self.proc_root.join(pid.to_string()).exists())
+            .collect();
+        for &pid in &dead {
+            self.remove(maps, pid);
+        }
+        dead.len()
+    }
+
+    fn unref_space(&mut self, maps: &mut KernelMaps, asid: u32) {
+        let Some(space) = self.spaces.get_mut(&asid) else {
+            return;
+        };
+        space.pids = space.pids.saturating_sub(1);
+        if space.pids == 0 {
+            self.release_space(maps, asid);
+        }
+    }
+
+    fn release_space(&mut self, maps: &mut KernelMaps, asid: u32) {
+        let Some(space) = self.spaces.remove(&asid) else {
+            return;
+        };
+        for key in &space.keys {
+            let _ = maps.mappings.remove(&trie_key(key));
+        }
+        for exe_id in space.exes {
+            let unused = match self.exes.get_mut(&exe_id) {
+                Some(exe) => {
+                    exe.refs = exe.refs.saturating_sub(1);
+                    exe.refs == 0
+                }
+                None => false,
+            };
+            if unused {
+                if let Some(exe) = self.exes.remove(&exe_id) {
+                    if let Some((start, len)) = exe.rows {
+                        // Hide the table before its rows can be reused.
+                        let _ = maps.exe_tables.remove(&exe_id);
+                        self.alloc.release(start, len);
+                    }
+                    drop(exe.info);
+                }
+            }
+        }
+    }
+}
+
+/// The LPM key as aya wants it: prefix length, then the data bytes.
+pub fn trie_key(k: &MappingKey) -> aya::maps::lpm_trie::Key<[u8; 12]> {
+    let bytes = k.to_bytes();
+    let mut data = [0u8; 12];
+    data.copy_from_slice(&bytes[4..16]);
+    aya::maps::lpm_trie::Key::new(k.prefixlen, data)
+}
+
+/// Every PID under /proc.
+pub fn all_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// PIDs whose mappings include no executable file (kernel threads) are
+/// skipped by `scan` naturally; this set helps callers avoid rescans.
+pub type PidSet = HashSet<u32>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bias_of_pie_and_lld_layouts() {
+        // PIE linked by GNU ld: text at offset 0x1000, vaddr 0x1000.
+        let segs = vec![
+            Segment { offset: 0, vaddr: 0, filesz: 0x600, executable: false },
+            Segment { offset: 0x1000, vaddr: 0x1000, filesz: 0x200, executable: true },
+        ];
+        let b = mapping_bias(&segs, 0x5555_5555_5000, 0x1000).unwrap();
+        assert_eq!(0x5555_5555_5123 - b, 0x1123);
+        // LLD: text at offset 0x134c0, vaddr 0x144c0 (differs by a page).
+        let segs = vec![
+            Segment { offset: 0, vaddr: 0, filesz: 0x134c0, executable: false },
+            Segment { offset: 0x134c0, vaddr: 0x144c0, filesz: 0x50000, executable: true },
+        ];
+        let start = 0x5600_0001_4000; // maps the page holding offset 0x13000
+        let b = mapping_bias(&segs, start, 0x13000).unwrap();
+        // Process address of file offset 0x134c0 is start + 0x4c0.
+        assert_eq!(start + 0x4c0 - b, 0x144c0);
+        assert_eq!(mapping_bias(&segs, start, 0x900000), None);
+    }
+
+    #[test]
+    fn segments_of_libc() {
+        let data = std::fs::read("/lib/x86_64-linux-gnu/libc.so.6").unwrap();
+        let segs = load_segments(&data).unwrap();
+        assert!(segs.iter().any(|s| s.executable));
+        assert!(load_segments(b"not an elf").is_err());
+    }
+}

@@ -1,0 +1,419 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The sampling side of ebpf-profiler.
+ *
+ * A perf_event program on every CPU takes the kernel stack and the user
+ * registers, then the native unwinder walks the user stack with the
+ * .eh_frame-derived rows userspace loaded into the maps, a batch of frames
+ * per invocation, tail-calling itself to go deeper. The finished trace goes
+ * to the traces ring buffer. Tracepoints keep userspace informed of fork,
+ * exec and exit so process state is neither stale nor leaked.
+ *
+ * Everything shared with Rust (structs, maps, ids, error codes, metrics)
+ * comes from the generated headers; this file holds only logic.
+ */
+#include <linux/bpf.h>
+#include <linux/bpf_perf_event.h>
+#include <linux/ptrace.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
+
+#include "generated/maps.h"
+#include "generated/errors.h"
+#include "generated/frame_types.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Only the fields read here; CO-RE relocates them against the kernel's BTF. */
+struct task_struct {
+    int pid;
+    int tgid;
+} __attribute__((preserve_access_index));
+
+/* Offsets in the x86-64 ucontext_t at rsp inside a signal trampoline
+ * (uc_mcontext starts at 40; see the kernel's struct sigcontext). */
+#define UCONTEXT_RBP 120
+#define UCONTEXT_RSP 160
+#define UCONTEXT_RIP 168
+
+/* The trace under construction and the unwinder's registers; per CPU, so it
+ * survives tail calls and needs none of the 512-byte BPF stack. Private to
+ * the eBPF programs: userspace never reads it. */
+struct unwind_state {
+    __u64 pc;
+    __u64 sp;
+    __u64 fp;
+    __u32 asid;
+    __u32 tail_calls;
+    __u32 user_frames;
+    /* pc is a return address: look up pc - 1 (the call instruction). */
+    __u32 return_address;
+    /* 0 while unwinding; 1 when the trace is complete or ended by an error. */
+    __u32 done;
+    __u32 pad;
+    struct trace_record record;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __type(key, __u32);
+    __type(value, struct unwind_state);
+    __uint(max_entries, 1);
+} scratch SEC(".maps");
+
+static __always_inline void count(__u32 metric)
+{
+    __u64 *v = bpf_map_lookup_elem(&metrics, &metric);
+    if (v)
+        *v += 1;
+}
+
+static __always_inline struct unwind_state *state(void)
+{
+    __u32 zero = 0;
+    return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+/* Sends a process event; reports of unknown PIDs are rate limited per PID. */
+static __always_inline void send_pid_event(__u32 kind, __u32 pid, __u32 parent, __u32 asid)
+{
+    __u64 now = bpf_ktime_get_ns();
+    if (kind == PID_EVENT_KIND_UNKNOWN) {
+        __u64 *last = bpf_map_lookup_elem(&pid_reported, &pid);
+        if (last && now - *last < PID_REPORT_INTERVAL_NS)
+            return;
+        bpf_map_update_elem(&pid_reported, &pid, &now, BPF_ANY);
+    }
+    struct pid_event ev = {
+        .kind = kind, .pid = pid, .parent_pid = parent, .asid = asid, .ktime_ns = now,
+    };
+    if (bpf_ringbuf_output(&events, &ev, sizeof(ev), 0) == 0) {
+        if (kind == PID_EVENT_KIND_UNKNOWN)
+            count(METRIC_PID_REPORTS);
+    } else {
+        count(METRIC_PID_EVENTS_DROPPED);
+    }
+}
+
+static __always_inline void send_trace(struct unwind_state *s)
+{
+    /* Frame data never exceeds MAX_FRAME_WORDS - 1 words (see push_error
+     * and native_step), so the mask keeps the value and proves the bound to
+     * the verifier, which a comparison the compiler may reorder does not. */
+    __u64 words = s->record.header.num_frame_words & (MAX_FRAME_WORDS - 1);
+    __u64 size = sizeof(struct trace_header) + words * sizeof(__u64);
+    if (bpf_ringbuf_output(&traces, &s->record, size, 0) == 0)
+        count(METRIC_TRACES_SENT);
+    else
+        count(METRIC_TRACES_DROPPED);
+}
+
+/* Ends the trace with an error frame of `kind` carrying `err`. */
+static __always_inline void push_error(struct unwind_state *s, __u32 kind, __u32 err)
+{
+    count(error_metric(err));
+    s->done = 1;
+    __u32 words = s->record.header.num_frame_words;
+    if (words >= MAX_FRAME_WORDS - 1)
+        return;
+    s->record.frames[words & (MAX_FRAME_WORDS - 1)] =
+        frame_header_pack(err, 1, FRAME_FLAG_ERROR, kind);
+    s->record.header.num_frame_words = words + 1;
+}
+
+/* Index of the last row of the table whose address is <= addr, or -1. */
+static __always_inline long find_row(const struct exe_table *t, __u32 addr)
+{
+    __u32 lo = 0, hi = t->row_count;
+    for (int i = 0; i < MAX_BINARY_SEARCH_STEPS && lo < hi; i++) {
+        __u32 mid = lo + (hi - lo) / 2;
+        __u32 idx = t->row_start + mid;
+        const struct unwind_row *row = bpf_map_lookup_elem(&unwind_rows, &idx);
+        if (!row)
+            return -2;
+        if (row->address <= addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < hi)
+        return -2; /* more rows than the search can cover: a table bug */
+    return (long)lo - 1;
+}
+
+/* Unwinds one native frame. Returns 1 to stop the loop. */
+static __always_inline int native_step(struct unwind_state *s)
+{
+    __u64 pc = s->pc;
+    if (pc == 0) {
+        s->done = 1; /* the caller's return address was 0: end of stack */
+        return 1;
+    }
+    __u32 words = s->record.header.num_frame_words;
+    if (s->user_frames >= MAX_USER_FRAMES || words > MAX_FRAME_WORDS - NATIVE_FRAME_WORDS - 1) {
+        push_error(s, FRAME_TYPE_UNKNOWN, ERR_STACK_LENGTH_EXCEEDED);
+        return 1;
+    }
+
+    struct mapping_key key = {
+        .prefixlen = 32 + 64,
+        .asid_be = bpf_htonl(s->asid),
+        .address_be = bpf_cpu_to_be64(pc),
+    };
+    struct mapping_value *m = bpf_map_lookup_elem(&mappings, &key);
+    if (!m) {
+        /* Maybe mapped since the last scan (dlopen): ask for a rescan. */
+        send_pid_event(PID_EVENT_KIND_UNKNOWN, s->record.header.pid, 0, 0);
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_MAPPING);
+        return 1;
+    }
+    __u64 vaddr = pc - m->bias;
+    __u64 exe_id = m->exe_id;
+    __u64 flags = s->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0;
+    s->record.frames[words & (MAX_FRAME_WORDS - 1)] =
+        frame_header_pack(vaddr, NATIVE_FRAME_WORDS, flags, FRAME_TYPE_NATIVE);
+    s->record.frames[(words + 1) & (MAX_FRAME_WORDS - 1)] = exe_id;
+    s->record.header.num_frame_words = words + NATIVE_FRAME_WORDS;
+    s->user_frames++;
+    count(METRIC_NATIVE_FRAMES);
+
+    __u64 lookup = vaddr - (s->return_address ? 1 : 0);
+    if (lookup > 0xffffffffull) {
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_PC_OUT_OF_RANGE);
+        return 1;
+    }
+    const struct exe_table *t = bpf_map_lookup_elem(&exe_tables, &exe_id);
+    if (!t) {
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_UNWIND_INFO);
+        return 1;
+    }
+    long found = find_row(t, (__u32)lookup);
+    if (found == -2) {
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_BAD_TABLE);
+        return 1;
+    }
+    if (found < 0) {
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_UNWIND_INFO_INVALID);
+        return 1;
+    }
+    __u32 idx = t->row_start + (__u32)found;
+    const struct unwind_row *row = bpf_map_lookup_elem(&unwind_rows, &idx);
+    if (!row) {
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_BAD_TABLE);
+        return 1;
+    }
+
+    __u64 cfa;
+    switch (row->kind) {
+    case UNWIND_RULE_KIND_CFA_SP:
+        cfa = s->sp + row->cfa_offset;
+        break;
+    case UNWIND_RULE_KIND_CFA_FP:
+        cfa = s->fp + row->cfa_offset;
+        break;
+    case UNWIND_RULE_KIND_PLT:
+        cfa = s->sp + 8 + ((pc & 15) >= row->cfa_offset ? 8 : 0);
+        break;
+    case UNWIND_RULE_KIND_SIGNAL: {
+        __u64 regs[3];
+        if (bpf_probe_read_user(&regs[0], 8, (void *)(s->sp + UCONTEXT_RBP)) ||
+            bpf_probe_read_user(&regs[1], 8, (void *)(s->sp + UCONTEXT_RSP)) ||
+            bpf_probe_read_user(&regs[2], 8, (void *)(s->sp + UCONTEXT_RIP))) {
+            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_SIGNAL_FRAME);
+            return 1;
+        }
+        s->fp = regs[0];
+        s->sp = regs[1];
+        s->pc = regs[2];
+        /* The interrupted PC is exact, not a return address. */
+        s->return_address = 0;
+        return 0;
+    }
+    case UNWIND_RULE_KIND_END_OF_STACK:
+        s->done = 1;
+        return 1;
+    default:
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_UNWIND_INFO_INVALID);
+        return 1;
+    }
+
+    if (cfa <= s->sp) {
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_SP_NOT_INCREASING);
+        return 1;
+    }
+    __u64 ra;
+    if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8))) {
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_RETURN_ADDRESS);
+        return 1;
+    }
+    if (row->fp_offset != 0) {
+        __u64 fp;
+        if (bpf_probe_read_user(&fp, sizeof(fp), (void *)(cfa + (__s64)row->fp_offset * 8))) {
+            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_FRAME_POINTER);
+            return 1;
+        }
+        s->fp = fp;
+    }
+    s->sp = cfa;
+    s->pc = ra;
+    s->return_address = 1;
+    return 0;
+}
+
+static long native_step_cb(__u32 index, void *ctx)
+{
+    struct unwind_state *s = state();
+    if (!s)
+        return 1;
+    return native_step(s);
+}
+
+SEC("perf_event")
+int unwind_native(struct bpf_perf_event_data *ctx)
+{
+    struct unwind_state *s = state();
+    if (!s)
+        return 0;
+    s->tail_calls++;
+    bpf_loop(NATIVE_FRAMES_PER_PROGRAM, native_step_cb, NULL, 0);
+    if (s->done) {
+        send_trace(s);
+        return 0;
+    }
+    if (s->tail_calls >= MAX_TAIL_CALLS) {
+        push_error(s, FRAME_TYPE_UNKNOWN, ERR_MAX_TAIL_CALLS);
+        send_trace(s);
+        return 0;
+    }
+    count(METRIC_NATIVE_TAIL_CALLS);
+    bpf_tail_call(ctx, &programs, PROG_NATIVE);
+    push_error(s, FRAME_TYPE_UNKNOWN, ERR_TAIL_CALL_FAILED);
+    send_trace(s);
+    return 0;
+}
+
+/* Reads the user registers of the sampled task: from the sample when it hit
+ * user mode, else from the task's saved user pt_regs. Returns 0 when the task
+ * has no user context (a kernel thread). */
+static __always_inline int user_regs(struct bpf_perf_event_data *ctx, struct pt_regs *out)
+{
+    if ((ctx->regs.cs & 3) == 3) {
+        *out = ctx->regs;
+        return 1;
+    }
+    struct task_struct *task = bpf_get_current_task_btf();
+    struct pt_regs *saved = (struct pt_regs *)bpf_task_pt_regs(task);
+    if (!saved || bpf_probe_read_kernel(out, sizeof(*out), saved))
+        return 0;
+    return (out->cs & 3) == 3 && out->rip != 0;
+}
+
+SEC("perf_event")
+int sample(struct bpf_perf_event_data *ctx)
+{
+    count(METRIC_SAMPLES);
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 pid = pid_tgid >> 32;
+    if (pid == 0 && !include_idle) {
+        count(METRIC_SAMPLES_IDLE);
+        return 0;
+    }
+    struct process_info *proc = NULL;
+    if (pid != 0) {
+        proc = bpf_map_lookup_elem(&processes, &pid);
+        if (!proc && filter_enabled) {
+            count(METRIC_SAMPLES_FILTERED);
+            return 0;
+        }
+    }
+
+    struct unwind_state *s = state();
+    if (!s)
+        return 0;
+    s->tail_calls = 0;
+    s->user_frames = 0;
+    s->return_address = 0;
+    s->done = 0;
+    struct trace_header *h = &s->record.header;
+    h->pid = pid;
+    h->tid = (__u32)pid_tgid;
+    h->ktime_ns = bpf_ktime_get_ns();
+    h->cpu = bpf_get_smp_processor_id();
+    bpf_get_current_comm(h->comm, sizeof(h->comm));
+
+    long got = bpf_get_stack(ctx, s->record.frames, MAX_KERNEL_FRAMES * sizeof(__u64), 0);
+    if (got < 0) {
+        count(METRIC_KERNEL_STACK_ERRORS);
+        got = 0;
+    }
+    __u16 kernel_frames = got / sizeof(__u64);
+    h->num_kernel_frames = kernel_frames;
+    h->num_frame_words = kernel_frames;
+
+    struct pt_regs regs;
+    if (pid == 0 || !user_regs(ctx, &regs)) {
+        /* Idle or a kernel thread: the kernel stack is the whole trace. */
+        if (kernel_frames == 0) {
+            count(error_metric(ERR_EMPTY_STACK));
+            return 0;
+        }
+        send_trace(s);
+        return 0;
+    }
+    if (!proc) {
+        count(METRIC_SAMPLES_PID_UNKNOWN);
+        send_pid_event(PID_EVENT_KIND_UNKNOWN, pid, 0, 0);
+        return 0;
+    }
+    s->asid = proc->asid;
+    s->pc = regs.rip;
+    s->sp = regs.rsp;
+    s->fp = regs.rbp;
+    bpf_tail_call(ctx, &programs, PROG_NATIVE);
+    push_error(s, FRAME_TYPE_UNKNOWN, ERR_TAIL_CALL_FAILED);
+    send_trace(s);
+    return 0;
+}
+
+/* A new process (not a thread) of a known parent shares the parent's address
+ * space until it execs or maps something new, so its samples unwind at once,
+ * before userspace has scanned it: short-lived children are not lost. */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+    __u32 child_pid = child->pid;
+    if (child_pid != (__u32)child->tgid)
+        return 0; /* a thread */
+    __u32 parent_pid = parent->tgid;
+    struct process_info *p = bpf_map_lookup_elem(&processes, &parent_pid);
+    if (!p)
+        return 0;
+    struct process_info c = { .asid = p->asid, .flags = 0 };
+    bpf_map_update_elem(&processes, &child_pid, &c, BPF_ANY);
+    send_pid_event(PID_EVENT_KIND_FORK, child_pid, parent_pid, c.asid);
+    return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int on_exec(void *ctx)
+{
+    __u32 pid = bpf_get_current_pid_tgid() >> 32;
+    /* Its old mappings are gone: drop them now rather than unwind with them. */
+    if (bpf_map_delete_elem(&processes, &pid) == 0)
+        send_pid_event(PID_EVENT_KIND_EXEC, pid, 0, 0);
+    return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int on_exit(void *ctx)
+{
+    __u64 pid_tgid = bpf_get_current_pid_tgid();
+    __u32 pid = pid_tgid >> 32;
+    if (pid != (__u32)pid_tgid)
+        return 0; /* a thread other than the main one */
+    bpf_map_delete_elem(&pid_reported, &pid);
+    if (bpf_map_delete_elem(&processes, &pid) == 0)
+        send_pid_event(PID_EVENT_KIND_EXIT, pid, 0, 0);
+    return 0;
+}
