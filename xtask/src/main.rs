@@ -6,6 +6,9 @@ use xtask::codegen::{self, ebpf};
 #[derive(Parser)]
 #[command(name = "cargo xtask", version)]
 struct Cli {
+    /// Repository root to work on (default: the checkout xtask was built from).
+    #[arg(long, global = true, hide = true)]
+    root: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,7 +34,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let root = codegen::repo_root();
+    let root = cli.root.clone().unwrap_or_else(codegen::repo_root);
     match cli.command {
         Command::Codegen { check, no_ebpf } => match run_codegen(&root, check, !no_ebpf) {
             Ok(true) => ExitCode::SUCCESS,
@@ -55,7 +58,8 @@ fn main() -> ExitCode {
 fn run_codegen(root: &std::path::Path, check: bool, with_ebpf: bool) -> Result<bool, String> {
     let spec = codegen::spec::load(&root.join("spec")).map_err(|e| e.to_string())?;
     let files = codegen::render(&spec);
-    let scratch = std::env::temp_dir().join(format!("ebpf-profiler-codegen-{}", std::process::id()));
+    let scratch =
+        std::env::temp_dir().join(format!("ebpf-profiler-codegen-{}", std::process::id()));
     if check {
         let mut stale = codegen::stale_files(root, &files);
         if with_ebpf {
@@ -77,7 +81,15 @@ fn run_codegen(root: &std::path::Path, check: bool, with_ebpf: bool) -> Result<b
             println!("stale: {} ({why})", path.display());
         }
         if stale.is_empty() {
-            println!("generated files are up to date ({} files{})", files.len(), if with_ebpf { " and the eBPF object" } else { "" });
+            println!(
+                "generated files are up to date ({} files{})",
+                files.len(),
+                if with_ebpf {
+                    " and the eBPF object"
+                } else {
+                    ""
+                }
+            );
         } else {
             println!("{} stale file(s): run `cargo xtask codegen`", stale.len());
         }

@@ -26,7 +26,9 @@ pub fn forbidden_reason(name: &str) -> Option<String> {
         return Some(format!("{name} builds C/C++ code"));
     }
     if name.ends_with("-sys") && !PURE_SYS.iter().any(|(n, _)| *n == name) {
-        return Some(format!("{name} is a -sys crate (links or builds native code)"));
+        return Some(format!(
+            "{name} is a -sys crate (links or builds native code)"
+        ));
     }
     None
 }
@@ -44,7 +46,7 @@ pub struct Graph {
 pub fn graph(root: &Path) -> Result<Graph, String> {
     let out = Command::new(env!("CARGO"))
         .current_dir(root)
-        .args(["metadata", "--format-version", "1", "--locked"])
+        .args(["metadata", "--format-version", "1"])
         .output()
         .map_err(|e| format!("cargo metadata: {e}"))?;
     if !out.status.success() {
@@ -83,9 +85,11 @@ pub fn graph(root: &Path) -> Result<Graph, String> {
             .into_iter()
             .flatten()
             .filter(|d| {
-                d["dep_kinds"].as_array().into_iter().flatten().any(|k| {
-                    matches!(k["kind"].as_str(), None | Some("build"))
-                })
+                d["dep_kinds"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|k| matches!(k["kind"].as_str(), None | Some("build")))
             })
             .filter_map(|d| d["pkg"].as_str().map(str::to_string))
             .collect();
@@ -132,7 +136,11 @@ pub fn run(root: &Path, build: bool) -> Result<(), String> {
     println!("{:<24} {:>8}  result", "pure crate", "closure");
     for (name, id) in &g.pure {
         let (size, bad) = closure(&g, id);
-        let verdict = if bad.is_empty() { "ok" } else { "FORBIDDEN DEPENDENCY" };
+        let verdict = if bad.is_empty() {
+            "ok"
+        } else {
+            "FORBIDDEN DEPENDENCY"
+        };
         println!("{name:<24} {size:>8}  {verdict}");
         for path in bad {
             let last = path.last().cloned().unwrap_or_default();
@@ -150,7 +158,7 @@ pub fn run(root: &Path, build: bool) -> Result<(), String> {
             .env("CC", "/bin/false")
             .env("CXX", "/bin/false")
             .env("CARGO_TARGET_DIR", &target)
-            .args(["build", "--locked", "--quiet"]);
+            .args(["build", "--quiet"]);
         for name in g.pure.keys() {
             cmd.args(["-p", name]);
         }

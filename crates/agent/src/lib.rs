@@ -8,8 +8,8 @@
 pub mod loader;
 pub mod lpm;
 pub mod procmaps;
-pub mod rows;
-pub mod tracker;
 pub mod record;
+pub mod rows;
 pub mod session;
 pub mod symbolize;
+pub mod tracker;

@@ -189,7 +189,10 @@ where
 
 fn mmap_rows(map: aya::maps::Map, capacity: u32) -> Result<RowArray, LoadError> {
     let aya::maps::Map::Array(data) = map else {
-        return Err(LoadError::Map(maps::UNWIND_ROWS.name, "not an array".into()));
+        return Err(LoadError::Map(
+            maps::UNWIND_ROWS.name,
+            "not an array".into(),
+        ));
     };
     let fd = data
         .fd()
@@ -202,8 +205,8 @@ fn mmap_rows(map: aya::maps::Map, capacity: u32) -> Result<RowArray, LoadError> 
     // as `_data`; the eBPF side only reads it, and a torn row read during an
     // update is bounded by the verifier-checked unwinder (worst case: one
     // sample ends with an error frame).
-    let map = unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file) }
-        .map_err(LoadError::Mmap)?;
+    let map =
+        unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file) }.map_err(LoadError::Mmap)?;
     Ok(RowArray {
         map,
         capacity,
@@ -250,7 +253,9 @@ impl Sampler {
                 .program(function)
                 .ok_or_else(|| LoadError::Load {
                     kernel: kernel_release(),
-                    detail: format!("program {function} (tail call {id}) is missing from the object"),
+                    detail: format!(
+                        "program {function} (tail call {id}) is missing from the object"
+                    ),
                 })?
                 .try_into()
                 .map_err(|e: ProgramError| load_error(&e))?;
@@ -282,9 +287,10 @@ impl Sampler {
         fork.attach()
             .map_err(|e| attach_error("BTF tracepoint sched_process_fork", &e))?;
 
-        let rows_map = ebpf
-            .take_map(maps::UNWIND_ROWS.name)
-            .ok_or(LoadError::Map(maps::UNWIND_ROWS.name, "not in the object".into()))?;
+        let rows_map = ebpf.take_map(maps::UNWIND_ROWS.name).ok_or(LoadError::Map(
+            maps::UNWIND_ROWS.name,
+            "not in the object".into(),
+        ))?;
         let kernel = KernelMaps {
             exe_tables: take(&mut ebpf, &maps::EXE_TABLES)?,
             mappings: take(&mut ebpf, &maps::MAPPINGS)?,

@@ -14,7 +14,11 @@ pub fn blocks(mut start: u64, end: u64) -> Vec<(u64, u32)> {
     let mut out = Vec::new();
     while start < end {
         // Largest block aligned at `start` that does not pass `end`.
-        let align = if start == 0 { 64 } else { start.trailing_zeros() };
+        let align = if start == 0 {
+            64
+        } else {
+            start.trailing_zeros()
+        };
         let room = 63 - (end - start).leading_zeros();
         let bits = align.min(room);
         out.push((start, bits));

@@ -96,14 +96,19 @@ mod tests {
         assert_eq!((e.dev_major, e.dev_minor, e.inode), (0xfe, 1, 1058814));
         assert_eq!(e.pathname, "/usr/lib/x86_64-linux-gnu/libc.so.6");
 
-        let v = parse_line("7ffd3b5f0000-7ffd3b5f2000 r-xp 00000000 00:00 0                          [vdso]").unwrap();
+        let v = parse_line(
+            "7ffd3b5f0000-7ffd3b5f2000 r-xp 00000000 00:00 0                          [vdso]",
+        )
+        .unwrap();
         assert!(!v.is_file());
         assert_eq!(v.pathname, "[vdso]");
 
         let anon = parse_line("7f1c2a400000-7f1c2a428000 rw-p 00000000 00:00 0 ").unwrap();
         assert_eq!(anon.pathname, "");
 
-        let del = parse_line("55d0c1a00000-55d0c1a01000 r-xp 00001000 fe:01 42 /tmp/my prog (deleted)").unwrap();
+        let del =
+            parse_line("55d0c1a00000-55d0c1a01000 r-xp 00001000 fe:01 42 /tmp/my prog (deleted)")
+                .unwrap();
         assert!(del.is_deleted());
         assert_eq!(del.path(), PathBuf::from("/tmp/my prog"));
 

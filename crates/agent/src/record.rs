@@ -106,7 +106,11 @@ impl Summary {
             self.complete
         );
         if !self.errors.is_empty() {
-            let e: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let e: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             s.push_str(&format!("; errors: {}", e.join(", ")));
         }
         let dropped: Vec<String> = self
@@ -250,7 +254,12 @@ pub fn record(
         tables_loaded: ts.tables_loaded,
         rows_loaded: ts.rows_loaded,
     };
-    let stacks = resolve(&session.tracker, agg.stacks, opts.symbolize, opts.debug_info);
+    let stacks = resolve(
+        &session.tracker,
+        agg.stacks,
+        opts.symbolize,
+        opts.debug_info,
+    );
     Ok(Recording { stacks, summary })
 }
 

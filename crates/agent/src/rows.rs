@@ -55,7 +55,8 @@ pub fn convert_rule(rule: &UnwindRule) -> (UnwindRuleKind, u16, i8) {
 pub fn convert(table: &UnwindTable) -> Result<Vec<UnwindRow>, ConvertError> {
     let mut out: Vec<UnwindRow> = Vec::with_capacity(table.rows.len());
     for r in &table.rows {
-        let address = u32::try_from(r.address).map_err(|_| ConvertError::AddressTooHigh(r.address))?;
+        let address =
+            u32::try_from(r.address).map_err(|_| ConvertError::AddressTooHigh(r.address))?;
         let (kind, cfa_offset, fp_offset) = convert_rule(&r.rule);
         let row = UnwindRow {
             address,
@@ -64,7 +65,9 @@ pub fn convert(table: &UnwindTable) -> Result<Vec<UnwindRow>, ConvertError> {
             fp_offset,
         };
         if let Some(last) = out.last() {
-            if (last.kind, last.cfa_offset, last.fp_offset) == (row.kind, row.cfa_offset, row.fp_offset) {
+            if (last.kind, last.cfa_offset, last.fp_offset)
+                == (row.kind, row.cfa_offset, row.fp_offset)
+            {
                 continue;
             }
         }
@@ -90,7 +93,11 @@ pub struct RangeAllocator {
 impl RangeAllocator {
     pub fn new(capacity: u32) -> Self {
         RangeAllocator {
-            free: if capacity > 0 { vec![(0, capacity)] } else { vec![] },
+            free: if capacity > 0 {
+                vec![(0, capacity)]
+            } else {
+                vec![]
+            },
             capacity,
         }
     }
@@ -169,9 +176,18 @@ mod tests {
             fp: FpRule::AtCfa(-12),
         };
         assert_eq!(convert_rule(&odd).0, UnwindRuleKind::Invalid);
-        assert_eq!(convert_rule(&UnwindRule::Plt { threshold: 11 }), (UnwindRuleKind::Plt, 11, 0));
-        assert_eq!(convert_rule(&UnwindRule::SignalFrame).0, UnwindRuleKind::Signal);
-        assert_eq!(convert_rule(&UnwindRule::EndOfStack).0, UnwindRuleKind::EndOfStack);
+        assert_eq!(
+            convert_rule(&UnwindRule::Plt { threshold: 11 }),
+            (UnwindRuleKind::Plt, 11, 0)
+        );
+        assert_eq!(
+            convert_rule(&UnwindRule::SignalFrame).0,
+            UnwindRuleKind::Signal
+        );
+        assert_eq!(
+            convert_rule(&UnwindRule::EndOfStack).0,
+            UnwindRuleKind::EndOfStack
+        );
         assert_eq!(
             convert_rule(&UnwindRule::Invalid(InvalidReason::CfaExpression)).0,
             UnwindRuleKind::Invalid
@@ -186,7 +202,10 @@ mod tests {
         assert!(rows.len() > 10_000, "libc has tens of thousands of rows");
         for w in rows.windows(2) {
             assert!(w[0].address < w[1].address);
-            assert_ne!((w[0].kind, w[0].cfa_offset, w[0].fp_offset), (w[1].kind, w[1].cfa_offset, w[1].fp_offset));
+            assert_ne!(
+                (w[0].kind, w[0].cfa_offset, w[0].fp_offset),
+                (w[1].kind, w[1].cfa_offset, w[1].fp_offset)
+            );
         }
         // Every converted row agrees with the table at its address.
         for r in &rows {

@@ -210,13 +210,14 @@ impl Tracker {
     }
 
     fn scan_inner(&mut self, maps: &mut KernelMaps, pid: u32) -> Result<bool, ScanError> {
-        let text = std::fs::read_to_string(self.proc_root.join(format!("{pid}/maps"))).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                ScanError::Gone(pid)
-            } else {
-                ScanError::Maps(pid, e)
-            }
-        })?;
+        let text =
+            std::fs::read_to_string(self.proc_root.join(format!("{pid}/maps"))).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    ScanError::Gone(pid)
+                } else {
+                    ScanError::Maps(pid, e)
+                }
+            })?;
         let entries: Vec<MapsEntry> = procmaps::parse(&text)
             .into_iter()
             .filter(|e| e.executable && e.is_file())
@@ -228,7 +229,9 @@ impl Tracker {
             // Still make sure the eBPF side knows it (exec removes it there).
             if let Some(&asid) = self.pids.get(&pid) {
                 let info = ProcessInfo { asid, flags: 0 };
-                maps.processes.insert(pid, info.to_bytes(), 0).map_err(map_err(pid))?;
+                maps.processes
+                    .insert(pid, info.to_bytes(), 0)
+                    .map_err(map_err(pid))?;
             }
             return Ok(false);
         }
@@ -292,7 +295,13 @@ impl Tracker {
             })
             .ok()?;
         let meta = file.metadata().ok()?;
-        let identity = (meta.dev(), meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec());
+        let identity = (
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+        );
         let exe_id = match self.identities.get(&identity) {
             Some(&id) => id,
             None => {
@@ -318,7 +327,12 @@ impl Tracker {
         Some(exe_id)
     }
 
-    fn load_executable(&mut self, maps: &mut KernelMaps, exe_id: u64, info: Arc<FileInfo>) -> Option<Executable> {
+    fn load_executable(
+        &mut self,
+        maps: &mut KernelMaps,
+        exe_id: u64,
+        info: Arc<FileInfo>,
+    ) -> Option<Executable> {
         // SAFETY: read-only private mapping of a file that is being executed;
         // executables are replaced, not rewritten in place.
         let data = unsafe { memmap2::Mmap::map(&info.file) }.ok()?;
@@ -391,7 +405,13 @@ impl Tracker {
         if let Some(old) = self.pids.insert(child, asid) {
             self.unref_space(maps, old);
         }
-        if let Some(fp) = self.pids.iter().find(|(_, &a)| a == asid).and_then(|(p, _)| self.fingerprints.get(p)).copied() {
+        if let Some(fp) = self
+            .pids
+            .iter()
+            .find(|(_, &a)| a == asid)
+            .and_then(|(p, _)| self.fingerprints.get(p))
+            .copied()
+        {
             self.fingerprints.insert(child, fp);
         }
         true
@@ -489,15 +509,35 @@ mod tests {
     fn bias_of_pie_and_lld_layouts() {
         // PIE linked by GNU ld: text at offset 0x1000, vaddr 0x1000.
         let segs = vec![
-            Segment { offset: 0, vaddr: 0, filesz: 0x600, executable: false },
-            Segment { offset: 0x1000, vaddr: 0x1000, filesz: 0x200, executable: true },
+            Segment {
+                offset: 0,
+                vaddr: 0,
+                filesz: 0x600,
+                executable: false,
+            },
+            Segment {
+                offset: 0x1000,
+                vaddr: 0x1000,
+                filesz: 0x200,
+                executable: true,
+            },
         ];
         let b = mapping_bias(&segs, 0x5555_5555_5000, 0x1000).unwrap();
         assert_eq!(0x5555_5555_5123 - b, 0x1123);
         // LLD: text at offset 0x134c0, vaddr 0x144c0 (differs by a page).
         let segs = vec![
-            Segment { offset: 0, vaddr: 0, filesz: 0x134c0, executable: false },
-            Segment { offset: 0x134c0, vaddr: 0x144c0, filesz: 0x50000, executable: true },
+            Segment {
+                offset: 0,
+                vaddr: 0,
+                filesz: 0x134c0,
+                executable: false,
+            },
+            Segment {
+                offset: 0x134c0,
+                vaddr: 0x144c0,
+                filesz: 0x50000,
+                executable: true,
+            },
         ];
         let start = 0x5600_0001_4000; // maps the page holding offset 0x13000
         let b = mapping_bias(&segs, start, 0x13000).unwrap();

@@ -162,7 +162,10 @@ fn run_record(args: RecordArgs) -> ExitCode {
         b
     };
     let result = record::record(&opts, &stop, |p| {
-        bar.set_message(format!("{} samples, {} dropped (Ctrl-C to stop)", p.samples, p.dropped));
+        bar.set_message(format!(
+            "{} samples, {} dropped (Ctrl-C to stop)",
+            p.samples, p.dropped
+        ));
     });
     bar.finish_and_clear();
     let rec = match result {
@@ -181,7 +184,11 @@ fn run_record(args: RecordArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     eprintln!("{}", rec.summary.line());
-    eprintln!("wrote {} ({} distinct stacks)", args.output.display(), rec.stacks.len());
+    eprintln!(
+        "wrote {} ({} distinct stacks)",
+        args.output.display(),
+        rec.stacks.len()
+    );
     ExitCode::SUCCESS
 }
 

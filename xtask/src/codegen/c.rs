@@ -45,12 +45,20 @@ pub fn frame_types(ft: &FrameTypes) -> String {
     }
     o.line("};");
     o.blank();
-    comment(&mut o, "", "Added by userspace on top of a frame type: an unwinding error of that kind.");
+    comment(
+        &mut o,
+        "",
+        "Added by userspace on top of a frame type: an unwinding error of that kind.",
+    );
     o.line(format!("#define FRAME_TYPE_ERROR_BIT 0x{:x}", ft.error_bit));
     o.blank();
     for f in &ft.flags {
         comment(&mut o, "", &f.description);
-        o.line(format!("#define FRAME_FLAG_{} (1u << {})", upper(&f.name), f.bit));
+        o.line(format!(
+            "#define FRAME_FLAG_{} (1u << {})",
+            upper(&f.name),
+            f.bit
+        ));
     }
     footer(&mut o, "FRAME_TYPES");
     o.finish()
@@ -63,7 +71,11 @@ pub fn metrics(m: &Metrics) -> String {
     o.line("enum metric_id {");
     for x in &m.metrics {
         let obsolete = if x.obsolete { " (obsolete)" } else { "" };
-        comment(&mut o, "    ", &format!("{}: {}{obsolete}", x.field, x.description));
+        comment(
+            &mut o,
+            "    ",
+            &format!("{}: {}{obsolete}", x.field, x.description),
+        );
         o.line(format!("    METRIC_{} = {},", upper(&x.name), x.id));
     }
     o.line("};");
@@ -91,12 +103,18 @@ pub fn errors(e: &Errors) -> String {
         "",
         "The metric that counts an error; METRIC_COUNT (no metric) for ERR_OK and unknown codes.",
     );
-    o.line("static inline __attribute__((always_inline)) unsigned int error_metric(unsigned int err)");
+    o.line(
+        "static inline __attribute__((always_inline)) unsigned int error_metric(unsigned int err)",
+    );
     o.line("{");
     o.line("    switch (err) {");
     for x in &e.errors {
         if let Some(m) = &x.metric {
-            o.line(format!("    case ERR_{}: return METRIC_{};", upper(&x.name), upper(m)));
+            o.line(format!(
+                "    case ERR_{}: return METRIC_{};",
+                upper(&x.name),
+                upper(m)
+            ));
         }
     }
     o.line("    default: return METRIC_COUNT;");
@@ -139,7 +157,12 @@ pub fn abi(a: &Abi) -> String {
         o.line(format!("enum {} {{", e.name));
         for v in &e.values {
             comment(&mut o, "    ", &v.description);
-            o.line(format!("    {}_{} = {},", upper(&e.name), upper(&v.name), v.value));
+            o.line(format!(
+                "    {}_{} = {},",
+                upper(&e.name),
+                upper(&v.name),
+                v.value
+            ));
         }
         o.line("};");
     }
@@ -152,9 +175,16 @@ pub fn abi(a: &Abi) -> String {
             comment(&mut o, "", &format!("{}: {}", f.name, f.description));
             let fu = upper(&f.name);
             o.line(format!("#define {prefix}_{fu}_SHIFT {}", f.lsb));
-            o.line(format!("#define {prefix}_{fu}_MASK 0x{:x}ull", (1u128 << f.width) - 1));
+            o.line(format!(
+                "#define {prefix}_{fu}_MASK 0x{:x}ull",
+                (1u128 << f.width) - 1
+            ));
         }
-        let params: Vec<String> = b.fields.iter().map(|f| format!("{ty} {}", f.name)).collect();
+        let params: Vec<String> = b
+            .fields
+            .iter()
+            .map(|f| format!("{ty} {}", f.name))
+            .collect();
         o.line(format!(
             "static inline __attribute__((always_inline)) {ty} {}_pack({})",
             b.name,
@@ -215,7 +245,11 @@ pub fn maps(spec: &Spec) -> String {
     let a = &spec.abi;
     let mut o = Out::default();
     header(&mut o, "spec/abi.json", "MAPS");
-    comment(&mut o, "", "Defines storage: include from exactly one translation unit.");
+    comment(
+        &mut o,
+        "",
+        "Defines storage: include from exactly one translation unit.",
+    );
     o.line("#include <linux/bpf.h>");
     o.line("#include <bpf/bpf_helpers.h>");
     o.line("#include \"abi.h\"");
@@ -225,7 +259,10 @@ pub fn maps(spec: &Spec) -> String {
         o.blank();
         comment(&mut o, "", &m.description);
         o.line("struct {");
-        o.line(format!("    __uint(type, BPF_MAP_TYPE_{});", m.kind.to_uppercase()));
+        o.line(format!(
+            "    __uint(type, BPF_MAP_TYPE_{});",
+            m.kind.to_uppercase()
+        ));
         if let Some(k) = &m.key {
             o.line(format!("    __type(key, {});", c_type(k)));
         }

@@ -33,18 +33,39 @@ pub const GENERATED_DIRS: [&str; 3] = [
 /// Every generated text file for a validated spec.
 pub fn render(spec: &Spec) -> Vec<Generated> {
     let files: Vec<(&str, String)> = vec![
-        ("ebpf/include/generated/frame_types.h", c::frame_types(&spec.frame_types)),
+        (
+            "ebpf/include/generated/frame_types.h",
+            c::frame_types(&spec.frame_types),
+        ),
         ("ebpf/include/generated/errors.h", c::errors(&spec.errors)),
-        ("ebpf/include/generated/metrics.h", c::metrics(&spec.metrics)),
-        ("ebpf/include/generated/programs.h", c::programs(&spec.programs)),
+        (
+            "ebpf/include/generated/metrics.h",
+            c::metrics(&spec.metrics),
+        ),
+        (
+            "ebpf/include/generated/programs.h",
+            c::programs(&spec.programs),
+        ),
         ("ebpf/include/generated/abi.h", c::abi(&spec.abi)),
         ("ebpf/include/generated/maps.h", c::maps(spec)),
         ("crates/libpf/src/generated/mod.rs", rust::libpf_mod()),
-        ("crates/libpf/src/generated/frame_types.rs", rust::frame_types(&spec.frame_types)),
-        ("crates/libpf/src/generated/errors.rs", rust::errors(&spec.errors)),
-        ("crates/libpf/src/generated/metrics.rs", rust::metrics(&spec.metrics)),
+        (
+            "crates/libpf/src/generated/frame_types.rs",
+            rust::frame_types(&spec.frame_types),
+        ),
+        (
+            "crates/libpf/src/generated/errors.rs",
+            rust::errors(&spec.errors),
+        ),
+        (
+            "crates/libpf/src/generated/metrics.rs",
+            rust::metrics(&spec.metrics),
+        ),
         ("crates/support/src/generated/mod.rs", rust::support_mod()),
-        ("crates/support/src/generated/programs.rs", rust::programs(&spec.programs)),
+        (
+            "crates/support/src/generated/programs.rs",
+            rust::programs(&spec.programs),
+        ),
         ("crates/support/src/generated/abi.rs", rust::abi(&spec.abi)),
     ];
     files
@@ -94,7 +115,11 @@ pub fn stale_files(root: &Path, files: &[Generated]) -> Vec<(PathBuf, Staleness)
             .filter(|p| !files.iter().any(|g| &g.path == p))
             .collect();
         extra.sort();
-        stale.extend(extra.into_iter().map(|p| (p, Staleness::NotGeneratedAnymore)));
+        stale.extend(
+            extra
+                .into_iter()
+                .map(|p| (p, Staleness::NotGeneratedAnymore)),
+        );
     }
     stale
 }

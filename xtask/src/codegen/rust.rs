@@ -60,7 +60,11 @@ fn emit_enum(o: &mut Out, e: &EnumDef) {
     o.blank();
     o.line(format!("impl {ty} {{"));
     o.line("    /// Every value, in spec order.");
-    let all: Vec<String> = e.variants.iter().map(|v| format!("Self::{}", v.rust)).collect();
+    let all: Vec<String> = e
+        .variants
+        .iter()
+        .map(|v| format!("Self::{}", v.rust))
+        .collect();
     o.line(format!(
         "    pub const ALL: [Self; {}] = [{}];",
         e.variants.len(),
@@ -217,7 +221,10 @@ pub fn frame_types(ft: &FrameTypes) -> String {
                 "semconv",
                 "&'static str",
                 "The OpenTelemetry `profile.frame.type` string.",
-                ft.types.iter().map(|t| format!("{:?}", t.semconv)).collect(),
+                ft.types
+                    .iter()
+                    .map(|t| format!("{:?}", t.semconv))
+                    .collect(),
             )],
             errors_path: "super",
         },
@@ -226,13 +233,20 @@ pub fn frame_types(ft: &FrameTypes) -> String {
     o.line("/// Added by userspace on top of a frame type: an unwinding error of that kind.");
     o.line(format!("pub const ERROR_BIT: u8 = 0x{:x};", ft.error_bit));
     o.line("/// How the error bit on `unknown` (the abort marker) is written.");
-    o.line(format!("pub const ABORT_MARKER: &str = {:?};", ft.abort_marker));
+    o.line(format!(
+        "pub const ABORT_MARKER: &str = {:?};",
+        ft.abort_marker
+    ));
     o.blank();
     o.line("/// Frame flags of the eBPF frame header (4 bits).");
     o.line("pub mod frame_flags {");
     for f in &ft.flags {
         doc(&mut o, "    ", &f.description);
-        o.line(format!("    pub const {}: u8 = 1 << {};", upper(&f.name), f.bit));
+        o.line(format!(
+            "    pub const {}: u8 = 1 << {};",
+            upper(&f.name),
+            f.bit
+        ));
     }
     o.line("    /// Every flag with its spec name.");
     let all: Vec<String> = ft
@@ -271,7 +285,10 @@ pub fn metrics(m: &Metrics) -> String {
     o.line("}");
     o.blank();
     o.line("/// Number of metric ids: the size of the eBPF per-CPU metrics array.");
-    o.line(format!("pub const METRIC_COUNT: usize = {};", m.metrics.len()));
+    o.line(format!(
+        "pub const METRIC_COUNT: usize = {};",
+        m.metrics.len()
+    ));
     o.blank();
     emit_enum(
         &mut o,
@@ -394,7 +411,10 @@ pub fn programs(p: &Programs) -> String {
     let mut o = Out::default();
     header(&mut o, "spec/programs.json", &p.description);
     o.line("/// Number of program ids: the size of the program array.");
-    o.line(format!("pub const PROGRAM_COUNT: usize = {};", p.programs.len()));
+    o.line(format!(
+        "pub const PROGRAM_COUNT: usize = {};",
+        p.programs.len()
+    ));
     o.blank();
     emit_enum(
         &mut o,
@@ -521,8 +541,15 @@ pub fn abi(a: &Abi) -> String {
         }
         o.blank();
         o.line("    /// Packs the fields; each value is truncated to its width.");
-        let params: Vec<String> = b.fields.iter().map(|f| format!("{}: {repr}", f.name)).collect();
-        o.line(format!("    pub const fn pack({}) -> Self {{", params.join(", ")));
+        let params: Vec<String> = b
+            .fields
+            .iter()
+            .map(|f| format!("{}: {repr}", f.name))
+            .collect();
+        o.line(format!(
+            "    pub const fn pack({}) -> Self {{",
+            params.join(", ")
+        ));
         let terms: Vec<String> = b
             .fields
             .iter()
@@ -538,7 +565,9 @@ pub fn abi(a: &Abi) -> String {
             o.blank();
             doc(&mut o, "    ", &f.description);
             o.line(format!("    pub const fn {}(self) -> {repr} {{", f.name));
-            o.line(format!("        (self.0 >> Self::{fu}_SHIFT) & Self::{fu}_MASK"));
+            o.line(format!(
+                "        (self.0 >> Self::{fu}_SHIFT) & Self::{fu}_MASK"
+            ));
             o.line("    }");
         }
         o.line("}");
@@ -585,7 +614,11 @@ pub fn abi(a: &Abi) -> String {
             };
             match &f.len {
                 None => o.line(format!("            {}: {zero},", f.name)),
-                Some(c) => o.line(format!("            {}: [{zero}; {}],", f.name, len_expr(c))),
+                Some(c) => o.line(format!(
+                    "            {}: [{zero}; {}],",
+                    f.name,
+                    len_expr(c)
+                )),
             }
         }
         o.line("        }");
@@ -654,7 +687,9 @@ fn emit_field_io(o: &mut Out, a: &Abi, f: &super::spec::Field, off: u64, write: 
             (false, true) => o.line(format!(
                 "        {target} = {t}::from_le_bytes(read_array(bytes, {at}));"
             )),
-            (false, false) => o.line(format!("        {target} = {t}::from_bytes(&bytes[{range}])?;")),
+            (false, false) => o.line(format!(
+                "        {target} = {t}::from_bytes(&bytes[{range}])?;"
+            )),
         }
     };
     let base = if write { "self" } else { "v" };
@@ -668,7 +703,12 @@ fn emit_field_io(o: &mut Out, a: &Abi, f: &super::spec::Field, off: u64, write: 
         Some(_) => {
             o.line(format!("        for i in 0..{base}.{}.len() {{", f.name));
             o.line(format!("            let at = {off} + i * {elem_size};"));
-            one(o, &format!("{base}.{}[i]", f.name), "at", &format!("at + {elem_size}"));
+            one(
+                o,
+                &format!("{base}.{}[i]", f.name),
+                "at",
+                &format!("at + {elem_size}"),
+            );
             o.line("        }");
         }
     }
@@ -703,7 +743,10 @@ fn emit_maps(o: &mut Out, a: &Abi) {
     for m in &a.maps {
         o.blank();
         doc(o, "    ", &m.description);
-        o.line(format!("    pub const {}: MapSpec = MapSpec {{", upper(&m.name)));
+        o.line(format!(
+            "    pub const {}: MapSpec = MapSpec {{",
+            upper(&m.name)
+        ));
         o.line(format!("        name: {:?},", m.name));
         o.line(format!("        kind: {:?},", m.kind));
         o.line(format!("        key_size: {},", size_of(&m.key)));
@@ -725,7 +768,11 @@ fn emit_maps(o: &mut Out, a: &Abi) {
     o.line("pub mod globals {");
     for g in &a.globals {
         doc(o, "    ", &format!("{} ({})", g.description, g.ty));
-        o.line(format!("    pub const {}: &str = {:?};", upper(&g.name), g.name));
+        o.line(format!(
+            "    pub const {}: &str = {:?};",
+            upper(&g.name),
+            g.name
+        ));
     }
     o.line("}");
 }

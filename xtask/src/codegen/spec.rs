@@ -478,7 +478,10 @@ fn parse_frame_types(text: &str) -> Result<FrameTypes, SpecError> {
         }
     }
     if !types.iter().any(|t| t.name == "unknown" && t.value == 0) {
-        return Err(file_err(F, "type 0 must be \"unknown\" (the abort marker builds on it)"));
+        return Err(file_err(
+            F,
+            "type 0 must be \"unknown\" (the abort marker builds on it)",
+        ));
     }
     Ok(FrameTypes {
         description,
@@ -520,7 +523,12 @@ fn parse_metrics(text: &str) -> Result<Metrics, SpecError> {
             ));
         }
         if m.field.is_empty() || m.field.contains(char::is_whitespace) {
-            return Err(err(F, n, &m.name, "field must be a non-empty OTel metric name"));
+            return Err(err(
+                F,
+                n,
+                &m.name,
+                "field must be a non-empty OTel metric name",
+            ));
         }
         if let Some(first) = fields.insert(m.field.as_str(), n) {
             return Err(err(
@@ -628,19 +636,33 @@ fn parse_programs(text: &str) -> Result<Programs, SpecError> {
     )?;
     for (n, p) in programs.iter().enumerate() {
         if p.id > 255 {
-            return Err(err(F, n, &p.name, format!("id {} does not fit a byte", p.id)));
+            return Err(err(
+                F,
+                n,
+                &p.name,
+                format!("id {} does not fit a byte", p.id),
+            ));
         }
         if p.id as usize != n {
             return Err(err(
                 F,
                 n,
                 &p.name,
-                format!("id {} out of sequence: ids index the program array, 0..{} in order", p.id, programs.len()),
+                format!(
+                    "id {} out of sequence: ids index the program array, 0..{} in order",
+                    p.id,
+                    programs.len()
+                ),
             ));
         }
         if let Some(f) = &p.function {
             if !is_ident(f) {
-                return Err(err(F, n, &p.name, format!("function \"{f}\" is not a C identifier")));
+                return Err(err(
+                    F,
+                    n,
+                    &p.name,
+                    format!("function \"{f}\" is not a C identifier"),
+                ));
             }
         }
     }
@@ -678,7 +700,15 @@ fn parse_abi(text: &str, metrics: &Metrics, programs: &Programs) -> Result<Abi, 
     check_keys(
         F,
         &root,
-        &["description", "constants", "enums", "bitfields", "structs", "maps", "globals"],
+        &[
+            "description",
+            "constants",
+            "enums",
+            "bitfields",
+            "structs",
+            "maps",
+            "globals",
+        ],
     )?;
     let description: String = take(F, &root, "description")?;
     let constants: Vec<Constant> = entries(F, &root, "constants")?;
@@ -703,10 +733,20 @@ fn parse_abi(text: &str, metrics: &Metrics, programs: &Programs) -> Result<Abi, 
     let mut type_names = BTreeSet::new();
     for (n, e) in enums.iter().enumerate() {
         let Some(size) = primitive(&e.repr).filter(|_| e.repr.starts_with('u')) else {
-            return Err(err(F, n, &e.name, format!("enum type \"{}\" must be u8, u16, u32 or u64", e.repr)));
+            return Err(err(
+                F,
+                n,
+                &e.name,
+                format!("enum type \"{}\" must be u8, u16, u32 or u64", e.repr),
+            ));
         };
         if !type_names.insert(e.name.clone()) || !is_ident(&e.name) {
-            return Err(err(F, n, &e.name, "enum name must be snake_case and unique"));
+            return Err(err(
+                F,
+                n,
+                &e.name,
+                "enum name must be snake_case and unique",
+            ));
         }
         check_unique(
             F,
@@ -718,29 +758,65 @@ fn parse_abi(text: &str, metrics: &Metrics, programs: &Programs) -> Result<Abi, 
         .map_err(|x| SpecError(format!("{x} (in enum {})", e.name)))?;
         for v in &e.values {
             if size < 8 && v.value >= 1u64 << (size * 8) {
-                return Err(err(F, n, &e.name, format!("value {} of {} does not fit {}", v.value, v.name, e.repr)));
+                return Err(err(
+                    F,
+                    n,
+                    &e.name,
+                    format!("value {} of {} does not fit {}", v.value, v.name, e.repr),
+                ));
             }
         }
     }
     for (n, b) in bitfields.iter().enumerate() {
         let Some(size) = primitive(&b.repr).filter(|_| b.repr.starts_with('u')) else {
-            return Err(err(F, n, &b.name, format!("bitfield type \"{}\" must be unsigned", b.repr)));
+            return Err(err(
+                F,
+                n,
+                &b.name,
+                format!("bitfield type \"{}\" must be unsigned", b.repr),
+            ));
         };
         if !type_names.insert(b.name.clone()) || !is_ident(&b.name) {
-            return Err(err(F, n, &b.name, "bitfield name must be snake_case and unique"));
+            return Err(err(
+                F,
+                n,
+                &b.name,
+                "bitfield name must be snake_case and unique",
+            ));
         }
         let mut used: u128 = 0;
         for f in &b.fields {
             if f.width == 0 || f.lsb + f.width > (size * 8) as u32 {
-                return Err(err(F, n, &b.name, format!("field {} (bits {}..{}) does not fit {}", f.name, f.lsb, f.lsb + f.width, b.repr)));
+                return Err(err(
+                    F,
+                    n,
+                    &b.name,
+                    format!(
+                        "field {} (bits {}..{}) does not fit {}",
+                        f.name,
+                        f.lsb,
+                        f.lsb + f.width,
+                        b.repr
+                    ),
+                ));
             }
             let mask = ((1u128 << f.width) - 1) << f.lsb;
             if used & mask != 0 {
-                return Err(err(F, n, &b.name, format!("field {} overlaps another field", f.name)));
+                return Err(err(
+                    F,
+                    n,
+                    &b.name,
+                    format!("field {} overlaps another field", f.name),
+                ));
             }
             used |= mask;
             if !is_ident(&f.name) {
-                return Err(err(F, n, &b.name, format!("field name {} must be snake_case", f.name)));
+                return Err(err(
+                    F,
+                    n,
+                    &b.name,
+                    format!("field name {} must be snake_case", f.name),
+                ));
             }
         }
     }
@@ -749,7 +825,12 @@ fn parse_abi(text: &str, metrics: &Metrics, programs: &Programs) -> Result<Abi, 
     let mut layouts: BTreeMap<String, Layout> = BTreeMap::new();
     for (n, s) in structs.iter().enumerate() {
         if !type_names.insert(s.name.clone()) || !is_ident(&s.name) {
-            return Err(err(F, n, &s.name, "struct name must be snake_case and unique among types"));
+            return Err(err(
+                F,
+                n,
+                &s.name,
+                "struct name must be snake_case and unique among types",
+            ));
         }
         if s.fields.is_empty() {
             return Err(err(F, n, &s.name, "struct has no fields"));
@@ -760,7 +841,12 @@ fn parse_abi(text: &str, metrics: &Metrics, programs: &Programs) -> Result<Abi, 
         let mut field_names = BTreeSet::new();
         for f in &s.fields {
             if !is_ident(&f.name) || !field_names.insert(f.name.as_str()) {
-                return Err(err(F, n, &s.name, format!("field name \"{}\" must be snake_case and unique", f.name)));
+                return Err(err(
+                    F,
+                    n,
+                    &s.name,
+                    format!("field name \"{}\" must be snake_case and unique", f.name),
+                ));
             }
             let (fsize, falign) = if let Some(p) = primitive(&f.ty) {
                 (p, p)
@@ -771,17 +857,32 @@ fn parse_abi(text: &str, metrics: &Metrics, programs: &Programs) -> Result<Abi, 
             };
             if let Some(e) = &f.enum_name {
                 let Some(en) = enums.iter().find(|x| &x.name == e) else {
-                    return Err(err(F, n, &s.name, format!("field {} names unknown enum \"{e}\"", f.name)));
+                    return Err(err(
+                        F,
+                        n,
+                        &s.name,
+                        format!("field {} names unknown enum \"{e}\"", f.name),
+                    ));
                 };
                 if en.repr != f.ty {
-                    return Err(err(F, n, &s.name, format!("field {} is {} but enum {e} is {}", f.name, f.ty, en.repr)));
+                    return Err(err(
+                        F,
+                        n,
+                        &s.name,
+                        format!("field {} is {} but enum {e} is {}", f.name, f.ty, en.repr),
+                    ));
                 }
             }
             let len = match &f.len {
                 None => 1,
                 Some(Count::Literal(l)) => *l,
                 Some(Count::Named(c)) => *counts.get(c).ok_or_else(|| {
-                    err(F, n, &s.name, format!("field {} has unknown length constant \"{c}\"", f.name))
+                    err(
+                        F,
+                        n,
+                        &s.name,
+                        format!("field {} has unknown length constant \"{c}\"", f.name),
+                    )
                 })?,
             };
             if len == 0 {
@@ -804,7 +905,14 @@ fn parse_abi(text: &str, metrics: &Metrics, programs: &Programs) -> Result<Abi, 
                 align - offset % align
             )));
         }
-        layouts.insert(s.name.clone(), Layout { size: offset, align, offsets });
+        layouts.insert(
+            s.name.clone(),
+            Layout {
+                size: offset,
+                align,
+                offsets,
+            },
+        );
     }
 
     let mut map_names = BTreeSet::new();
@@ -813,47 +921,89 @@ fn parse_abi(text: &str, metrics: &Metrics, programs: &Programs) -> Result<Abi, 
             return Err(err(F, n, &m.name, "map name must be snake_case and unique"));
         }
         if !MAP_KINDS.contains(&m.kind.as_str()) {
-            return Err(err(F, n, &m.name, format!("unknown map type \"{}\" (known: {MAP_KINDS:?})", m.kind)));
+            return Err(err(
+                F,
+                n,
+                &m.name,
+                format!("unknown map type \"{}\" (known: {MAP_KINDS:?})", m.kind),
+            ));
         }
         let ringbuf = m.kind == "ringbuf";
         for (what, t) in [("key", &m.key), ("value", &m.value)] {
             match (ringbuf, t) {
-                (true, Some(_)) => return Err(err(F, n, &m.name, format!("a ringbuf has no {what}"))),
+                (true, Some(_)) => {
+                    return Err(err(F, n, &m.name, format!("a ringbuf has no {what}")))
+                }
                 (false, None) => return Err(err(F, n, &m.name, format!("missing {what} type"))),
                 (false, Some(t)) if primitive(t).is_none() && !layouts.contains_key(t) => {
-                    return Err(err(F, n, &m.name, format!("{what} has unknown type \"{t}\"")))
+                    return Err(err(
+                        F,
+                        n,
+                        &m.name,
+                        format!("{what} has unknown type \"{t}\""),
+                    ))
                 }
                 _ => {}
             }
         }
         let entries = match &m.max_entries {
             Count::Literal(v) => *v,
-            Count::Named(c) => *counts
-                .get(c)
-                .ok_or_else(|| err(F, n, &m.name, format!("unknown max_entries constant \"{c}\"")))?,
+            Count::Named(c) => *counts.get(c).ok_or_else(|| {
+                err(
+                    F,
+                    n,
+                    &m.name,
+                    format!("unknown max_entries constant \"{c}\""),
+                )
+            })?,
         };
         if entries == 0 || entries > u32::MAX as u64 {
             return Err(err(F, n, &m.name, "max_entries must be in 1..=u32::MAX"));
         }
         if ringbuf && (!entries.is_power_of_two() || entries < 4096) {
-            return Err(err(F, n, &m.name, "a ringbuf size must be a power of two of at least one page"));
+            return Err(err(
+                F,
+                n,
+                &m.name,
+                "a ringbuf size must be a power of two of at least one page",
+            ));
         }
         if let Some(flags) = &m.flags {
             if !is_upper_ident(flags) {
-                return Err(err(F, n, &m.name, format!("flags \"{flags}\" must be a BPF_F_* name")));
+                return Err(err(
+                    F,
+                    n,
+                    &m.name,
+                    format!("flags \"{flags}\" must be a BPF_F_* name"),
+                ));
             }
         }
         if m.kind == "lpm_trie" && m.flags.as_deref() != Some("BPF_F_NO_PREALLOC") {
-            return Err(err(F, n, &m.name, "an lpm_trie requires flags BPF_F_NO_PREALLOC"));
+            return Err(err(
+                F,
+                n,
+                &m.name,
+                "an lpm_trie requires flags BPF_F_NO_PREALLOC",
+            ));
         }
     }
     let mut global_names = BTreeSet::new();
     for (n, g) in globals.iter().enumerate() {
         if !is_ident(&g.name) || !global_names.insert(g.name.as_str()) {
-            return Err(err(F, n, &g.name, "global name must be snake_case and unique"));
+            return Err(err(
+                F,
+                n,
+                &g.name,
+                "global name must be snake_case and unique",
+            ));
         }
         if primitive(&g.ty).is_none() {
-            return Err(err(F, n, &g.name, format!("global type \"{}\" must be a primitive", g.ty)));
+            return Err(err(
+                F,
+                n,
+                &g.name,
+                format!("global type \"{}\" must be a primitive", g.ty),
+            ));
         }
     }
 
