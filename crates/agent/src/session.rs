@@ -127,6 +127,13 @@ impl Session {
         }
     }
 
+    /// Drops processes that no longer exist now, instead of at the next
+    /// periodic pass.
+    pub fn reap(&mut self) -> usize {
+        self.last_reap = Instant::now();
+        self.tracker.reap(&mut self.maps)
+    }
+
     fn wanted(&self, pid: u32) -> bool {
         match &self.target_pids {
             None => true,

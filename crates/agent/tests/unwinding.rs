@@ -1,0 +1,228 @@
+//! End-to-end unwinding on this machine: real eBPF programs, real perf
+//! events, real workloads built without frame pointers. These need root
+//! (CI runs as root) and fail loudly without it.
+
+use agent::loader::LoadOptions;
+use agent::record::{self, RecordOptions, Stack};
+use agent::session::{Session, SessionOptions, Target};
+use libpf::FrameType;
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use workloads::Kind;
+
+/// One BPF session at a time: parallel sessions on 2 CPUs would starve the
+/// workloads and each other.
+static BPF: Mutex<()> = Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    BPF.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "these tests load eBPF programs and must run as root");
+}
+
+fn options(target: Target, frequency: u64, seconds: u64) -> RecordOptions {
+    RecordOptions {
+        session: SessionOptions {
+            target,
+            frequency,
+            load: LoadOptions::default(),
+        },
+        duration: Some(Duration::from_secs(seconds)),
+        debug_info: false,
+        symbolize: true,
+    }
+}
+
+/// Root-first names of a stack, as the chain checker wants them.
+fn root_first(s: &Stack) -> Vec<String> {
+    s.frames.iter().rev().map(|f| f.name.clone()).collect()
+}
+
+/// Share of the samples of `pred` stacks that contain one expected chain.
+fn share(stacks: &[Stack], kind: Kind, pred: impl Fn(&Stack) -> bool) -> (f64, u64) {
+    let picked: Vec<(Vec<String>, u64)> = stacks
+        .iter()
+        .filter(|s| pred(s))
+        .map(|s| (root_first(s), s.count))
+        .collect();
+    let total = picked.iter().map(|(_, c)| c).sum();
+    (workloads::full_chain_share(&picked, &kind.expected_chains()), total)
+}
+
+fn show_misses(stacks: &[Stack], kind: Kind, pred: impl Fn(&Stack) -> bool) -> String {
+    let mut out = String::new();
+    for s in stacks.iter().filter(|s| pred(s)) {
+        let names = root_first(s);
+        if workloads::full_chain_share(&[(names.clone(), s.count)], &kind.expected_chains()) < 1.0 {
+            out.push_str(&format!("{} x{}: {}\n", s.comm, s.count, names.join(";")));
+        }
+    }
+    out
+}
+
+fn assert_chains_for_pid(kind: Kind, seconds: u64) {
+    require_root();
+    let _g = lock();
+    let mut w = workloads::spawn(kind, None).expect("workload builds and starts");
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = w.pid();
+    let rec = record::record(
+        &options(Target::Pids(vec![pid]), 199, seconds),
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .expect("recording works");
+    w.kill().ok();
+    let comm = kind.comm();
+    let (share, total) = share(&rec.stacks, kind, |s| s.comm == comm);
+    assert!(total >= 50, "{kind:?}: only {total} samples: {}", rec.summary.line());
+    assert!(
+        share >= 0.99,
+        "{kind:?}: full chains in {:.2}% of {total} samples; misses:\n{}",
+        share * 100.0,
+        show_misses(&rec.stacks, kind, |s| s.comm == comm)
+    );
+    // Filtered in the kernel: nothing else was unwound.
+    assert!(
+        rec.stacks.iter().all(|s| s.comm == comm),
+        "--pid recorded other processes: {:?}",
+        rec.stacks.iter().map(|s| &s.comm).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn c_without_frame_pointers_has_full_chains() {
+    assert_chains_for_pid(Kind::CChains, 3);
+}
+
+#[test]
+fn cpp_templates_and_deep_recursion_have_full_chains() {
+    assert_chains_for_pid(Kind::CppTemplates, 3);
+}
+
+#[test]
+fn rust_release_linked_by_lld_has_full_chains() {
+    assert_chains_for_pid(Kind::RustRelease, 3);
+}
+
+#[test]
+fn library_dlopened_after_start_has_full_chains() {
+    // The recording starts before the dlopen: the first samples in the new
+    // library trigger a rescan.
+    assert_chains_for_pid(Kind::DlopenLate, 4);
+}
+
+#[test]
+fn short_lived_forked_children_have_full_chains() {
+    assert_chains_for_pid(Kind::Forker, 4);
+}
+
+#[test]
+fn kernel_frames_sit_above_user_frames() {
+    require_root();
+    let _g = lock();
+    let mut w = workloads::spawn(Kind::SyscallHeavy, None).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let rec = record::record(
+        &options(Target::Pids(vec![w.pid()]), 199, 3),
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .unwrap();
+    w.kill().ok();
+    let (share, total) = share(&rec.stacks, Kind::SyscallHeavy, |_| true);
+    assert!(share >= 0.99, "full chains {share} of {total}");
+    // Stacks that went through the kernel: kernel frames (leaf side) first,
+    // then the user chain, in one trace.
+    let mixed: u64 = rec
+        .stacks
+        .iter()
+        .filter(|s| {
+            let k = s.frames.iter().position(|f| f.frame_type == FrameType::KERNEL);
+            let u = s.frames.iter().position(|f| f.name == "sys_loop");
+            let last_kernel = s.frames.iter().rposition(|f| f.frame_type == FrameType::KERNEL);
+            matches!((k, u, last_kernel), (Some(0), Some(u), Some(lk)) if lk < u)
+        })
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        mixed * 4 >= total,
+        "expected at least a quarter of {total} samples in the kernel under sys_loop, got {mixed}"
+    );
+}
+
+#[test]
+fn whole_system_recording_finds_the_workloads() {
+    require_root();
+    let _g = lock();
+    let mut c = workloads::spawn(Kind::CChains, None).unwrap();
+    let mut r = workloads::spawn(Kind::RustRelease, None).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let rec = record::record(&options(Target::System, 199, 4), &AtomicBool::new(false), |_| {}).unwrap();
+    c.kill().ok();
+    r.kill().ok();
+    for (kind, pid) in [(Kind::CChains, c.pid()), (Kind::RustRelease, r.pid())] {
+        let (share, total) = share(&rec.stacks, kind, |s| s.pid == pid);
+        assert!(total >= 100, "{kind:?}: {total} samples");
+        assert!(
+            share >= 0.99,
+            "{kind:?}: {:.2}% of {total}; misses:\n{}",
+            share * 100.0,
+            show_misses(&rec.stacks, kind, |s| s.pid == pid)
+        );
+    }
+}
+
+/// Runs a session until `deadline`, draining both ring buffers.
+fn pump(s: &mut Session, for_how_long: Duration) {
+    let end = Instant::now() + for_how_long;
+    while Instant::now() < end {
+        s.wait(Duration::from_millis(50));
+        s.drain(|_, _| {});
+    }
+}
+
+#[test]
+fn nothing_leaks_after_workloads_exit() {
+    require_root();
+    let _g = lock();
+    let mut session = Session::new(SessionOptions {
+        target: Target::System,
+        frequency: 99,
+        load: LoadOptions::default(),
+    })
+    .unwrap();
+    session.start().unwrap();
+    pump(&mut session, Duration::from_millis(300));
+    let (procs_before, maps_before, tables_before) = session.kernel_map_counts();
+
+    let kinds = [Kind::Forker, Kind::DlopenLate, Kind::CChains];
+    let mut running: Vec<_> = kinds.iter().map(|&k| workloads::spawn(k, None).unwrap()).collect();
+    pump(&mut session, Duration::from_secs(3));
+    let pids: Vec<u32> = running.iter().map(|r| r.pid()).collect();
+    for p in &pids {
+        assert!(session.tracker.is_tracked(*p), "workload {p} was scanned");
+    }
+    let (_, maps_during, tables_during) = session.kernel_map_counts();
+    assert!(maps_during > maps_before && tables_during > tables_before, "the workloads added state");
+    for r in &mut running {
+        r.kill().ok();
+    }
+    // Exit events arrive at once; a reap pass catches anything missed.
+    pump(&mut session, Duration::from_secs(1));
+    session.reap();
+    for p in &pids {
+        assert!(!session.tracker.is_tracked(*p), "workload {p} still tracked");
+    }
+    let (procs_after, maps_after, tables_after) = session.kernel_map_counts();
+    // Other processes on the machine may come and go meanwhile; the workload
+    // state itself must be gone, so the counts return to the baseline.
+    assert_eq!(tables_after, tables_before, "unwind tables returned to baseline");
+    assert_eq!(maps_after, maps_before, "mapping entries returned to baseline");
+    assert!(procs_after <= procs_before + 2, "processes {procs_after} vs baseline {procs_before}");
+}
