@@ -1,0 +1,794 @@
+//! The collector's embedded profile store.
+//!
+//! For one machine or a small team the collector keeps the profiles it
+//! receives here and the web UI queries them, so nothing else has to be
+//! installed. Everything lives in one [redb] file inside a data directory:
+//! redb is pure Rust, ACID and crash safe (a committed ingest survives a
+//! crash; an interrupted one leaves no trace).
+//!
+//! # Layout
+//!
+//! Profiles repeat the same few thousand stacks millions of times, so the
+//! store keeps every distinct thing once and counts:
+//!
+//! * `strings`: function names, file names, process names, … → id;
+//! * `frames`: one record per distinct [`libpf::Frame`] (type, file,
+//!   address, flags, string ids) → id;
+//! * `stacks`: one record per distinct list of frame ids (leaf first) → id;
+//! * `labels`: one record per distinct (host, frequency, [`SampleLabels`]) → id;
+//! * `executables`: [`profile::Executable`] by FileId;
+//! * `samples`: (10-second bucket, stack id, label-set id) → sample count.
+//!
+//! Each dictionary has a hash index (FNV-1a of the record → ids) for dedup
+//! on ingest. Per-sample timestamps are reduced to their bucket: queries are
+//! answered at [`BUCKET_NS`] resolution, which is what a time-range picker
+//! needs, and it is what makes a sample cost a fraction of a byte.
+//!
+//! # Limits
+//!
+//! [`StoreConfig::retention`] drops buckets older than the period;
+//! [`StoreConfig::max_bytes`] caps the file: when it is exceeded the oldest
+//! buckets are evicted, unreferenced dictionary records are swept and the
+//! file is compacted. Both run on ingest (and on [`Store::maintain`]); see
+//! the `maintain` module.
+//!
+//! [redb]: https://docs.rs/redb
+
+mod codec;
+pub mod flame;
+mod maintain;
+mod query;
+mod records;
+
+pub use flame::{FlameGraph, FlameNode, FrameClass};
+pub use maintain::MaintenanceStats;
+pub use query::{
+    Diff, DiffFunction, DiffStack, Filter, FrameTypeFilter, FunctionStat, KnownValues, TopBy,
+};
+
+use codec::{bucket_start_key, fnv1a64, row_key, split_row_key, CodecError};
+use libpf::{FileId, Frame};
+use profile::{Profile, SampleLabels};
+use redb::{
+    Database, MultimapTable, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable,
+    ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Length of a time bucket: samples are counted per bucket, so this is the
+/// finest time resolution of every query.
+pub const BUCKET_NS: u64 = 10_000_000_000;
+
+/// The smallest accepted [`StoreConfig::max_bytes`]. An empty redb file
+/// with our tables already takes a few hundred KiB; a cap below this could
+/// never be met and every ingest would evict everything.
+pub const MIN_MAX_BYTES: u64 = 4 << 20;
+
+/// File name of the database inside the data directory.
+pub const DB_FILE: &str = "profiles.redb";
+
+/// Version of the record layouts; a file written by another layout is
+/// refused rather than misread.
+const FORMAT_VERSION: u64 = 1;
+
+/// Largest id the 48-bit fields of a sample-row key can hold.
+const MAX_ID: u64 = (1 << 48) - 1;
+
+/// Caches above this many entries are dropped and rebuilt: they only save
+/// index look-ups, and a bound keeps a long-running collector's memory flat.
+const CACHE_LIMIT: usize = 1 << 20;
+
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const STRINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("strings");
+pub(crate) const STRING_INDEX: MultimapTableDefinition<u64, u64> =
+    MultimapTableDefinition::new("strings_by_hash");
+pub(crate) const FRAMES: TableDefinition<u64, &[u8]> = TableDefinition::new("frames");
+pub(crate) const FRAME_INDEX: MultimapTableDefinition<u64, u64> =
+    MultimapTableDefinition::new("frames_by_hash");
+pub(crate) const STACKS: TableDefinition<u64, &[u8]> = TableDefinition::new("stacks");
+pub(crate) const STACK_INDEX: MultimapTableDefinition<u64, u64> =
+    MultimapTableDefinition::new("stacks_by_hash");
+pub(crate) const LABELS: TableDefinition<u64, &[u8]> = TableDefinition::new("labels");
+pub(crate) const LABEL_INDEX: MultimapTableDefinition<u64, u64> =
+    MultimapTableDefinition::new("labels_by_hash");
+pub(crate) const EXECUTABLES: TableDefinition<u128, &[u8]> = TableDefinition::new("executables");
+pub(crate) const SAMPLES: TableDefinition<u128, u64> = TableDefinition::new("samples");
+
+const META_VERSION: &str = "format_version";
+const META_NEXT_ID: &str = "next_id";
+const META_TOTAL_SAMPLES: &str = "total_samples";
+
+/// How long data is kept and how large the file may grow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Buckets older than this (relative to the store's clock) are dropped.
+    pub retention: Duration,
+    /// Size cap of the database file in bytes (at least [`MIN_MAX_BYTES`]).
+    /// Exceeding it evicts the oldest buckets first.
+    pub max_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    /// A week, 1 GiB: a few days of a busy host at 20 Hz fit comfortably.
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: 1 << 30,
+        }
+    }
+}
+
+/// Where the store reads "now": retention is relative to it. A trait so that
+/// tests (and replays of old data) can run on a clock of their own.
+pub trait Clock: Send + Sync + 'static {
+    /// Current Unix time in nanoseconds.
+    fn now_unix_ns(&self) -> u64;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix_ns(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    }
+}
+
+/// What went wrong in the store.
+#[derive(Debug)]
+pub enum StoreError {
+    /// Opening or creating the data directory failed.
+    Io(std::io::Error),
+    /// The database reported an error (I/O, corruption, lock held by
+    /// another process, …).
+    Db(redb::Error),
+    /// A stored record could not be decoded: the file is damaged.
+    Corrupt(String),
+    /// The caller passed something unusable (bad config, bad time range,
+    /// a profile that breaks the model's invariants).
+    Invalid(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Io(e) => write!(f, "store I/O error: {e}"),
+            StoreError::Db(e) => write!(f, "store database error: {e}"),
+            StoreError::Corrupt(m) => write!(f, "store is corrupt: {m}"),
+            StoreError::Invalid(m) => write!(f, "invalid input: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Io(e) => Some(e),
+            StoreError::Db(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<CodecError> for StoreError {
+    fn from(e: CodecError) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e)
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::StorageError,
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError,
+    redb::CompactionError
+);
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A half-open time range `[start, end)` in Unix nanoseconds. Queries see
+/// whole buckets: every bucket that overlaps the range is included.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimeRange {
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+}
+
+impl TimeRange {
+    /// A range; `start` must be before `end`.
+    pub fn new(start_unix_ns: u64, end_unix_ns: u64) -> Result<Self> {
+        if start_unix_ns >= end_unix_ns {
+            return Err(StoreError::Invalid(format!(
+                "time range start {start_unix_ns} is not before end {end_unix_ns}"
+            )));
+        }
+        Ok(Self {
+            start_unix_ns,
+            end_unix_ns,
+        })
+    }
+
+    /// Everything (for queries over the whole store).
+    pub const ALL: TimeRange = TimeRange {
+        start_unix_ns: 0,
+        end_unix_ns: u64::MAX,
+    };
+
+    /// Bucket numbers `[first, end)` overlapping the range.
+    pub(crate) fn buckets(&self) -> (u64, u64) {
+        let first = self.start_unix_ns / BUCKET_NS;
+        let end = self.end_unix_ns.div_ceil(BUCKET_NS);
+        (first, end)
+    }
+
+    /// Length in nanoseconds.
+    pub fn duration_ns(&self) -> u64 {
+        self.end_unix_ns.saturating_sub(self.start_unix_ns)
+    }
+}
+
+/// What one [`Store::ingest`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    /// Samples stored (sum of counts).
+    pub samples: u64,
+    /// Samples dropped because they were already older than the retention
+    /// period.
+    pub dropped_expired: u64,
+    /// Sample rows (bucket, stack, labels) written, new or incremented.
+    pub rows: usize,
+    /// Of those, rows that did not exist before.
+    pub new_rows: usize,
+    /// Dictionary records created by this profile.
+    pub new_frames: usize,
+    pub new_stacks: usize,
+    pub new_label_sets: usize,
+    /// Maintenance the ingest triggered (retention, size cap), if any.
+    pub maintenance: Option<MaintenanceStats>,
+}
+
+/// Sizes of the store, for monitoring and the bench.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Size of the database file on disk.
+    pub file_bytes: u64,
+    /// Bytes of pages in use inside the file.
+    pub allocated_bytes: u64,
+    /// Samples held (sum of counts).
+    pub total_samples: u64,
+    pub sample_rows: u64,
+    pub stacks: u64,
+    pub frames: u64,
+    pub label_sets: u64,
+    pub strings: u64,
+    pub executables: u64,
+    /// Covered time: start of the oldest and end of the newest bucket.
+    pub time_bounds: Option<TimeRange>,
+}
+
+/// In-memory dedup caches of the writer: record → id. They hold committed
+/// ids only (see [`Store::ingest`]) and are cleared whenever garbage
+/// collection may have deleted records.
+#[derive(Default)]
+pub(crate) struct WriterCaches {
+    strings: HashMap<Arc<str>, u64>,
+    frames: HashMap<Frame, u64>,
+    stacks: HashMap<Vec<u64>, u64>,
+    labels: HashMap<(Arc<str>, u64, SampleLabels), u64>,
+    executables: HashSet<FileId>,
+}
+
+impl WriterCaches {
+    pub(crate) fn clear(&mut self) {
+        *self = WriterCaches::default();
+    }
+
+    fn trim(&mut self) {
+        if self.strings.len() > CACHE_LIMIT
+            || self.frames.len() > CACHE_LIMIT
+            || self.stacks.len() > CACHE_LIMIT
+            || self.labels.len() > CACHE_LIMIT
+            || self.executables.len() > CACHE_LIMIT
+        {
+            self.clear();
+        }
+    }
+}
+
+/// The profile store. Cheap to share behind an `Arc`: every method takes
+/// `&self`; writes are serialized, queries run concurrently with each other
+/// and with ingest (redb MVCC), and wait only for a file compaction.
+pub struct Store {
+    path: PathBuf,
+    config: StoreConfig,
+    clock: Arc<dyn Clock>,
+    /// Write-locked only to compact the file (redb needs `&mut Database`
+    /// and no open transactions); everything else takes the read side.
+    db: RwLock<Database>,
+    /// Serializes writers and holds their caches.
+    writer: Mutex<WriterCaches>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, on the system clock.
+    pub fn open(dir: impl AsRef<Path>, config: StoreConfig) -> Result<Store> {
+        Self::open_with_clock(dir, config, Arc::new(SystemClock))
+    }
+
+    /// Opens (or creates) the store in `dir` with a clock of the caller's.
+    ///
+    /// Fails if the config is unusable, the directory cannot be created,
+    /// another process holds the file, or the file has another format.
+    pub fn open_with_clock(
+        dir: impl AsRef<Path>,
+        config: StoreConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store> {
+        if config.retention.is_zero() {
+            return Err(StoreError::Invalid("retention must be positive".into()));
+        }
+        if config.max_bytes < MIN_MAX_BYTES {
+            return Err(StoreError::Invalid(format!(
+                "max_bytes {} is below the minimum of {MIN_MAX_BYTES}",
+                config.max_bytes
+            )));
+        }
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(DB_FILE);
+        let db = Database::builder()
+            // The file is the source of truth; the page cache only needs to
+            // hold the hot dictionaries and the newest buckets.
+            .set_cache_size(64 << 20)
+            .create(&path)?;
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let version = meta.get(META_VERSION)?.map(|v| v.value());
+            match version {
+                None => {
+                    meta.insert(META_VERSION, FORMAT_VERSION)?;
+                    meta.insert(META_NEXT_ID, 1)?;
+                    meta.insert(META_TOTAL_SAMPLES, 0)?;
+                }
+                Some(FORMAT_VERSION) => {}
+                Some(v) => {
+                    return Err(StoreError::Invalid(format!(
+                        "{} has store format {v}, this build reads format {FORMAT_VERSION}",
+                        path.display()
+                    )))
+                }
+            }
+            // Create every table so read transactions never miss one.
+            txn.open_table(STRINGS)?;
+            txn.open_multimap_table(STRING_INDEX)?;
+            txn.open_table(FRAMES)?;
+            txn.open_multimap_table(FRAME_INDEX)?;
+            txn.open_table(STACKS)?;
+            txn.open_multimap_table(STACK_INDEX)?;
+            txn.open_table(LABELS)?;
+            txn.open_multimap_table(LABEL_INDEX)?;
+            txn.open_table(EXECUTABLES)?;
+            txn.open_table(SAMPLES)?;
+        }
+        txn.commit()?;
+        Ok(Store {
+            path,
+            config,
+            clock,
+            db: RwLock::new(db),
+            writer: Mutex::new(WriterCaches::default()),
+        })
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> StoreConfig {
+        self.config
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The store clock's "now".
+    pub fn now_unix_ns(&self) -> u64 {
+        self.clock.now_unix_ns()
+    }
+
+    pub(crate) fn db(&self) -> RwLockReadGuard<'_, Database> {
+        // A panic while holding the lock cannot leave the Database in a
+        // bad state (redb transactions are atomic), so poison is ignored.
+        self.db.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn db_mut(&self) -> std::sync::RwLockWriteGuard<'_, Database> {
+        self.db.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn writer(&self) -> MutexGuard<'_, WriterCaches> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// First bucket not yet expired at `now`: bucket `b` covers
+    /// `[b*B, (b+1)*B)` and expires once its end is older than the
+    /// retention period.
+    pub(crate) fn first_live_bucket(&self, now: u64) -> u64 {
+        let cutoff = now.saturating_sub(self.config.retention.as_nanos() as u64);
+        cutoff / BUCKET_NS
+    }
+
+    /// Stores one profile in a single transaction: either all of it is
+    /// committed or none of it.
+    ///
+    /// Samples with timestamps are counted in the bucket of each timestamp;
+    /// samples without in the bucket of the profile's start. Samples whose
+    /// bucket has already expired are dropped (and counted in the stats).
+    /// Afterwards retention and the size cap are enforced if needed.
+    pub fn ingest(&self, profile: &Profile) -> Result<IngestStats> {
+        validate(profile)?;
+        let now = self.clock.now_unix_ns();
+        let first_live = self.first_live_bucket(now);
+
+        // Reduce the profile to rows before touching the database.
+        let mut per_sample: Vec<(usize, Vec<(u32, u64)>)> = Vec::new();
+        let mut stats = IngestStats::default();
+        for (i, s) in profile.samples.iter().enumerate() {
+            let mut buckets: Vec<(u32, u64)> = Vec::new();
+            let mut add = |ts: u64, n: u64, stats: &mut IngestStats| -> Result<()> {
+                let b = ts / BUCKET_NS;
+                if b < first_live {
+                    stats.dropped_expired += n;
+                    return Ok(());
+                }
+                let b = u32::try_from(b).map_err(|_| {
+                    StoreError::Invalid(format!("timestamp {ts} ns is beyond the year 3000"))
+                })?;
+                match buckets.last_mut() {
+                    Some((lb, c)) if *lb == b => *c += n,
+                    _ => buckets.push((b, n)),
+                }
+                stats.samples += n;
+                Ok(())
+            };
+            if s.timestamps_unix_ns.is_empty() {
+                add(profile.start_unix_ns, s.count, &mut stats)?;
+            } else {
+                for &ts in &s.timestamps_unix_ns {
+                    add(ts, 1, &mut stats)?;
+                }
+            }
+            if !buckets.is_empty() {
+                per_sample.push((i, buckets));
+            }
+        }
+
+        let mut caches = self.writer();
+        let result = self.ingest_rows(&mut caches, profile, &per_sample, &mut stats);
+        if result.is_err() {
+            // Ids handed out by the failed transaction are not committed.
+            caches.clear();
+        }
+        result?;
+        caches.trim();
+        stats.maintenance = self.maintain_if_needed(&mut caches, now)?;
+        Ok(stats)
+    }
+
+    fn ingest_rows(
+        &self,
+        caches: &mut WriterCaches,
+        profile: &Profile,
+        per_sample: &[(usize, Vec<(u32, u64)>)],
+        stats: &mut IngestStats,
+    ) -> Result<()> {
+        if per_sample.is_empty() {
+            return Ok(());
+        }
+        let db = self.db();
+        let txn = db.begin_write()?;
+        // New cache entries are staged and published only after commit.
+        let mut staged = WriterCaches::default();
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut next_id = meta.get(META_NEXT_ID)?.map_or(1, |v| v.value());
+            let total = meta.get(META_TOTAL_SAMPLES)?.map_or(0, |v| v.value());
+            let mut d = Dicts {
+                strings: txn.open_table(STRINGS)?,
+                string_index: txn.open_multimap_table(STRING_INDEX)?,
+                frames: txn.open_table(FRAMES)?,
+                frame_index: txn.open_multimap_table(FRAME_INDEX)?,
+                stacks: txn.open_table(STACKS)?,
+                stack_index: txn.open_multimap_table(STACK_INDEX)?,
+                labels: txn.open_table(LABELS)?,
+                label_index: txn.open_multimap_table(LABEL_INDEX)?,
+                next_id: &mut next_id,
+                caches,
+                staged: &mut staged,
+                stats,
+            };
+            let host: Arc<str> = profile.host_name.as_str().into();
+            let mut rows: HashMap<u128, u64> = HashMap::new();
+            let mut used_files: HashSet<FileId> = HashSet::new();
+            for (i, buckets) in per_sample {
+                let s = &profile.samples[*i];
+                let stack = d.stack(&s.frames)?;
+                let labels = d.label_set(&host, profile.frequency_hz, &s.labels)?;
+                for f in s.frames.iter() {
+                    if let Some(id) = f.file_id {
+                        used_files.insert(id);
+                    }
+                }
+                for &(b, n) in buckets {
+                    *rows.entry(row_key(b, stack, labels)).or_default() += n;
+                }
+            }
+            drop(d);
+
+            let mut keys: Vec<(u128, u64)> = rows.into_iter().collect();
+            keys.sort_unstable_by_key(|(k, _)| *k);
+            let mut samples = txn.open_table(SAMPLES)?;
+            let mut added = 0u64;
+            for (k, n) in keys {
+                let old = samples.get(k)?.map(|v| v.value());
+                if old.is_none() {
+                    stats.new_rows += 1;
+                }
+                samples.insert(k, old.unwrap_or(0).saturating_add(n))?;
+                stats.rows += 1;
+                added += n;
+            }
+
+            let mut exes = txn.open_table(EXECUTABLES)?;
+            for (id, e) in &profile.executables {
+                if !used_files.contains(id) || caches.executables.contains(id) {
+                    continue;
+                }
+                let key = id.hash128().to_u128();
+                let rec = records::encode_executable(e);
+                let same = exes.get(key)?.is_some_and(|v| v.value() == rec.as_slice());
+                if !same {
+                    exes.insert(key, rec.as_slice())?;
+                }
+                staged.executables.insert(*id);
+            }
+
+            meta.insert(META_NEXT_ID, next_id)?;
+            meta.insert(META_TOTAL_SAMPLES, total.saturating_add(added))?;
+        }
+        txn.commit()?;
+        caches.strings.extend(staged.strings);
+        caches.frames.extend(staged.frames);
+        caches.stacks.extend(staged.stacks);
+        caches.labels.extend(staged.labels);
+        caches.executables.extend(staged.executables);
+        Ok(())
+    }
+
+    /// Sizes and counts of the store.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let file_bytes = std::fs::metadata(&self.path)?.len();
+        let db = self.db();
+        let allocated_bytes = {
+            let w = db.begin_write()?;
+            let s = w.stats()?;
+            w.abort()?;
+            s.allocated_pages() * s.page_size() as u64
+        };
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let samples = txn.open_table(SAMPLES)?;
+        let time_bounds = match (samples.first()?, samples.last()?) {
+            (Some((a, _)), Some((b, _))) => {
+                let a = u64::from(split_row_key(a.value()).0);
+                let b = u64::from(split_row_key(b.value()).0);
+                Some(TimeRange {
+                    start_unix_ns: a * BUCKET_NS,
+                    end_unix_ns: (b + 1) * BUCKET_NS,
+                })
+            }
+            _ => None,
+        };
+        Ok(StoreStats {
+            file_bytes,
+            allocated_bytes,
+            total_samples: meta.get(META_TOTAL_SAMPLES)?.map_or(0, |v| v.value()),
+            sample_rows: samples.len()?,
+            stacks: txn.open_table(STACKS)?.len()?,
+            frames: txn.open_table(FRAMES)?.len()?,
+            label_sets: txn.open_table(LABELS)?.len()?,
+            strings: txn.open_table(STRINGS)?.len()?,
+            executables: txn.open_table(EXECUTABLES)?.len()?,
+            time_bounds,
+        })
+    }
+
+    /// The time covered by stored data (whole buckets), if any. The web UI
+    /// uses it to offer a range that has data.
+    pub fn time_bounds(&self) -> Result<Option<TimeRange>> {
+        let db = self.db();
+        let txn = db.begin_read()?;
+        let samples = txn.open_table(SAMPLES)?;
+        let first_live = self.first_live_bucket(self.clock.now_unix_ns());
+        let first = samples
+            .range(bucket_start_key(first_live.min(u64::from(u32::MAX)) as u32)..)?
+            .next()
+            .transpose()?;
+        let last = samples.last()?;
+        let bounds = match (first, last) {
+            (Some((a, _)), Some((b, _))) => {
+                let a = u64::from(split_row_key(a.value()).0);
+                let b = u64::from(split_row_key(b.value()).0);
+                Some(TimeRange {
+                    start_unix_ns: a * BUCKET_NS,
+                    end_unix_ns: (b + 1) * BUCKET_NS,
+                })
+            }
+            _ => None,
+        };
+        Ok(bounds)
+    }
+}
+
+/// Checks the model invariants ingest relies on.
+fn validate(p: &Profile) -> Result<()> {
+    for (i, s) in p.samples.iter().enumerate() {
+        if !s.timestamps_unix_ns.is_empty() && s.timestamps_unix_ns.len() as u64 != s.count {
+            return Err(StoreError::Invalid(format!(
+                "sample {i} has count {} but {} timestamps",
+                s.count,
+                s.timestamps_unix_ns.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The dictionary tables of one write transaction plus the caches.
+struct Dicts<'t, 'c> {
+    strings: Table<'t, u64, &'static [u8]>,
+    string_index: MultimapTable<'t, u64, u64>,
+    frames: Table<'t, u64, &'static [u8]>,
+    frame_index: MultimapTable<'t, u64, u64>,
+    stacks: Table<'t, u64, &'static [u8]>,
+    stack_index: MultimapTable<'t, u64, u64>,
+    labels: Table<'t, u64, &'static [u8]>,
+    label_index: MultimapTable<'t, u64, u64>,
+    next_id: &'c mut u64,
+    caches: &'c WriterCaches,
+    staged: &'c mut WriterCaches,
+    stats: &'c mut IngestStats,
+}
+
+/// Finds `rec` in a dictionary through its hash index or adds it under a
+/// fresh id. Returns the id and whether it is new.
+fn intern(
+    table: &mut Table<'_, u64, &'static [u8]>,
+    index: &mut MultimapTable<'_, u64, u64>,
+    next_id: &mut u64,
+    rec: &[u8],
+) -> Result<(u64, bool)> {
+    let h = fnv1a64(rec);
+    for id in index.get(h)? {
+        let id = id?.value();
+        if table.get(id)?.is_some_and(|v| v.value() == rec) {
+            return Ok((id, false));
+        }
+    }
+    let id = *next_id;
+    if id > MAX_ID {
+        return Err(StoreError::Invalid(
+            "the store ran out of record ids; start a new data directory".into(),
+        ));
+    }
+    *next_id += 1;
+    table.insert(id, rec)?;
+    index.insert(h, id)?;
+    Ok((id, true))
+}
+
+impl Dicts<'_, '_> {
+    fn string(&mut self, s: &Arc<str>) -> Result<u64> {
+        if let Some(&id) = self.caches.strings.get(s).or(self.staged.strings.get(s)) {
+            return Ok(id);
+        }
+        let (id, _) = intern(
+            &mut self.strings,
+            &mut self.string_index,
+            self.next_id,
+            s.as_bytes(),
+        )?;
+        self.staged.strings.insert(s.clone(), id);
+        Ok(id)
+    }
+
+    fn opt_string(&mut self, s: &Option<Arc<str>>) -> Result<Option<u64>> {
+        s.as_ref().map(|s| self.string(s)).transpose()
+    }
+
+    fn frame(&mut self, f: &Frame) -> Result<u64> {
+        if let Some(&id) = self.caches.frames.get(f).or(self.staged.frames.get(f)) {
+            return Ok(id);
+        }
+        let strings = records::FrameStrings {
+            function: self.opt_string(&f.function_name)?,
+            source_file: self.opt_string(&f.source_file)?,
+        };
+        let rec = records::encode_frame(f, strings);
+        let (id, new) = intern(&mut self.frames, &mut self.frame_index, self.next_id, &rec)?;
+        self.stats.new_frames += usize::from(new);
+        self.staged.frames.insert(f.clone(), id);
+        Ok(id)
+    }
+
+    fn stack(&mut self, frames: &[Frame]) -> Result<u64> {
+        let ids = frames
+            .iter()
+            .map(|f| self.frame(f))
+            .collect::<Result<Vec<u64>>>()?;
+        if let Some(&id) = self.caches.stacks.get(&ids).or(self.staged.stacks.get(&ids)) {
+            return Ok(id);
+        }
+        let rec = records::encode_stack(&ids);
+        let (id, new) = intern(&mut self.stacks, &mut self.stack_index, self.next_id, &rec)?;
+        self.stats.new_stacks += usize::from(new);
+        self.staged.stacks.insert(ids, id);
+        Ok(id)
+    }
+
+    fn label_set(&mut self, host: &Arc<str>, freq: u64, l: &SampleLabels) -> Result<u64> {
+        let key = (host.clone(), freq, l.clone());
+        if let Some(&id) = self.caches.labels.get(&key).or(self.staged.labels.get(&key)) {
+            return Ok(id);
+        }
+        let strings = records::LabelStrings {
+            host: self.string(host)?,
+            process_name: self.string(&l.process_name)?,
+            thread_name: self.string(&l.thread_name)?,
+            container_id: self.opt_string(&l.container_id)?,
+            executable_path: self.opt_string(&l.executable_path)?,
+        };
+        let rec = records::encode_labels(freq, l, strings);
+        let (id, new) = intern(&mut self.labels, &mut self.label_index, self.next_id, &rec)?;
+        self.stats.new_label_sets += usize::from(new);
+        self.staged.labels.insert(key, id);
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests;

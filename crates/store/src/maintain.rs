@@ -1,0 +1,281 @@
+//! Retention, the size cap, garbage collection and compaction.
+//!
+//! Sample rows are keyed by bucket first, so "oldest data" is the front of
+//! the samples table and eviction is a range delete. Dictionary records
+//! (stacks, frames, label sets, strings, executables) are shared between
+//! buckets, so after an eviction they are swept mark-and-sweep: whatever no
+//! remaining row reaches is deleted. A sweep reads every row, so it runs
+//! only when rows were evicted, never on a plain ingest.
+//!
+//! Retention runs on ingest once the oldest bucket is past the cutoff by
+//! more than 1/16 of the retention period (so a store receiving data every
+//! few seconds sweeps a few times per period, not every 10 seconds);
+//! queries never show expired buckets either way, and [`Store::maintain`]
+//! applies the exact cutoff.
+//!
+//! The size cap: when the file exceeds `max_bytes`, the oldest buckets are
+//! evicted until the pages in use fall below 80% of the cap, then the file
+//! is compacted (redb reuses freed pages but only compaction returns them to
+//! the file system). The 20% headroom keeps the next compaction a while
+//! away. Compaction needs the database to itself, so queries wait for it.
+
+use crate::codec::{bucket_start_key, fnv1a64, split_row_key};
+use crate::records;
+use crate::{
+    Result, Store, WriterCaches, BUCKET_NS, EXECUTABLES, FRAMES, FRAME_INDEX, LABELS, LABEL_INDEX,
+    META, META_TOTAL_SAMPLES, SAMPLES, STACKS, STACK_INDEX, STRINGS, STRING_INDEX,
+};
+use libpf::FileId;
+use redb::{
+    MultimapTableDefinition, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
+};
+use std::collections::HashSet;
+
+/// What a maintenance pass did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceStats {
+    /// Rows and samples dropped because they were older than the retention.
+    pub expired_rows: u64,
+    pub expired_samples: u64,
+    /// Rows and samples evicted (oldest first) to meet the size cap.
+    pub evicted_rows: u64,
+    pub evicted_samples: u64,
+    /// Dictionary records no longer referenced and deleted.
+    pub swept_records: u64,
+    /// Whether the file was compacted.
+    pub compacted: bool,
+    pub file_bytes_before: u64,
+    pub file_bytes_after: u64,
+}
+
+impl Store {
+    /// Applies retention (exact cutoff) and the size cap now. The collector
+    /// may call it on a timer so that limits hold while no data arrives.
+    pub fn maintain(&self) -> Result<MaintenanceStats> {
+        let now = self.clock.now_unix_ns();
+        let mut caches = self.writer();
+        self.maintain_locked(&mut caches, now)
+    }
+
+    fn file_len(&self) -> Result<u64> {
+        Ok(std::fs::metadata(&self.path)?.len())
+    }
+
+    /// Buckets of slack before retention runs on ingest, see module docs.
+    fn retention_slack(&self) -> u64 {
+        let buckets = self.config.retention.as_nanos() as u64 / BUCKET_NS;
+        (buckets / 16).max(1)
+    }
+
+    /// The cheap checks run after every ingest.
+    pub(crate) fn maintain_if_needed(
+        &self,
+        caches: &mut WriterCaches,
+        now: u64,
+    ) -> Result<Option<MaintenanceStats>> {
+        let first_live = self.first_live_bucket(now);
+        let oldest = {
+            let db = self.db();
+            let txn = db.begin_read()?;
+            let samples = txn.open_table(SAMPLES)?;
+            let first = samples.first()?;
+            first.map(|(k, _)| u64::from(split_row_key(k.value()).0))
+        };
+        let expired = oldest.is_some_and(|b| b + self.retention_slack() < first_live);
+        if !expired && self.file_len()? <= self.config.max_bytes {
+            return Ok(None);
+        }
+        self.maintain_locked(caches, now).map(Some)
+    }
+
+    fn maintain_locked(
+        &self,
+        caches: &mut WriterCaches,
+        now: u64,
+    ) -> Result<MaintenanceStats> {
+        let mut stats = MaintenanceStats {
+            file_bytes_before: self.file_len()?,
+            ..Default::default()
+        };
+        // Retention.
+        let first_live = self.first_live_bucket(now).min(u64::from(u32::MAX));
+        {
+            let db = self.db();
+            let txn = db.begin_write()?;
+            let (rows, samples) = evict_before(&txn, first_live as u32)?;
+            if rows > 0 {
+                stats.expired_rows = rows;
+                stats.expired_samples = samples;
+                stats.swept_records += sweep(&txn)?;
+                txn.commit()?;
+                caches.clear();
+            } else {
+                txn.abort()?;
+            }
+        }
+
+        // Size cap.
+        let mut target = self.config.max_bytes / 10 * 8;
+        for _round in 0..4 {
+            if self.file_len()? <= self.config.max_bytes {
+                break;
+            }
+            let mut empty = false;
+            for _ in 0..32 {
+                let db = self.db();
+                let txn = db.begin_write()?;
+                let s = txn.stats()?;
+                let live = s.allocated_pages() * s.page_size() as u64;
+                let rows_total = txn.open_table(SAMPLES)?.len()?;
+                if live <= target || rows_total == 0 {
+                    empty = rows_total == 0;
+                    txn.abort()?;
+                    break;
+                }
+                // Evict the share of rows by which we are over, rounded up to
+                // whole buckets; re-measure, since dictionaries shrink less
+                // than proportionally.
+                let over = (live - target) as f64 / live as f64;
+                let want = ((rows_total as f64 * over).ceil() as u64).max(1);
+                let last = {
+                    let samples = txn.open_table(SAMPLES)?;
+                    let mut n = 0u64;
+                    let mut last = 0u32;
+                    for row in samples.iter()? {
+                        let (k, _) = row?;
+                        last = split_row_key(k.value()).0;
+                        n += 1;
+                        if n >= want {
+                            break;
+                        }
+                    }
+                    last
+                };
+                let (rows, samples) = match last.checked_add(1) {
+                    Some(end) => evict_before(&txn, end)?,
+                    None => evict_all(&txn)?,
+                };
+                stats.evicted_rows += rows;
+                stats.evicted_samples += samples;
+                stats.swept_records += sweep(&txn)?;
+                txn.commit()?;
+                caches.clear();
+            }
+            {
+                let mut db = self.db_mut();
+                stats.compacted |= db.compact()?;
+            }
+            if empty {
+                break;
+            }
+            // Still too large after compaction: aim lower next round.
+            target = target / 10 * 8;
+        }
+        stats.file_bytes_after = self.file_len()?;
+        Ok(stats)
+    }
+}
+
+/// Deletes every sample row of buckets before `end_bucket`; returns the
+/// number of rows and samples deleted and updates the sample total.
+fn evict_before(txn: &WriteTransaction, end_bucket: u32) -> Result<(u64, u64)> {
+    let mut samples = txn.open_table(SAMPLES)?;
+    let mut rows = 0u64;
+    let mut count = 0u64;
+    for row in samples.extract_from_if(..bucket_start_key(end_bucket), |_, _| true)? {
+        let (_, v) = row?;
+        rows += 1;
+        count += v.value();
+    }
+    drop(samples);
+    subtract_total(txn, count)?;
+    Ok((rows, count))
+}
+
+fn evict_all(txn: &WriteTransaction) -> Result<(u64, u64)> {
+    let mut samples = txn.open_table(SAMPLES)?;
+    let mut rows = 0u64;
+    let mut count = 0u64;
+    for row in samples.extract_if(|_, _| true)? {
+        let (_, v) = row?;
+        rows += 1;
+        count += v.value();
+    }
+    drop(samples);
+    subtract_total(txn, count)?;
+    Ok((rows, count))
+}
+
+fn subtract_total(txn: &WriteTransaction, count: u64) -> Result<()> {
+    let mut meta = txn.open_table(META)?;
+    let total = meta.get(META_TOTAL_SAMPLES)?.map_or(0, |v| v.value());
+    meta.insert(META_TOTAL_SAMPLES, total.saturating_sub(count))?;
+    Ok(())
+}
+
+/// Deletes the records of `table` whose id is not in `keep`, and their
+/// hash-index entries; calls `mark` on the records kept.
+fn sweep_table(
+    txn: &WriteTransaction,
+    table: TableDefinition<u64, &'static [u8]>,
+    index: MultimapTableDefinition<u64, u64>,
+    keep: &HashSet<u64>,
+    mut mark: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<u64> {
+    let mut t = txn.open_table(table)?;
+    let mut dead: Vec<(u64, u64)> = Vec::new();
+    for row in t.iter()? {
+        let (k, v) = row?;
+        if keep.contains(&k.value()) {
+            mark(v.value())?;
+        } else {
+            dead.push((k.value(), fnv1a64(v.value())));
+        }
+    }
+    let mut idx = txn.open_multimap_table(index)?;
+    for &(id, h) in &dead {
+        t.remove(id)?;
+        idx.remove(h, id)?;
+    }
+    Ok(dead.len() as u64)
+}
+
+/// Mark and sweep of the dictionaries from the remaining sample rows.
+fn sweep(txn: &WriteTransaction) -> Result<u64> {
+    let mut stacks = HashSet::new();
+    let mut labels = HashSet::new();
+    {
+        let samples = txn.open_table(SAMPLES)?;
+        for row in samples.iter()? {
+            let (k, _) = row?;
+            let (_, s, l) = split_row_key(k.value());
+            stacks.insert(s);
+            labels.insert(l);
+        }
+    }
+    let mut frames = HashSet::new();
+    let mut strings = HashSet::new();
+    let mut files: HashSet<FileId> = HashSet::new();
+    let mut swept = sweep_table(txn, STACKS, STACK_INDEX, &stacks, |rec| {
+        frames.extend(records::decode_stack(rec)?);
+        Ok(())
+    })?;
+    swept += sweep_table(txn, LABELS, LABEL_INDEX, &labels, |rec| {
+        strings.extend(records::label_string_ids(rec)?);
+        Ok(())
+    })?;
+    swept += sweep_table(txn, FRAMES, FRAME_INDEX, &frames, |rec| {
+        let (file, ids) = records::frame_refs(rec)?;
+        files.extend(file);
+        strings.extend(ids);
+        Ok(())
+    })?;
+    swept += sweep_table(txn, STRINGS, STRING_INDEX, &strings, |_| Ok(()))?;
+    let keep: HashSet<u128> = files.iter().map(|f| f.hash128().to_u128()).collect();
+    let mut exes = txn.open_table(EXECUTABLES)?;
+    let before = exes.len()?;
+    exes.retain(|k, _| keep.contains(&k))?;
+    swept += before - exes.len()?;
+    Ok(swept)
+}
