@@ -255,11 +255,10 @@ fn encode_process(
         })
         .collect();
 
-    let period = if p.frequency_hz == 0 {
-        0
-    } else {
-        i64::try_from(1_000_000_000 / p.frequency_hz).unwrap_or(0)
-    };
+    let period = 1_000_000_000u64
+        .checked_div(p.frequency_hz)
+        .and_then(|v| i64::try_from(v).ok())
+        .unwrap_or(0);
     let profile = pb::Profile {
         sample_type: Some(pb::ValueType {
             type_strindex: d.string("samples"),

@@ -88,7 +88,7 @@ fn convert_hex(v: &mut Value, to_base64: bool) -> Result<(), JsonError> {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
@@ -124,4 +124,104 @@ pub fn to_json(req: &ExportProfilesServiceRequest) -> Result<String, JsonError> 
         .map_err(|e| JsonError(e.to_string()))?;
     convert_hex(&mut v, false)?;
     serde_json::to_string(&v).map_err(|e| JsonError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::profiles::v1development as pb;
+
+    #[test]
+    fn ids_are_hex_and_round_trip() {
+        let req = ExportProfilesServiceRequest {
+            resource_profiles: vec![pb::ResourceProfiles {
+                scope_profiles: vec![pb::ScopeProfiles {
+                    profiles: vec![pb::Profile {
+                        profile_id: vec![0xab; 16],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            dictionary: Some(pb::ProfilesDictionary {
+                link_table: vec![
+                    pb::Link::default(),
+                    pb::Link {
+                        trace_id: (0..16).collect(),
+                        span_id: vec![0xff; 8],
+                    },
+                ],
+                ..Default::default()
+            }),
+        };
+        let text = to_json(&req).unwrap();
+        assert!(
+            text.contains("\"traceId\":\"000102030405060708090a0b0c0d0e0f\""),
+            "{text}"
+        );
+        assert!(text.contains("\"spanId\":\"ffffffffffffffff\""), "{text}");
+        assert!(
+            text.contains("\"profileId\":\"abababababababababababababababab\""),
+            "{text}"
+        );
+        assert_eq!(from_json(text.as_bytes()).unwrap(), req);
+    }
+
+    #[test]
+    fn hand_written_otlp_json() {
+        // Defaults omitted, 64-bit integers as strings or numbers, original
+        // field names accepted too, resource keys through the string table.
+        let body = br#"{
+          "resourceProfiles": [{
+            "resource": {"attributes": [{"keyStrindex": 1, "value": {"intValue": "42"}}]},
+            "scopeProfiles": [{"profiles": [{
+              "sampleType": {"typeStrindex": 2, "unitStrindex": 3},
+              "timeUnixNano": "1700000000000000000",
+              "period": 50000000,
+              "samples": [{"stack_index": 1, "values": ["7"]}]
+            }]}]
+          }],
+          "dictionary": {
+            "stringTable": ["", "process.pid", "samples", "count", "f", "native"],
+            "attributeTable": [{}, {"keyStrindex": 5, "value": {"stringValue": "native"}}],
+            "functionTable": [{}, {"nameStrindex": 4}],
+            "locationTable": [{}, {"address": "4096", "lines": [{"functionIndex": 1}], "attributeIndices": [1]}],
+            "stackTable": [{}, {"locationIndices": [1]}],
+            "mappingTable": [{}],
+            "linkTable": [{}]
+          }
+        }"#;
+        let req = from_json(body).unwrap();
+        let p = &req.resource_profiles[0].scope_profiles[0].profiles[0];
+        assert_eq!(p.time_unix_nano, 1_700_000_000_000_000_000);
+        assert_eq!(p.samples[0].values, vec![7]);
+        assert_eq!(
+            req.dictionary.as_ref().unwrap().location_table[1].address,
+            4096
+        );
+        // The attribute key in the table uses a key that is not in the
+        // string table under the "profile.frame.type" name, so validation
+        // must complain about the frame type.
+        let e = crate::validate(&req).unwrap_err();
+        assert!(e.message().contains("profile.frame.type"), "{e}");
+    }
+
+    #[test]
+    fn bad_json_is_a_clear_error() {
+        for (body, want) in [
+            (&b"{"[..], "EOF"),
+            (b"[]", "invalid type"),
+            (b"{\"resourceProfile\": []}", "resourceProfile"),
+            (
+                b"{\"dictionary\": {\"linkTable\": [{\"traceId\": \"xyz\"}]}}",
+                "traceId",
+            ),
+            (b"{\"dictionary\": {\"stringTable\": [1]}}", "invalid type"),
+        ] {
+            let e = from_json(body).unwrap_err().to_string();
+            assert!(e.starts_with("invalid OTLP/JSON"), "{e}");
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
+    }
 }

@@ -103,7 +103,7 @@ fn empty_inputs() {
     validate(&ExportProfilesServiceRequest::default()).unwrap();
 }
 
-fn str_of<'a>(req: &'a ExportProfilesServiceRequest, i: i32) -> &'a str {
+fn str_of(req: &ExportProfilesServiceRequest, i: i32) -> &str {
     &req.dictionary.as_ref().unwrap().string_table[i as usize]
 }
 
