@@ -195,6 +195,11 @@ impl Session {
         self.sampler.program_ids()
     }
 
+    /// Whether the kernel holds an unwind table for this executable id.
+    pub fn has_table(&self, exe_id: u64) -> bool {
+        self.maps.exe_tables.get(&exe_id, 0).is_ok()
+    }
+
     /// Entries in the processes and mappings maps, and loaded tables, as the
     /// kernel sees them (for leak checks).
     pub fn kernel_map_counts(&self) -> (usize, usize, usize) {

@@ -196,6 +196,24 @@ impl Tracker {
         )
     }
 
+    /// Who keeps an executable loaded: (asid, processes using it, pids we
+    /// know in it). For leak diagnostics.
+    pub fn holders(&self, exe_id: u64) -> Vec<(u32, u32, Vec<u32>)> {
+        self.spaces
+            .iter()
+            .filter(|(_, s)| s.exes.contains(&exe_id))
+            .map(|(&asid, s)| {
+                let pids = self
+                    .pids
+                    .iter()
+                    .filter(|(_, &a)| a == asid)
+                    .map(|(&p, _)| p)
+                    .collect();
+                (asid, s.pids, pids)
+            })
+            .collect()
+    }
+
     /// Scans `pid` and points it at a fresh address space. Returns false when
     /// its executable mappings did not change since the last scan.
     pub fn scan(&mut self, maps: &mut KernelMaps, pid: u32) -> Result<bool, ScanError> {
@@ -274,6 +292,12 @@ impl Tracker {
         self.fingerprints.insert(pid, fingerprint);
         if let Some(old) = self.pids.insert(pid, asid) {
             self.unref_space(maps, old);
+        }
+        // It may have exited while we scanned: its exit hook then found no
+        // entry to delete and sent no event.
+        if !self.alive(pid) {
+            self.remove(maps, pid);
+            return Err(ScanError::Gone(pid));
         }
         Ok(true)
     }
@@ -426,14 +450,33 @@ impl Tracker {
         }
     }
 
-    /// Drops processes that no longer exist (exit events can be lost when
-    /// the events ring buffer is full).
+    /// Whether `pid` still runs: its /proc entry exists and it is not a
+    /// zombie (a zombie keeps /proc/PID until its parent reaps it, which an
+    /// orphan's new parent may take long to do).
+    fn alive(&self, pid: u32) -> bool {
+        let Ok(stat) = std::fs::read_to_string(self.proc_root.join(format!("{pid}/stat"))) else {
+            return false;
+        };
+        // The state follows the parenthesized comm, which may contain spaces.
+        match stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+        {
+            Some(state) => state != "Z" && state != "X",
+            None => false,
+        }
+    }
+
+    /// Drops processes that no longer run. Exit events can be lost when the
+    /// events ring buffer is full, and a process that exits while it is
+    /// being scanned is never reported (the eBPF exit hook only reports
+    /// processes it knows).
     pub fn reap(&mut self, maps: &mut KernelMaps) -> usize {
         let dead: Vec<u32> = self
             .pids
             .keys()
             .copied()
-            .filter(|pid| !self.proc_root.join(pid.to_string()).exists())
+            .filter(|&pid| !self.alive(pid))
             .collect();
         for &pid in &dead {
             self.remove(maps, pid);

@@ -22,7 +22,10 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 fn require_root() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "these tests load eBPF programs and must run as root");
+    assert_eq!(
+        euid, 0,
+        "these tests load eBPF programs and must run as root"
+    );
 }
 
 fn options(target: Target, frequency: u64, seconds: u64) -> RecordOptions {
@@ -51,7 +54,10 @@ fn share(stacks: &[Stack], kind: Kind, pred: impl Fn(&Stack) -> bool) -> (f64, u
         .map(|s| (root_first(s), s.count))
         .collect();
     let total = picked.iter().map(|(_, c)| c).sum();
-    (workloads::full_chain_share(&picked, &kind.expected_chains()), total)
+    (
+        workloads::full_chain_share(&picked, &kind.expected_chains()),
+        total,
+    )
 }
 
 fn show_misses(stacks: &[Stack], kind: Kind, pred: impl Fn(&Stack) -> bool) -> String {
@@ -80,7 +86,11 @@ fn assert_chains_for_pid(kind: Kind, seconds: u64) {
     w.kill().ok();
     let comm = kind.comm();
     let (share, total) = share(&rec.stacks, kind, |s| s.comm == comm);
-    assert!(total >= 50, "{kind:?}: only {total} samples: {}", rec.summary.line());
+    assert!(
+        total >= 50,
+        "{kind:?}: only {total} samples: {}",
+        rec.summary.line()
+    );
     assert!(
         share >= 0.99,
         "{kind:?}: full chains in {:.2}% of {total} samples; misses:\n{}",
@@ -143,9 +153,15 @@ fn kernel_frames_sit_above_user_frames() {
         .stacks
         .iter()
         .filter(|s| {
-            let k = s.frames.iter().position(|f| f.frame_type == FrameType::KERNEL);
+            let k = s
+                .frames
+                .iter()
+                .position(|f| f.frame_type == FrameType::KERNEL);
             let u = s.frames.iter().position(|f| f.name == "sys_loop");
-            let last_kernel = s.frames.iter().rposition(|f| f.frame_type == FrameType::KERNEL);
+            let last_kernel = s
+                .frames
+                .iter()
+                .rposition(|f| f.frame_type == FrameType::KERNEL);
             matches!((k, u, last_kernel), (Some(0), Some(u), Some(lk)) if lk < u)
         })
         .map(|s| s.count)
@@ -163,7 +179,12 @@ fn whole_system_recording_finds_the_workloads() {
     let mut c = workloads::spawn(Kind::CChains, None).unwrap();
     let mut r = workloads::spawn(Kind::RustRelease, None).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let rec = record::record(&options(Target::System, 199, 4), &AtomicBool::new(false), |_| {}).unwrap();
+    let rec = record::record(
+        &options(Target::System, 199, 4),
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .unwrap();
     c.kill().ok();
     r.kill().ok();
     for (kind, pid) in [(Kind::CChains, c.pid()), (Kind::RustRelease, r.pid())] {
@@ -187,8 +208,22 @@ fn pump(s: &mut Session, for_how_long: Duration) {
     }
 }
 
+const CHURN: [Kind; 3] = [Kind::Forker, Kind::DlopenLate, Kind::CChains];
+
+/// Executable ids (FileId high halves) of the workloads' own files.
+fn workload_exe_ids() -> Vec<u64> {
+    let mut ids = Vec::new();
+    for k in CHURN {
+        let b = workloads::build(k).unwrap();
+        for f in std::iter::once(&b.exe).chain(&b.extra) {
+            ids.push(libpf::FileId::from_file(f).unwrap().hi());
+        }
+    }
+    ids
+}
+
 #[test]
-fn nothing_leaks_after_workloads_exit() {
+fn nothing_leaks_after_workloads_exit_whole_system() {
     require_root();
     let _g = lock();
     let mut session = Session::new(SessionOptions {
@@ -198,18 +233,22 @@ fn nothing_leaks_after_workloads_exit() {
     })
     .unwrap();
     session.start().unwrap();
-    pump(&mut session, Duration::from_millis(300));
-    let (procs_before, maps_before, tables_before) = session.kernel_map_counts();
-
-    let kinds = [Kind::Forker, Kind::DlopenLate, Kind::CChains];
-    let mut running: Vec<_> = kinds.iter().map(|&k| workloads::spawn(k, None).unwrap()).collect();
+    let exes = workload_exe_ids();
+    let mut running: Vec<_> = CHURN
+        .iter()
+        .map(|&k| workloads::spawn(k, None).unwrap())
+        .collect();
     pump(&mut session, Duration::from_secs(3));
     let pids: Vec<u32> = running.iter().map(|r| r.pid()).collect();
     for p in &pids {
         assert!(session.tracker.is_tracked(*p), "workload {p} was scanned");
     }
-    let (_, maps_during, tables_during) = session.kernel_map_counts();
-    assert!(maps_during > maps_before && tables_during > tables_before, "the workloads added state");
+    for id in &exes {
+        assert!(
+            session.has_table(*id),
+            "table of {id:#x} loaded while the workloads run"
+        );
+    }
     for r in &mut running {
         r.kill().ok();
     }
@@ -217,12 +256,59 @@ fn nothing_leaks_after_workloads_exit() {
     pump(&mut session, Duration::from_secs(1));
     session.reap();
     for p in &pids {
-        assert!(!session.tracker.is_tracked(*p), "workload {p} still tracked");
+        assert!(
+            !session.tracker.is_tracked(*p),
+            "workload {p} still tracked"
+        );
     }
-    let (procs_after, maps_after, tables_after) = session.kernel_map_counts();
-    // Other processes on the machine may come and go meanwhile; the workload
-    // state itself must be gone, so the counts return to the baseline.
-    assert_eq!(tables_after, tables_before, "unwind tables returned to baseline");
-    assert_eq!(maps_after, maps_before, "mapping entries returned to baseline");
-    assert!(procs_after <= procs_before + 2, "processes {procs_after} vs baseline {procs_before}");
+    // Other processes come and go on a whole system; the workloads' own
+    // executables, mapped by nobody else, must be gone from the kernel.
+    for id in &exes {
+        assert!(
+            !session.has_table(*id),
+            "table of {id:#x} leaked; held by (asid, users, pids): {:?}",
+            session.tracker.holders(*id)
+        );
+    }
+}
+
+#[test]
+fn nothing_leaks_after_workloads_exit_exact_counts() {
+    require_root();
+    let _g = lock();
+    let mut running: Vec<_> = CHURN
+        .iter()
+        .map(|&k| workloads::spawn(k, None).unwrap())
+        .collect();
+    let pids: Vec<u32> = running.iter().map(|r| r.pid()).collect();
+    let mut session = Session::new(SessionOptions {
+        target: Target::Pids(pids.clone()),
+        frequency: 99,
+        load: LoadOptions::default(),
+    })
+    .unwrap();
+    session.start().unwrap();
+    pump(&mut session, Duration::from_secs(3));
+    let (procs, maps, tables) = session.kernel_map_counts();
+    assert!(
+        procs >= 3 && maps > 0 && tables >= 4,
+        "state while running: {procs} {maps} {tables}"
+    );
+    for r in &mut running {
+        r.kill().ok();
+    }
+    pump(&mut session, Duration::from_secs(1));
+    session.reap();
+    // Only the workloads (and the children forker made) were tracked: every
+    // count returns to zero, in the kernel and in the tracker.
+    assert_eq!(
+        session.kernel_map_counts(),
+        (0, 0, 0),
+        "kernel maps back to empty"
+    );
+    assert_eq!(
+        session.tracker.footprint(),
+        (0, 0, 0, 0, 0),
+        "tracker back to empty"
+    );
 }

@@ -73,7 +73,7 @@ pub enum Kind {
     /// `main→dl_work_outer→dl_work_leaf`.
     DlopenLate,
     /// C; forks a short-lived child about 12 times a second (each burns
-    /// ~40 ms in `main→child_work→child_leaf`, then `_exit`s). The children
+    /// ~100 ms in `main→child_work→child_leaf`, then `_exit`s). The children
     /// run the same executable, so their `comm` is [`Kind::comm`]. The parent
     /// sleeps in `waitpid`/`nanosleep` and takes almost no samples.
     Forker,

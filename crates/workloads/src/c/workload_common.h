@@ -24,6 +24,14 @@ static inline uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* CPU time of the calling process: a budget in CPU time is the same number
+ * of samples however busy the machine is. */
+static inline uint64_t cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* argv[1]: run time in milliseconds; absent or 0 means "until killed".
  * Returns the deadline in now_ns() time, or 0 for none. */
 static inline uint64_t deadline_from_args(int argc, char **argv) {
