@@ -1,0 +1,218 @@
+//! What both receivers share: body decoding with limits, validation,
+//! handing profiles to the sink, partial success, counters.
+
+use crate::sink::Sink;
+use crate::Config;
+use otlp::{
+    ExportProfilesPartialSuccess, ExportProfilesServiceRequest, ExportProfilesServiceResponse,
+};
+use prost::Message;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Why a request was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestError {
+    /// Malformed: bad protobuf/JSON, bad gzip, failed validation, bad
+    /// version header. gRPC `INVALID_ARGUMENT`, HTTP 400.
+    Invalid(String),
+    /// Over the size limit (compressed or decompressed). HTTP 413.
+    TooLarge(String),
+    /// Content type or encoding we do not speak. HTTP 415.
+    Unsupported(String),
+}
+
+impl std::fmt::Display for IngestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IngestError::Invalid(m) | IngestError::TooLarge(m) | IngestError::Unsupported(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+/// Counters, updated lock-free by the receivers.
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub requests_rejected: AtomicU64,
+    pub profiles_accepted: AtomicU64,
+    pub profiles_rejected: AtomicU64,
+    pub samples_accepted: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub files_written: AtomicU64,
+}
+
+/// A copy of [`Stats`] at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub requests_rejected: u64,
+    pub profiles_accepted: u64,
+    pub profiles_rejected: u64,
+    pub samples_accepted: u64,
+    pub bytes_received: u64,
+    pub files_written: u64,
+}
+
+/// Body formats the receivers accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFormat {
+    Protobuf,
+    Json,
+}
+
+/// The receivers' shared state.
+pub struct Ingest {
+    sink: Arc<Sink>,
+    stats: Arc<Stats>,
+    max_request_bytes: usize,
+}
+
+/// Most rejection reasons quoted in one partial-success message.
+const MAX_REASONS: usize = 3;
+
+impl Ingest {
+    pub fn new(config: &Config) -> Self {
+        let stats = Arc::new(Stats::default());
+        Self {
+            sink: Arc::new(Sink::new(
+                config.output_dir.clone(),
+                config.max_buffered_samples,
+                stats.clone(),
+            )),
+            stats,
+            max_request_bytes: config.max_request_bytes,
+        }
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.stats;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StatsSnapshot {
+            requests: l(&s.requests),
+            requests_rejected: l(&s.requests_rejected),
+            profiles_accepted: l(&s.profiles_accepted),
+            profiles_rejected: l(&s.profiles_rejected),
+            samples_accepted: l(&s.samples_accepted),
+            bytes_received: l(&s.bytes_received),
+            files_written: l(&s.files_written),
+        }
+    }
+
+    pub(crate) fn count_rejected_request(&self) {
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.requests_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes the buffered profiles (on a blocking thread: pprof encoding
+    /// and file I/O).
+    pub async fn flush(&self) -> std::io::Result<Vec<PathBuf>> {
+        let sink = self.sink.clone();
+        tokio::task::spawn_blocking(move || sink.flush())
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Decompresses (when `gzip`) and parses an HTTP body, never producing
+    /// more than the request limit.
+    pub fn parse_body(
+        &self,
+        body: &[u8],
+        gzip: bool,
+        format: BodyFormat,
+    ) -> Result<ExportProfilesServiceRequest, IngestError> {
+        let owned;
+        let raw = if gzip {
+            owned = gunzip_capped(body, self.max_request_bytes)?;
+            &owned[..]
+        } else {
+            body
+        };
+        match format {
+            BodyFormat::Protobuf => ExportProfilesServiceRequest::decode(raw)
+                .map_err(|e| IngestError::Invalid(format!("malformed protobuf body: {e}"))),
+            BodyFormat::Json => {
+                otlp::json::from_json(raw).map_err(|e| IngestError::Invalid(e.to_string()))
+            }
+        }
+    }
+
+    /// Validates and stores one request; the response carries partial
+    /// success when some profiles were dropped.
+    pub fn export(
+        &self,
+        req: ExportProfilesServiceRequest,
+        wire_bytes: usize,
+    ) -> Result<ExportProfilesServiceResponse, IngestError> {
+        let s = &self.stats;
+        s.requests.fetch_add(1, Ordering::Relaxed);
+        s.bytes_received
+            .fetch_add(wire_bytes as u64, Ordering::Relaxed);
+        let decoded = match otlp::decode_lenient(&req) {
+            Ok(d) => d,
+            Err(e) => {
+                s.requests_rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(IngestError::Invalid(format!(
+                    "invalid profiles request: {e}"
+                )));
+            }
+        };
+        let mut reasons: Vec<String> = decoded
+            .rejected
+            .iter()
+            .map(|r| format!("{}: {}", r.path, r.reason))
+            .collect();
+        let mut rejected = decoded.rejected.len() as u64;
+        let mut accepted = 0u64;
+        for (res, profile) in decoded.profiles {
+            let n = profile.samples.len() as u64;
+            match self.sink.add(&res, profile) {
+                Ok(()) => {
+                    accepted += 1;
+                    s.samples_accepted.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(reason) => {
+                    rejected += 1;
+                    reasons.push(reason);
+                }
+            }
+        }
+        s.profiles_accepted.fetch_add(accepted, Ordering::Relaxed);
+        s.profiles_rejected.fetch_add(rejected, Ordering::Relaxed);
+        let partial_success = (rejected > 0).then(|| {
+            let mut msg = reasons
+                .iter()
+                .take(MAX_REASONS)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ");
+            if reasons.len() > MAX_REASONS {
+                msg.push_str(&format!("; and {} more", reasons.len() - MAX_REASONS));
+            }
+            ExportProfilesPartialSuccess {
+                rejected_profiles: i64::try_from(rejected).unwrap_or(i64::MAX),
+                error_message: msg,
+            }
+        });
+        Ok(ExportProfilesServiceResponse { partial_success })
+    }
+}
+
+/// gunzip, refusing output beyond `limit` bytes (gzip bombs) and any
+/// corrupt or truncated stream. Concatenated gzip members are accepted.
+pub fn gunzip_capped(body: &[u8], limit: usize) -> Result<Vec<u8>, IngestError> {
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    let mut d = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
+    d.read_to_end(&mut out)
+        .map_err(|e| IngestError::Invalid(format!("bad gzip body: {e}")))?;
+    if out.len() > limit {
+        return Err(IngestError::TooLarge(format!(
+            "decompressed body exceeds the {limit}-byte limit"
+        )));
+    }
+    Ok(out)
+}
