@@ -16,6 +16,7 @@ use prost::Message;
 use std::future::Future;
 use std::sync::Arc;
 use tonic::codec::CompressionEncoding;
+use tonic::codegen::http;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -72,6 +73,26 @@ fn check_version(ingest: &Ingest, req: Request<()>) -> Result<Request<()>, Statu
     }
 }
 
+/// tonic answers a body that is not protobuf with `INTERNAL` ("failed to
+/// decode Protobuf message"), which tells a client the server broke; OTLP
+/// wants `INVALID_ARGUMENT` (do not retry) for malformed requests. The
+/// decode error is a trailers-only response, so its status is in the
+/// headers and can be rewritten here.
+fn decode_error_is_invalid_argument<B>(mut r: http::Response<B>) -> http::Response<B> {
+    let h = r.headers();
+    let is_decode_error = h.get("grpc-status").is_some_and(|v| v == "13")
+        && h.get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| {
+                m.starts_with("failed%20to%20decode") || m.starts_with("failed to decode")
+            });
+    if is_decode_error {
+        r.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    r
+}
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
@@ -86,6 +107,9 @@ pub async fn serve(
     let checker = ingest.clone();
     let svc = InterceptedService::new(svc, move |req| check_version(&checker, req));
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            decode_error_is_invalid_argument,
+        ))
         .add_service(svc)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
