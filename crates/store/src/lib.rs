@@ -39,6 +39,7 @@ pub mod flame;
 mod maintain;
 mod query;
 mod records;
+pub mod testdata;
 
 pub use flame::{FlameGraph, FlameNode, FrameClass};
 pub use maintain::MaintenanceStats;
@@ -67,6 +68,9 @@ pub const BUCKET_NS: u64 = 10_000_000_000;
 /// with our tables already takes a few hundred KiB; a cap below this could
 /// never be met and every ingest would evict everything.
 pub const MIN_MAX_BYTES: u64 = 4 << 20;
+
+/// How far ahead of the store's clock a sample may be stamped.
+pub const MAX_FUTURE_NS: u64 = 3600 * 1_000_000_000;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "profiles.redb";
@@ -260,6 +264,10 @@ pub struct IngestStats {
     /// Samples dropped because they were already older than the retention
     /// period.
     pub dropped_expired: u64,
+    /// Samples dropped because they lie more than [`MAX_FUTURE_NS`] ahead
+    /// of the store's clock: a skewed agent clock would otherwise plant data
+    /// that retention cannot remove for a long time.
+    pub dropped_future: u64,
     /// Sample rows (bucket, stack, labels) written, new or incremented.
     pub rows: usize,
     /// Of those, rows that did not exist before.
@@ -301,11 +309,18 @@ pub(crate) struct WriterCaches {
     stacks: HashMap<Vec<u64>, u64>,
     labels: HashMap<(Arc<str>, u64, SampleLabels), u64>,
     executables: HashSet<FileId>,
+    /// (sample rows, live bytes) when live bytes were last measured; kept
+    /// across `clear`.
+    pub(crate) measured: Option<(u64, u64)>,
 }
 
 impl WriterCaches {
     pub(crate) fn clear(&mut self) {
-        *self = WriterCaches::default();
+        let measured = self.measured;
+        *self = WriterCaches {
+            measured,
+            ..WriterCaches::default()
+        };
     }
 
     fn trim(&mut self) {
@@ -463,33 +478,36 @@ impl Store {
         validate(profile)?;
         let now = self.clock.now_unix_ns();
         let first_live = self.first_live_bucket(now);
+        let latest = now.saturating_add(MAX_FUTURE_NS);
 
         // Reduce the profile to rows before touching the database.
         let mut per_sample: Vec<(usize, Vec<(u32, u64)>)> = Vec::new();
         let mut stats = IngestStats::default();
         for (i, s) in profile.samples.iter().enumerate() {
             let mut buckets: Vec<(u32, u64)> = Vec::new();
-            let mut add = |ts: u64, n: u64, stats: &mut IngestStats| -> Result<()> {
+            let mut add = |ts: u64, n: u64, stats: &mut IngestStats| {
                 let b = ts / BUCKET_NS;
                 if b < first_live {
                     stats.dropped_expired += n;
-                    return Ok(());
+                    return;
                 }
-                let b = u32::try_from(b).map_err(|_| {
-                    StoreError::Invalid(format!("timestamp {ts} ns is beyond the year 3000"))
-                })?;
+                if ts > latest {
+                    stats.dropped_future += n;
+                    return;
+                }
+                // u64 nanoseconds end in 2554, 32-bit buckets in 3331.
+                let b = b as u32;
                 match buckets.last_mut() {
                     Some((lb, c)) if *lb == b => *c += n,
                     _ => buckets.push((b, n)),
                 }
                 stats.samples += n;
-                Ok(())
             };
             if s.timestamps_unix_ns.is_empty() {
-                add(profile.start_unix_ns, s.count, &mut stats)?;
+                add(profile.start_unix_ns, s.count, &mut stats);
             } else {
                 for &ts in &s.timestamps_unix_ns {
-                    add(ts, 1, &mut stats)?;
+                    add(ts, 1, &mut stats);
                 }
             }
             if !buckets.is_empty() {

@@ -13,11 +13,17 @@
 //! queries never show expired buckets either way, and [`Store::maintain`]
 //! applies the exact cutoff.
 //!
-//! The size cap: when the file exceeds `max_bytes`, the oldest buckets are
-//! evicted until the pages in use fall below 80% of the cap, then the file
-//! is compacted (redb reuses freed pages but only compaction returns them to
-//! the file system). The 20% headroom keeps the next compaction a while
-//! away. Compaction needs the database to itself, so queries wait for it.
+//! The size cap: below 4 GiB redb grows its file by doubling it, so a file
+//! holding `n` live bytes may take up to `2n` on disk. The store therefore
+//! keeps live data (pages in use) within **half** of `max_bytes`: once it
+//! goes above, the oldest buckets are evicted until live data is at 40% of
+//! the cap (the headroom spaces evictions out). Freed pages are reused by
+//! later ingests, so the file itself stays put. Only if the file has grown
+//! past the cap anyway (a doubling on fragmented free space, or a store
+//! reopened with a smaller cap) is it compacted, which returns free pages to
+//! the file system; compaction needs the database to itself, so queries
+//! wait for it. Between a commit that grows the file and the maintenance
+//! right after it, the file may exceed the cap for a moment.
 
 use crate::codec::{bucket_start_key, fnv1a64, split_row_key};
 use crate::records;
@@ -47,6 +53,8 @@ pub struct MaintenanceStats {
     pub compacted: bool,
     pub file_bytes_before: u64,
     pub file_bytes_after: u64,
+    /// Bytes of pages in use after the pass.
+    pub live_bytes: u64,
 }
 
 impl Store {
@@ -68,32 +76,47 @@ impl Store {
         (buckets / 16).max(1)
     }
 
-    /// The cheap checks run after every ingest.
+    /// The cheap checks run after every ingest: an expired oldest bucket,
+    /// a file over the cap, or rows grown by 5% since live bytes were last
+    /// measured (measuring walks every page, so it is not done per ingest).
     pub(crate) fn maintain_if_needed(
         &self,
         caches: &mut WriterCaches,
         now: u64,
     ) -> Result<Option<MaintenanceStats>> {
         let first_live = self.first_live_bucket(now);
-        let oldest = {
+        let (oldest, rows) = {
             let db = self.db();
             let txn = db.begin_read()?;
             let samples = txn.open_table(SAMPLES)?;
             let first = samples.first()?;
-            first.map(|(k, _)| u64::from(split_row_key(k.value()).0))
+            let oldest = first.map(|(k, _)| u64::from(split_row_key(k.value()).0));
+            (oldest, samples.len()?)
         };
         let expired = oldest.is_some_and(|b| b + self.retention_slack() < first_live);
-        if !expired && self.file_len()? <= self.config.max_bytes {
+        let grown = caches
+            .measured
+            .is_none_or(|(r, _)| rows > r + r / 20);
+        if !expired && !grown && self.file_len()? <= self.config.max_bytes {
             return Ok(None);
         }
-        self.maintain_locked(caches, now).map(Some)
+        let m = self.maintain_locked(caches, now)?;
+        Ok((m != MaintenanceStats::idle(m.file_bytes_before, m.live_bytes)).then_some(m))
     }
 
-    fn maintain_locked(
-        &self,
-        caches: &mut WriterCaches,
-        now: u64,
-    ) -> Result<MaintenanceStats> {
+    /// Live bytes: pages in use, from redb's allocator. Walks every page.
+    fn measure(&self, caches: &mut WriterCaches) -> Result<u64> {
+        let db = self.db();
+        let txn = db.begin_write()?;
+        let s = txn.stats()?;
+        let rows = txn.open_table(SAMPLES)?.len()?;
+        txn.abort()?;
+        let live = s.allocated_pages() * s.page_size() as u64;
+        caches.measured = Some((rows, live));
+        Ok(live)
+    }
+
+    fn maintain_locked(&self, caches: &mut WriterCaches, now: u64) -> Result<MaintenanceStats> {
         let mut stats = MaintenanceStats {
             file_bytes_before: self.file_len()?,
             ..Default::default()
@@ -115,28 +138,26 @@ impl Store {
             }
         }
 
-        // Size cap.
-        let mut target = self.config.max_bytes / 10 * 8;
-        for _round in 0..4 {
-            if self.file_len()? <= self.config.max_bytes {
-                break;
-            }
-            let mut empty = false;
-            for _ in 0..32 {
+        // Size cap: live data within half the cap, see the module docs.
+        let high = self.config.max_bytes / 2;
+        let low = self.config.max_bytes / 5 * 2;
+        let mut live = self.measure(caches)?;
+        if live > high || self.file_len()? > self.config.max_bytes {
+            for _ in 0..64 {
+                if live <= low {
+                    break;
+                }
                 let db = self.db();
                 let txn = db.begin_write()?;
-                let s = txn.stats()?;
-                let live = s.allocated_pages() * s.page_size() as u64;
                 let rows_total = txn.open_table(SAMPLES)?.len()?;
-                if live <= target || rows_total == 0 {
-                    empty = rows_total == 0;
+                if rows_total == 0 {
                     txn.abort()?;
                     break;
                 }
                 // Evict the share of rows by which we are over, rounded up to
-                // whole buckets; re-measure, since dictionaries shrink less
-                // than proportionally.
-                let over = (live - target) as f64 / live as f64;
+                // whole buckets; then re-measure, since dictionaries shrink
+                // less than proportionally.
+                let over = (live - low) as f64 / live as f64;
                 let want = ((rows_total as f64 * over).ceil() as u64).max(1);
                 let last = {
                     let samples = txn.open_table(SAMPLES)?;
@@ -161,19 +182,31 @@ impl Store {
                 stats.swept_records += sweep(&txn)?;
                 txn.commit()?;
                 caches.clear();
+                drop(db);
+                live = self.measure(caches)?;
             }
-            {
-                let mut db = self.db_mut();
-                stats.compacted |= db.compact()?;
-            }
-            if empty {
-                break;
-            }
-            // Still too large after compaction: aim lower next round.
-            target = target / 10 * 8;
         }
+        if self.file_len()? > self.config.max_bytes {
+            let mut db = self.db_mut();
+            stats.compacted = db.compact()?;
+            drop(db);
+            live = self.measure(caches)?;
+        }
+        stats.live_bytes = live;
         stats.file_bytes_after = self.file_len()?;
         Ok(stats)
+    }
+}
+
+impl MaintenanceStats {
+    /// A pass that only measured.
+    fn idle(file_bytes: u64, live_bytes: u64) -> Self {
+        MaintenanceStats {
+            file_bytes_before: file_bytes,
+            file_bytes_after: file_bytes,
+            live_bytes,
+            ..Default::default()
+        }
     }
 }
 

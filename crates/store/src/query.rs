@@ -464,6 +464,15 @@ impl Store {
         })
     }
 
+    /// Number of samples in `range` under `filter`.
+    pub fn count(&self, range: TimeRange, filter: &Filter) -> Result<u64> {
+        self.with_view(|view| {
+            let mut n = 0u64;
+            view.scan(self.live_buckets(range), filter, |_, _, c| n += c)?;
+            Ok(n)
+        })
+    }
+
     /// The flame graph of `range` under `filter`.
     pub fn flamegraph(&self, range: TimeRange, filter: &Filter) -> Result<FlameGraph> {
         self.with_view(|view| {
