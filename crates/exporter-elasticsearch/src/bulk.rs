@@ -17,7 +17,10 @@ use crate::encode::Document;
 pub enum Auth {
     #[default]
     None,
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// The base64 `id:key` form Elasticsearch hands out (`Authorization: ApiKey …`).
     ApiKey(String),
 }
@@ -85,7 +88,13 @@ impl BulkError {
     /// means the batch itself is unacceptable; everything else (auth not yet
     /// configured, overload, outage) may clear up.
     pub fn retryable(&self) -> bool {
-        !matches!(self, BulkError::Status { status: 400 | 413, .. } | BulkError::Config(_))
+        !matches!(
+            self,
+            BulkError::Status {
+                status: 400 | 413,
+                ..
+            } | BulkError::Config(_)
+        )
     }
 }
 
@@ -93,7 +102,9 @@ impl std::fmt::Display for BulkError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BulkError::Transport(e) => write!(f, "bulk request failed: {e}"),
-            BulkError::Status { status, body } => write!(f, "bulk request got HTTP {status}: {body}"),
+            BulkError::Status { status, body } => {
+                write!(f, "bulk request got HTTP {status}: {body}")
+            }
             BulkError::BadResponse(e) => write!(f, "unexpected bulk response: {e}"),
             BulkError::Config(e) => write!(f, "bulk client configuration: {e}"),
         }
@@ -119,7 +130,9 @@ impl BulkClient {
             )));
         }
         if !base.starts_with("http://") && !base.starts_with("https://") {
-            return Err(BulkError::Config(format!("{base}: URL must start with http:// or https://")));
+            return Err(BulkError::Config(format!(
+                "{base}: URL must start with http:// or https://"
+            )));
         }
         let mut headers = HeaderMap::new();
         match &cfg.auth {
@@ -133,7 +146,10 @@ impl BulkClient {
                 headers.insert(AUTHORIZATION, header(&format!("ApiKey {key}"))?);
             }
         }
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
         #[cfg(feature = "tls")]
         {
             // reqwest's `rustls-no-provider` uses the process-wide provider; ring
@@ -166,7 +182,10 @@ impl BulkClient {
     pub async fn send_body(&self, body: Vec<u8>, n: usize) -> Result<Vec<ItemOutcome>, BulkError> {
         let mut req = self.http.post(&self.endpoint);
         let body = if self.gzip {
-            let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+            let mut enc = GzEncoder::new(
+                Vec::with_capacity(body.len() / 4),
+                flate2::Compression::fast(),
+            );
             enc.write_all(&body)
                 .and_then(|_| enc.finish())
                 .map_err(|e| BulkError::Transport(format!("gzip: {e}")))?
@@ -195,7 +214,8 @@ impl BulkClient {
 }
 
 fn header(v: &str) -> Result<HeaderValue, BulkError> {
-    let mut h = HeaderValue::from_str(v).map_err(|e| BulkError::Config(format!("auth header: {e}")))?;
+    let mut h =
+        HeaderValue::from_str(v).map_err(|e| BulkError::Config(format!("auth header: {e}")))?;
     h.set_sensitive(true);
     Ok(h)
 }
@@ -214,7 +234,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Parses a `_bulk` response. With `errors: false` every item succeeded and
 /// the items need not be read; otherwise each item's status decides.
 pub fn parse_response(bytes: &[u8], n: usize) -> Result<Vec<ItemOutcome>, BulkError> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| BulkError::BadResponse(e.to_string()))?;
+    let v: Value =
+        serde_json::from_slice(bytes).map_err(|e| BulkError::BadResponse(e.to_string()))?;
     let errors = v
         .get("errors")
         .and_then(Value::as_bool)
@@ -223,14 +244,20 @@ pub fn parse_response(bytes: &[u8], n: usize) -> Result<Vec<ItemOutcome>, BulkEr
     if !errors {
         if let Some(items) = items {
             if items.len() != n {
-                return Err(BulkError::BadResponse(format!("{} items for {n} documents", items.len())));
+                return Err(BulkError::BadResponse(format!(
+                    "{} items for {n} documents",
+                    items.len()
+                )));
             }
         }
         return Ok(vec![ItemOutcome::Written; n]);
     }
     let items = items.ok_or_else(|| BulkError::BadResponse("errors: true without items".into()))?;
     if items.len() != n {
-        return Err(BulkError::BadResponse(format!("{} items for {n} documents", items.len())));
+        return Err(BulkError::BadResponse(format!(
+            "{} items for {n} documents",
+            items.len()
+        )));
     }
     Ok(items
         .iter()
@@ -260,11 +287,26 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(ItemOutcome::from_status(201, String::new()), ItemOutcome::Written);
-        assert_eq!(ItemOutcome::from_status(409, String::new()), ItemOutcome::Exists);
-        assert!(matches!(ItemOutcome::from_status(429, String::new()), ItemOutcome::Retry { .. }));
-        assert!(matches!(ItemOutcome::from_status(503, String::new()), ItemOutcome::Retry { .. }));
-        assert!(matches!(ItemOutcome::from_status(400, String::new()), ItemOutcome::Rejected { .. }));
+        assert_eq!(
+            ItemOutcome::from_status(201, String::new()),
+            ItemOutcome::Written
+        );
+        assert_eq!(
+            ItemOutcome::from_status(409, String::new()),
+            ItemOutcome::Exists
+        );
+        assert!(matches!(
+            ItemOutcome::from_status(429, String::new()),
+            ItemOutcome::Retry { .. }
+        ));
+        assert!(matches!(
+            ItemOutcome::from_status(503, String::new()),
+            ItemOutcome::Retry { .. }
+        ));
+        assert!(matches!(
+            ItemOutcome::from_status(400, String::new()),
+            ItemOutcome::Rejected { .. }
+        ));
     }
 
     #[test]
@@ -279,28 +321,45 @@ mod tests {
         assert_eq!(out[1], ItemOutcome::Exists);
         assert_eq!(
             out[2],
-            ItemOutcome::Retry { status: 429, reason: "es_rejected_execution_exception: busy".into() }
+            ItemOutcome::Retry {
+                status: 429,
+                reason: "es_rejected_execution_exception: busy".into()
+            }
         );
         assert_eq!(
             out[3],
-            ItemOutcome::Rejected { status: 400, reason: "mapper_parsing_exception: bad".into() }
+            ItemOutcome::Rejected {
+                status: 400,
+                reason: "mapper_parsing_exception: bad".into()
+            }
         );
         assert!(parse_response(body, 3).is_err());
-        assert_eq!(parse_response(br#"{"errors":false,"items":[{},{}]}"#, 2).unwrap().len(), 2);
+        assert_eq!(
+            parse_response(br#"{"errors":false,"items":[{},{}]}"#, 2)
+                .unwrap()
+                .len(),
+            2
+        );
         assert!(parse_response(b"not json", 1).is_err());
         assert!(parse_response(br#"{"items":[]}"#, 0).is_err());
     }
 
     #[test]
     fn https_without_tls_is_a_clear_error() {
-        let cfg = BulkConfig { url: "https://es:9200".into(), ..Default::default() };
+        let cfg = BulkConfig {
+            url: "https://es:9200".into(),
+            ..Default::default()
+        };
         let r = BulkClient::new(&cfg);
         if cfg!(feature = "tls") {
             assert!(r.is_ok());
         } else {
             assert!(r.unwrap_err().to_string().contains("tls"));
         }
-        let cfg = BulkConfig { url: "ftp://x".into(), ..Default::default() };
+        let cfg = BulkConfig {
+            url: "ftp://x".into(),
+            ..Default::default()
+        };
         assert!(BulkClient::new(&cfg).is_err());
     }
 }

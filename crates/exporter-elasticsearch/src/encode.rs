@@ -134,13 +134,26 @@ pub enum ProfileError {
     /// `sampling_frequency` = 1e9 / period needs a positive period.
     NonPositivePeriod(i64),
     /// Every location must carry `profile.frame.type` (Elastic rejects the profile otherwise).
-    MissingFrameType { location: usize },
-    UnknownFrameType { location: usize, value: String },
+    MissingFrameType {
+        location: usize,
+    },
+    UnknownFrameType {
+        location: usize,
+        value: String,
+    },
     /// A table index that points outside its table.
-    IndexOutOfRange { table: &'static str, index: i64 },
+    IndexOutOfRange {
+        table: &'static str,
+        index: i64,
+    },
     /// `process.executable.build_id.htlhash` that is not 32 hex characters.
-    BadHtlhash { mapping: usize, value: String },
-    TooManyEvents { limit: u64 },
+    BadHtlhash {
+        mapping: usize,
+        value: String,
+    },
+    TooManyEvents {
+        limit: u64,
+    },
     /// The request has profiles but no dictionary.
     NoDictionary,
 }
@@ -366,7 +379,12 @@ impl<'a> Dict<'a> {
             })
     }
 
-    fn get<'t, T>(&self, table: &'t [T], name: &'static str, idx: i32) -> Result<&'t T, ProfileError> {
+    fn get<'t, T>(
+        &self,
+        table: &'t [T],
+        name: &'static str,
+        idx: i32,
+    ) -> Result<&'t T, ProfileError> {
         usize::try_from(idx)
             .ok()
             .and_then(|i| table.get(i))
@@ -477,8 +495,10 @@ fn resolve_location(
     let ft = dict
         .attribute(&loc.attribute_indices, FRAME_TYPE)?
         .ok_or(ProfileError::MissingFrameType { location })?;
-    let frame_type =
-        frame_type_from_semconv(&ft).ok_or(ProfileError::UnknownFrameType { location, value: ft })?;
+    let frame_type = frame_type_from_semconv(&ft).ok_or(ProfileError::UnknownFrameType {
+        location,
+        value: ft,
+    })?;
 
     let mut lines = Vec::with_capacity(loc.lines.len());
     let mut raw = Vec::with_capacity(loc.lines.len());
@@ -493,7 +513,11 @@ fn resolve_location(
                 f.start_line,
             )
         };
-        let offset = if start > 0 && l.line >= start { l.line - start } else { 0 };
+        let offset = if start > 0 && l.line >= start {
+            l.line - start
+        } else {
+            0
+        };
         raw.push((name, file, l.line, l.column));
         lines.push((name.to_owned(), file.to_owned(), l.line, offset));
     }
@@ -637,7 +661,9 @@ fn check_cpu(dict: &Dict<'_>, p: &Profile) -> Result<u64, ProfileError> {
     };
     let (st, su) = vt(&p.sample_type)?;
     let (pt, pu) = vt(&p.period_type)?;
-    if (st.as_str(), su.as_str(), pt.as_str(), pu.as_str()) != ("samples", "count", "cpu", "nanoseconds") {
+    if (st.as_str(), su.as_str(), pt.as_str(), pu.as_str())
+        != ("samples", "count", "cpu", "nanoseconds")
+    {
         return Err(ProfileError::NotCpu {
             sample_type: format!("{st}/{su}"),
             period_type: format!("{pt}/{pu}"),
@@ -679,8 +705,8 @@ fn encode_profile(
             h.write(&[0]);
         }
         h.write(&day.to_be_bytes());
-        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(h.finish_128().to_be_bytes());
+        let id =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finish_128().to_be_bytes());
         let mut m = Map::new();
         m.insert("@timestamp".into(), json!(day));
         let (index, prefix) = match schema {
@@ -734,7 +760,10 @@ fn encode_profile(
         let trace_id = hasher.finish().to_base64();
         let mut frame_ids = String::with_capacity(frames.len() * 32);
         for f in frames.iter().rev() {
-            frame_ids.push_str(&libpf::frame_id(f.file_id, AddressOrLineno(f.address_or_line)));
+            frame_ids.push_str(&libpf::frame_id(
+                f.file_id,
+                AddressOrLineno(f.address_or_line),
+            ));
         }
         let types = libpf::encode_frame_types(frames.iter().rev().map(|f| f.frame_type));
 

@@ -161,7 +161,9 @@ impl std::fmt::Display for ExporterError {
         match self {
             ExporterError::Spool(e) => write!(f, "{e}"),
             ExporterError::Bulk(e) => write!(f, "{e}"),
-            ExporterError::NoRuntime => f.write_str("Exporter::new must be called inside a tokio runtime"),
+            ExporterError::NoRuntime => {
+                f.write_str("Exporter::new must be called inside a tokio runtime")
+            }
         }
     }
 }
@@ -375,7 +377,8 @@ async fn blocking<T: Send + 'static>(
 
 async fn drain(inner: Arc<Inner>) {
     let cfg = inner.config.clone();
-    let mut known: Known = LruCache::new(NonZeroUsize::new(cfg.lru_capacity.max(1)).unwrap_or(NonZeroUsize::MIN));
+    let mut known: Known =
+        LruCache::new(NonZeroUsize::new(cfg.lru_capacity.max(1)).unwrap_or(NonZeroUsize::MIN));
     let mut backoff = Backoff::new(cfg.backoff_initial, cfg.backoff_max);
     let mut deadline: Option<Instant> = None;
     loop {
@@ -441,7 +444,11 @@ async fn send_round(
     let mut queue: VecDeque<Item> = VecDeque::new();
     let mut in_round: HashSet<(&'static str, String)> = HashSet::new();
     for (i, e) in entries.into_iter().enumerate() {
-        let hot = inner.hot.lock().unwrap_or_else(|p| p.into_inner()).remove(&e.key);
+        let hot = inner
+            .hot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&e.key);
         let docs = match hot {
             Some(d) => d,
             None => match ExportProfilesServiceRequest::decode(e.payload.as_slice()) {

@@ -22,6 +22,8 @@ pub mod spool;
 pub mod time;
 
 pub use bulk::{Auth, BulkClient, BulkConfig, BulkError, ItemOutcome};
-pub use encode::{encode, DocKind, Document, EncodeOptions, Encoded, Op, ProfileError, Rejection, Schema};
+pub use encode::{
+    encode, DocKind, Document, EncodeOptions, Encoded, Op, ProfileError, Rejection, Schema,
+};
 pub use exporter::{Accepted, Config, EnqueueError, Exporter, ExporterError, Metrics};
 pub use spool::{Spool, SpoolError};

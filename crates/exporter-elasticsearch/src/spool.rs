@@ -11,7 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use redb::{Database, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
+    TableDefinition,
+};
 
 /// key → seed (8 bytes, BE) ‖ protobuf `ExportProfilesServiceRequest`.
 const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
@@ -37,7 +40,10 @@ impl Entry {
 #[derive(Debug)]
 pub enum SpoolError {
     /// The spool holds `max_bytes` already: retry later (upstream gets a retryable status).
-    Full { bytes: u64, max_bytes: u64 },
+    Full {
+        bytes: u64,
+        max_bytes: u64,
+    },
     Io(std::io::Error),
     Db(redb::Error),
 }
@@ -46,7 +52,10 @@ impl std::fmt::Display for SpoolError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SpoolError::Full { bytes, max_bytes } => {
-                write!(f, "spool full ({bytes} of {max_bytes} bytes used); retry later")
+                write!(
+                    f,
+                    "spool full ({bytes} of {max_bytes} bytes used); retry later"
+                )
             }
             SpoolError::Io(e) => write!(f, "spool I/O: {e}"),
             SpoolError::Db(e) => write!(f, "spool database: {e}"),
@@ -171,13 +180,17 @@ impl Spool {
         Ok(out)
     }
 
-    /// Removes acknowledged entries (durably).
+    /// Removes acknowledged entries (not fsynced, see below).
     pub fn remove(&self, keys: &[u64]) -> Result<(), SpoolError> {
         if keys.is_empty() {
             return Ok(());
         }
         let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        let tx = self.db.begin_write()?;
+        let mut tx = self.db.begin_write()?;
+        // No fsync for removals: if a crash loses one, the entry is sent again
+        // and Elasticsearch answers 409 for every document (same ids). The next
+        // durable push makes it permanent.
+        tx.set_durability(Durability::None)?;
         let mut freed = 0u64;
         let mut n = 0u64;
         {
@@ -197,11 +210,17 @@ impl Spool {
 
     /// Bytes held (payloads and seeds).
     pub fn bytes(&self) -> u64 {
-        self.counters.lock().unwrap_or_else(|e| e.into_inner()).bytes
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes
     }
 
     pub fn len(&self) -> u64 {
-        self.counters.lock().unwrap_or_else(|e| e.into_inner()).entries
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entries
     }
 
     pub fn is_empty(&self) -> bool {

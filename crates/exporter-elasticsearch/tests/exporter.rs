@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use exporter_elasticsearch::encode::index;
 use exporter_elasticsearch::{
-    Auth, BulkClient, BulkConfig, Config, DocKind, Document, EnqueueError, Exporter, ExporterError, ItemOutcome, Op,
-    Schema, SpoolError,
+    Auth, BulkClient, BulkConfig, Config, DocKind, Document, EnqueueError, Exporter, ExporterError,
+    ItemOutcome, Op, Schema, SpoolError,
 };
 use support::request::{realistic_request, ReqBuilder};
 use support::ContractServer;
@@ -41,7 +41,9 @@ async fn open(cfg: Config, dir: &Path) -> Exporter {
     loop {
         match Exporter::new(cfg.clone(), dir) {
             Ok(e) => return e,
-            Err(ExporterError::Spool(SpoolError::Db(e))) if start.elapsed() < Duration::from_secs(10) => {
+            Err(ExporterError::Spool(SpoolError::Db(e)))
+                if start.elapsed() < Duration::from_secs(10) =>
+            {
                 let _ = e;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -61,18 +63,31 @@ async fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 /// Every event accepted is in events-all exactly once, every downsampled copy
 /// points at an event, and every event's stacktrace exists.
 fn assert_complete(server: &ContractServer, requests: usize) {
-    assert_eq!(server.count(index::OTEL_EVENTS_ALL), requests * PER_REQUEST, "events-all");
-    let all: std::collections::HashSet<String> = server.ids(index::OTEL_EVENTS_ALL).into_iter().collect();
+    assert_eq!(
+        server.count(index::OTEL_EVENTS_ALL),
+        requests * PER_REQUEST,
+        "events-all"
+    );
+    let all: std::collections::HashSet<String> =
+        server.ids(index::OTEL_EVENTS_ALL).into_iter().collect();
     for lvl in index::OTEL_EVENTS_5POW {
-        assert!(server.ids(lvl).iter().all(|id| all.contains(id)), "{lvl} ⊆ events-all");
+        assert!(
+            server.ids(lvl).iter().all(|id| all.contains(id)),
+            "{lvl} ⊆ events-all"
+        );
     }
-    let traces: std::collections::HashSet<String> = server.ids(index::OTEL_STACKTRACES).into_iter().collect();
+    let traces: std::collections::HashSet<String> =
+        server.ids(index::OTEL_STACKTRACES).into_iter().collect();
     for ev in server.docs(index::OTEL_EVENTS_ALL) {
         assert!(traces.contains(ev["stacktrace.id"].as_str().unwrap()));
     }
     assert_eq!(server.count(index::OTEL_HOSTS), 1);
     assert_eq!(server.count(index::OTEL_EXECUTABLES), 3);
-    assert!(server.errors().is_empty(), "mapping errors: {:?}", server.errors());
+    assert!(
+        server.errors().is_empty(),
+        "mapping errors: {:?}",
+        server.errors()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,18 +101,28 @@ async fn delivers_everything_once_and_lru_stops_resending_known_ids() {
     let n = 20;
     for v in 0..n {
         // Variants share the native frames, executables and the host.
-        let acc = exp.enqueue(&realistic_request("host-a", v % 5, PROCESSES, SAMPLES)).unwrap();
+        let acc = exp
+            .enqueue(&realistic_request("host-a", v % 5, PROCESSES, SAMPLES))
+            .unwrap();
         assert_eq!(acc.profiles, PROCESSES);
         assert!(acc.rejected.is_empty());
     }
-    wait_until("spool drained", Duration::from_secs(60), || exp.metrics().spool_entries == 0).await;
+    wait_until("spool drained", Duration::from_secs(60), || {
+        exp.metrics().spool_entries == 0
+    })
+    .await;
     assert_complete(&server, n as usize);
     let st = server.stats();
     assert_eq!(st.unauthorized, 0);
     assert_eq!(st.gzip_requests, st.requests, "every body gzipped");
     // Write-once documents went out once each: no 409s, one attempt per id.
     assert_eq!(st.conflicts, 0, "no known id was resent");
-    for idx in [index::OTEL_STACKTRACES, index::OTEL_STACKFRAMES, index::OTEL_EXECUTABLES, index::OTEL_HOSTS] {
+    for idx in [
+        index::OTEL_STACKTRACES,
+        index::OTEL_STACKFRAMES,
+        index::OTEL_EXECUTABLES,
+        index::OTEL_HOSTS,
+    ] {
         assert_eq!(server.max_attempts(idx), 1, "{idx}");
     }
     let m = exp.metrics();
@@ -116,17 +141,30 @@ async fn wrong_credentials_keep_data_in_the_spool() {
     server.set_auth(Some("Basic dTpw".into()));
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&server);
-    cfg.bulk.auth = Auth::Basic { username: "u".into(), password: "wrong".into() };
+    cfg.bulk.auth = Auth::Basic {
+        username: "u".into(),
+        password: "wrong".into(),
+    };
     let exp = open(cfg.clone(), dir.path()).await;
-    exp.enqueue(&realistic_request("host-a", 0, PROCESSES, SAMPLES)).unwrap();
-    wait_until("401s", Duration::from_secs(10), || server.stats().unauthorized >= 3).await;
+    exp.enqueue(&realistic_request("host-a", 0, PROCESSES, SAMPLES))
+        .unwrap();
+    wait_until("401s", Duration::from_secs(10), || {
+        server.stats().unauthorized >= 3
+    })
+    .await;
     assert_eq!(server.count(index::OTEL_EVENTS_ALL), 0);
     assert_eq!(exp.metrics().spool_entries, 1, "kept, not dropped");
     drop(exp);
     // Fixed credentials ("u:p"): the same spool is delivered.
-    cfg.bulk.auth = Auth::Basic { username: "u".into(), password: "p".into() };
+    cfg.bulk.auth = Auth::Basic {
+        username: "u".into(),
+        password: "p".into(),
+    };
     let exp = open(cfg, dir.path()).await;
-    wait_until("spool drained", Duration::from_secs(30), || exp.metrics().spool_entries == 0).await;
+    wait_until("spool drained", Duration::from_secs(30), || {
+        exp.metrics().spool_entries == 0
+    })
+    .await;
     assert_complete(&server, 1);
     exp.shutdown().await;
 }
@@ -139,17 +177,27 @@ async fn survives_a_429_storm_without_losing_documents() {
     let exp = open(config(&server), dir.path()).await;
     let n = 10;
     for v in 0..n {
-        exp.enqueue(&realistic_request("host-a", v, PROCESSES, SAMPLES)).unwrap();
+        exp.enqueue(&realistic_request("host-a", v, PROCESSES, SAMPLES))
+            .unwrap();
     }
-    wait_until("storm hits", Duration::from_secs(30), || server.stats().too_many > 500).await;
+    wait_until("storm hits", Duration::from_secs(30), || {
+        server.stats().too_many > 500
+    })
+    .await;
     let before = exp.metrics();
     assert!(before.retried > 0);
     server.set_storm(300);
-    wait_until("spool drained", Duration::from_secs(90), || exp.metrics().spool_entries == 0).await;
+    wait_until("spool drained", Duration::from_secs(90), || {
+        exp.metrics().spool_entries == 0
+    })
+    .await;
     assert_complete(&server, n as usize);
     let m = exp.shutdown().await;
     assert_eq!(m.rejected, 0, "429 is never a permanent failure");
-    assert!(m.retried >= server.stats().too_many, "every 429 item was retried");
+    assert!(
+        m.retried >= server.stats().too_many,
+        "every 429 item was retried"
+    );
 }
 
 /// The issue's scenario: Elasticsearch disappears for 30 s while the agent keeps
@@ -165,23 +213,38 @@ async fn outage(duration: Duration) {
     let mut cfg = config(&server);
     cfg.backoff_max = Duration::from_secs(2);
     let exp = open(cfg, dir.path()).await;
-    exp.enqueue(&realistic_request("host-a", 0, PROCESSES, SAMPLES)).unwrap();
-    wait_until("first delivery", Duration::from_secs(20), || exp.metrics().spool_entries == 0).await;
+    exp.enqueue(&realistic_request("host-a", 0, PROCESSES, SAMPLES))
+        .unwrap();
+    wait_until("first delivery", Duration::from_secs(20), || {
+        exp.metrics().spool_entries == 0
+    })
+    .await;
     server.stop().await;
     let start = Instant::now();
     let mut accepted = 1;
     // The agent flushes every 5 s; do it faster so the spool holds many entries.
     while start.elapsed() < duration {
-        exp.enqueue(&realistic_request("host-a", accepted, PROCESSES, SAMPLES)).unwrap();
+        exp.enqueue(&realistic_request("host-a", accepted, PROCESSES, SAMPLES))
+            .unwrap();
         accepted += 1;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let during = exp.metrics();
-    assert!(during.spool_entries >= accepted - 2, "held in the spool: {during:?}");
+    assert!(
+        during.spool_entries >= accepted - 2,
+        "held in the spool: {during:?}"
+    );
     assert!(during.retried > 0, "the exporter kept trying: {during:?}");
-    assert_eq!(server.count(index::OTEL_EVENTS_ALL), PER_REQUEST, "nothing arrived during the outage");
+    assert_eq!(
+        server.count(index::OTEL_EVENTS_ALL),
+        PER_REQUEST,
+        "nothing arrived during the outage"
+    );
     server.restart().await;
-    wait_until("spool drained", Duration::from_secs(60), || exp.metrics().spool_entries == 0).await;
+    wait_until("spool drained", Duration::from_secs(60), || {
+        exp.metrics().spool_entries == 0
+    })
+    .await;
     assert_complete(&server, accepted as usize);
     let m = exp.shutdown().await;
     assert_eq!(m.accepted, accepted);
@@ -199,7 +262,8 @@ async fn crash_then_reopen_delivers_everything_accepted_before_the_kill() {
     let exp = open(cfg.clone(), dir.path()).await;
     let n = 12;
     for v in 0..n {
-        exp.enqueue(&realistic_request("host-a", v, PROCESSES, SAMPLES)).unwrap();
+        exp.enqueue(&realistic_request("host-a", v, PROCESSES, SAMPLES))
+            .unwrap();
     }
     assert_eq!(exp.metrics().spool_entries, n);
     drop(exp); // no shutdown: the drain task is killed where it stands
@@ -207,13 +271,23 @@ async fn crash_then_reopen_delivers_everything_accepted_before_the_kill() {
     server.restart().await;
     server.set_storm(500);
     let exp = open(cfg.clone(), dir.path()).await;
-    assert_eq!(exp.metrics().spool_entries, n, "all entries survived the crash");
-    wait_until("partial delivery", Duration::from_secs(30), || server.count(index::OTEL_EVENTS_ALL) > 0).await;
+    assert_eq!(
+        exp.metrics().spool_entries,
+        n,
+        "all entries survived the crash"
+    );
+    wait_until("partial delivery", Duration::from_secs(30), || {
+        server.count(index::OTEL_EVENTS_ALL) > 0
+    })
+    .await;
     drop(exp); // crash again, mid-delivery
 
     server.set_storm(0);
     let exp = open(cfg, dir.path()).await;
-    wait_until("spool drained", Duration::from_secs(60), || exp.metrics().spool_entries == 0).await;
+    wait_until("spool drained", Duration::from_secs(60), || {
+        exp.metrics().spool_entries == 0
+    })
+    .await;
     // Exactly once: resent events carried the same ids and got 409.
     assert_complete(&server, n as usize);
     exp.shutdown().await;
@@ -247,7 +321,10 @@ async fn full_spool_refuses_with_a_retryable_error_and_counts_the_drop() {
     assert_eq!(m.spool_bytes, size * 3);
     // Once Elasticsearch is back the spool drains and accepts again.
     server.restart().await;
-    wait_until("spool drained", Duration::from_secs(30), || exp.metrics().spool_entries == 0).await;
+    wait_until("spool drained", Duration::from_secs(30), || {
+        exp.metrics().spool_entries == 0
+    })
+    .await;
     exp.enqueue(&req).unwrap();
     exp.shutdown().await;
 }
@@ -285,9 +362,13 @@ async fn ecs_schema_end_to_end_with_scripted_upsert() {
     cfg.bulk.gzip = false;
     let exp = open(cfg, dir.path()).await;
     for v in 0..3 {
-        exp.enqueue(&realistic_request("host-b", v, PROCESSES, SAMPLES)).unwrap();
+        exp.enqueue(&realistic_request("host-b", v, PROCESSES, SAMPLES))
+            .unwrap();
     }
-    wait_until("spool drained", Duration::from_secs(30), || exp.metrics().spool_entries == 0).await;
+    wait_until("spool drained", Duration::from_secs(30), || {
+        exp.metrics().spool_entries == 0
+    })
+    .await;
     assert_eq!(server.count(index::ECS_EVENTS_ALL), 3 * PER_REQUEST);
     assert_eq!(server.count(index::ECS_EXECUTABLES), 3);
     assert_eq!(server.count(index::ECS_HOSTS), 1);
@@ -301,7 +382,11 @@ async fn ecs_schema_end_to_end_with_scripted_upsert() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_client_reports_each_item() {
     let server = ContractServer::start().await;
-    let client = BulkClient::new(&BulkConfig { url: server.url(), ..Default::default() }).unwrap();
+    let client = BulkClient::new(&BulkConfig {
+        url: server.url(),
+        ..Default::default()
+    })
+    .unwrap();
     let doc = |index: &'static str, id: &str, op: Op, source: &str| Document {
         kind: DocKind::Stacktrace,
         op,
@@ -309,19 +394,59 @@ async fn bulk_client_reports_each_item() {
         id: id.into(),
         source: source.into(),
     };
-    let good = doc(index::OTEL_STACKTRACES, "a", Op::Create,
-        r#"{"@timestamp":"2024-01-01T00:00:00.000000001Z","frame.ids":"x","frame.types":"y"}"#);
-    let unknown_field = doc(index::OTEL_STACKTRACES, "b", Op::Create, r#"{"@timestamp":0,"frame.idz":"x"}"#);
-    let wrong_type = doc(index::OTEL_EVENTS_ALL, "c", Op::Create, r#"{"@timestamp":0,"count":"one"}"#);
-    let alias = doc(index::OTEL_EVENTS_ALL, "d", Op::Create, r#"{"@timestamp":0,"Stacktrace.id":"x"}"#);
-    let no_ts = doc(index::OTEL_STACKTRACES, "e", Op::Create, r#"{"frame.ids":"x"}"#);
-    let update_on_stream = doc(index::OTEL_STACKTRACES, "f", Op::Update, r#"{"upsert":{"@timestamp":0}}"#);
-    let docs = [&good, &good, &unknown_field, &wrong_type, &alias, &no_ts, &update_on_stream];
+    let good = doc(
+        index::OTEL_STACKTRACES,
+        "a",
+        Op::Create,
+        r#"{"@timestamp":"2024-01-01T00:00:00.000000001Z","frame.ids":"x","frame.types":"y"}"#,
+    );
+    let unknown_field = doc(
+        index::OTEL_STACKTRACES,
+        "b",
+        Op::Create,
+        r#"{"@timestamp":0,"frame.idz":"x"}"#,
+    );
+    let wrong_type = doc(
+        index::OTEL_EVENTS_ALL,
+        "c",
+        Op::Create,
+        r#"{"@timestamp":0,"count":"one"}"#,
+    );
+    let alias = doc(
+        index::OTEL_EVENTS_ALL,
+        "d",
+        Op::Create,
+        r#"{"@timestamp":0,"Stacktrace.id":"x"}"#,
+    );
+    let no_ts = doc(
+        index::OTEL_STACKTRACES,
+        "e",
+        Op::Create,
+        r#"{"frame.ids":"x"}"#,
+    );
+    let update_on_stream = doc(
+        index::OTEL_STACKTRACES,
+        "f",
+        Op::Update,
+        r#"{"upsert":{"@timestamp":0}}"#,
+    );
+    let docs = [
+        &good,
+        &good,
+        &unknown_field,
+        &wrong_type,
+        &alias,
+        &no_ts,
+        &update_on_stream,
+    ];
     let out = client.send(&docs).await.unwrap();
     assert_eq!(out[0], ItemOutcome::Written);
     assert_eq!(out[1], ItemOutcome::Exists);
     for (i, o) in out.iter().enumerate().skip(2) {
-        assert!(matches!(o, ItemOutcome::Rejected { status: 400, .. }), "item {i}: {o:?}");
+        assert!(
+            matches!(o, ItemOutcome::Rejected { status: 400, .. }),
+            "item {i}: {o:?}"
+        );
     }
     let reasons: Vec<String> = out.iter().skip(2).map(|o| format!("{o:?}")).collect();
     assert!(reasons[0].contains("frame.idz"));

@@ -99,10 +99,22 @@ const ECS_EVENT_FIELDS: &[(&str, FieldType)] = &[
 ];
 
 const fn otel_events(name: &'static str) -> Template {
-    Template { name, data_stream: true, fields: OTEL_EVENT_FIELDS, passthrough: &["resource.attributes"], dynamic: false }
+    Template {
+        name,
+        data_stream: true,
+        fields: OTEL_EVENT_FIELDS,
+        passthrough: &["resource.attributes"],
+        dynamic: false,
+    }
 }
 const fn ecs_events(name: &'static str) -> Template {
-    Template { name, data_stream: false, fields: ECS_EVENT_FIELDS, passthrough: &[], dynamic: false }
+    Template {
+        name,
+        data_stream: false,
+        fields: ECS_EVENT_FIELDS,
+        passthrough: &[],
+        dynamic: false,
+    }
 }
 
 /// Elasticsearch's profiling templates as this contract knows them.
@@ -122,7 +134,11 @@ pub static TEMPLATES: &[Template] = &[
     Template {
         name: "profiling-stacktraces.otel-default",
         data_stream: true,
-        fields: &[("@timestamp", Date), ("frame.ids", Keyword), ("frame.types", Keyword)],
+        fields: &[
+            ("@timestamp", Date),
+            ("frame.ids", Keyword),
+            ("frame.types", Keyword),
+        ],
         passthrough: &[],
         dynamic: false,
     },
@@ -144,7 +160,10 @@ pub static TEMPLATES: &[Template] = &[
         data_stream: true,
         fields: &[
             ("@timestamp", Date),
-            ("resource.attributes.process.executable.build_id.htlhash", Keyword),
+            (
+                "resource.attributes.process.executable.build_id.htlhash",
+                Keyword,
+            ),
             ("resource.attributes.process.executable.name", Keyword),
         ],
         passthrough: &["resource.attributes"],
@@ -153,7 +172,10 @@ pub static TEMPLATES: &[Template] = &[
     Template {
         name: "profiling-hosts.otel-default",
         data_stream: true,
-        fields: &[("@timestamp", Date), ("resource.attributes.host.id", Keyword)],
+        fields: &[
+            ("@timestamp", Date),
+            ("resource.attributes.host.id", Keyword),
+        ],
         passthrough: &["resource.attributes"],
         dynamic: false,
     },
@@ -172,7 +194,11 @@ pub static TEMPLATES: &[Template] = &[
     Template {
         name: "profiling-stacktraces",
         data_stream: false,
-        fields: &[("ecs.version", Keyword), ("Stacktrace.frame.ids", Keyword), ("Stacktrace.frame.types", Keyword)],
+        fields: &[
+            ("ecs.version", Keyword),
+            ("Stacktrace.frame.ids", Keyword),
+            ("Stacktrace.frame.types", Keyword),
+        ],
         passthrough: &[],
         dynamic: false,
     },
@@ -203,7 +229,11 @@ pub static TEMPLATES: &[Template] = &[
     Template {
         name: "profiling-hosts",
         data_stream: false,
-        fields: &[("host.id", Keyword), ("ecs.version", Keyword), ("@timestamp", Date)],
+        fields: &[
+            ("host.id", Keyword),
+            ("ecs.version", Keyword),
+            ("@timestamp", Date),
+        ],
         passthrough: &[],
         dynamic: true,
     },
@@ -241,7 +271,11 @@ pub fn template(name: &str) -> Option<&'static Template> {
 /// and `{"a.b":1}` alike).
 pub fn flatten(prefix: &str, v: &Map<String, Value>, out: &mut Vec<(String, Value)>) {
     for (k, v) in v {
-        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         match v {
             Value::Object(m) => flatten(&path, m, out),
             _ => out.push((path, v.clone())),
@@ -255,8 +289,17 @@ fn is_rfc3339(s: &str) -> bool {
         return false;
     }
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
-    if !(digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10) && b[10] == b'T'
-        && digits(11..13) && b[13] == b':' && digits(14..16) && b[16] == b':' && digits(17..19))
+    if !(digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19))
     {
         return false;
     }
@@ -285,7 +328,9 @@ fn check_scalar(ty: FieldType, v: &Value) -> bool {
         Short => v.as_i64().is_some_and(|x| i16::try_from(x).is_ok()),
         Integer => v.as_i64().is_some_and(|x| i32::try_from(x).is_ok()),
         Long => v.as_i64().is_some(),
-        Ip => v.as_str().is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok()),
+        Ip => v
+            .as_str()
+            .is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok()),
         Alias => false,
     }
 }
@@ -304,7 +349,14 @@ pub fn check_document(t: &Template, doc: &Map<String, Value>) -> Result<(), (Str
     for (path, v) in &fields {
         let ty = match t.fields.iter().find(|(n, _)| n == path) {
             Some((_, ty)) => *ty,
-            None if t.passthrough.iter().any(|p| path.starts_with(&format!("{p}."))) || t.dynamic => Keyword,
+            None if t
+                .passthrough
+                .iter()
+                .any(|p| path.starts_with(&format!("{p}.")))
+                || t.dynamic =>
+            {
+                Keyword
+            }
             None => {
                 return Err((
                     "strict_dynamic_mapping_exception".into(),
@@ -379,7 +431,11 @@ impl ContractServer {
     pub async fn start() -> Arc<Self> {
         let listener = listen("127.0.0.1:0".parse().unwrap()).await;
         let addr = listener.local_addr().unwrap();
-        let s = Arc::new(Self { addr, state: Arc::default(), accept: Mutex::new(None) });
+        let s = Arc::new(Self {
+            addr,
+            state: Arc::default(),
+            accept: Mutex::new(None),
+        });
         s.serve(listener);
         s
     }
@@ -391,7 +447,9 @@ impl ContractServer {
             // them all, like a server that dies.
             let mut conns = JoinSet::new();
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = state.clone();
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
@@ -437,24 +495,55 @@ impl ContractServer {
     }
 
     pub fn count(&self, index: &str) -> usize {
-        self.state.lock().unwrap().docs.get(index).map_or(0, HashMap::len)
+        self.state
+            .lock()
+            .unwrap()
+            .docs
+            .get(index)
+            .map_or(0, HashMap::len)
     }
 
     pub fn doc(&self, index: &str, id: &str) -> Option<Value> {
-        self.state.lock().unwrap().docs.get(index).and_then(|m| m.get(id)).cloned()
+        self.state
+            .lock()
+            .unwrap()
+            .docs
+            .get(index)
+            .and_then(|m| m.get(id))
+            .cloned()
     }
 
     pub fn ids(&self, index: &str) -> Vec<String> {
-        self.state.lock().unwrap().docs.get(index).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        self.state
+            .lock()
+            .unwrap()
+            .docs
+            .get(index)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn docs(&self, index: &str) -> Vec<Value> {
-        self.state.lock().unwrap().docs.get(index).map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.state
+            .lock()
+            .unwrap()
+            .docs
+            .get(index)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Highest number of attempts any single document of `index` needed.
     pub fn max_attempts(&self, index: &str) -> u32 {
-        self.state.lock().unwrap().attempts.iter().filter(|((i, _), _)| i == index).map(|(_, n)| *n).max().unwrap_or(0)
+        self.state
+            .lock()
+            .unwrap()
+            .attempts
+            .iter()
+            .filter(|((i, _), _)| i == index)
+            .map(|(_, n)| *n)
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn errors(&self) -> Vec<String> {
@@ -470,43 +559,83 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
-async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    state: Arc<Mutex<State>>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != hyper::Method::POST || req.uri().path() != "/_bulk" {
-        return Ok(reply(StatusCode::NOT_FOUND, json!({"error": "only POST /_bulk is implemented"})));
+        return Ok(reply(
+            StatusCode::NOT_FOUND,
+            json!({"error": "only POST /_bulk is implemented"}),
+        ));
     }
-    let ct = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !ct.starts_with("application/x-ndjson") && !ct.starts_with("application/json") {
-        return Ok(reply(StatusCode::NOT_ACCEPTABLE, json!({"error": format!("Content-Type header [{ct}] is not supported")})));
+        return Ok(reply(
+            StatusCode::NOT_ACCEPTABLE,
+            json!({"error": format!("Content-Type header [{ct}] is not supported")}),
+        ));
     }
-    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let gzip = req.headers().get("content-encoding").is_some_and(|v| v == "gzip");
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let gzip = req
+        .headers()
+        .get("content-encoding")
+        .is_some_and(|v| v == "gzip");
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": "body read failed"}))),
+        Err(_) => {
+            return Ok(reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "body read failed"}),
+            ))
+        }
     };
     let mut st = state.lock().unwrap();
     st.stats.requests += 1;
     if let Some(want) = &st.auth {
         if auth.as_deref() != Some(want.as_str()) {
             st.stats.unauthorized += 1;
-            return Ok(reply(StatusCode::UNAUTHORIZED, json!({"error": "security_exception: missing authentication credentials"})));
+            return Ok(reply(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "security_exception: missing authentication credentials"}),
+            ));
         }
     }
     let body = if gzip {
         st.stats.gzip_requests += 1;
         let mut out = Vec::new();
-        if flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out).is_err() {
-            return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": "bad gzip body"})));
+        if flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut out)
+            .is_err()
+        {
+            return Ok(reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "bad gzip body"}),
+            ));
         }
         out
     } else {
         body.to_vec()
     };
     let Ok(text) = std::str::from_utf8(&body) else {
-        return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": "body is not UTF-8"})));
+        return Ok(reply(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "body is not UTF-8"}),
+        ));
     };
     if !text.ends_with('\n') {
-        return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": "The bulk request must be terminated by a newline [\\n]"})));
+        return Ok(reply(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "The bulk request must be terminated by a newline [\\n]"}),
+        ));
     }
     let mut lines = text.lines();
     let mut items = Vec::new();
@@ -516,21 +645,41 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
             continue;
         }
         let Ok(Value::Object(action)) = serde_json::from_str::<Value>(action_line) else {
-            return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": format!("malformed action line: {action_line}")})));
+            return Ok(reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": format!("malformed action line: {action_line}")}),
+            ));
         };
         let Some((op, meta)) = action.iter().next() else {
-            return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": "empty action"})));
+            return Ok(reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "empty action"}),
+            ));
         };
         let op = op.clone();
         if !["create", "index", "update", "delete"].contains(&op.as_str()) {
-            return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": format!("unknown action [{op}]")})));
+            return Ok(reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": format!("unknown action [{op}]")}),
+            ));
         }
-        let index = meta.get("_index").and_then(Value::as_str).unwrap_or("").to_owned();
+        let index = meta
+            .get("_index")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let id = meta.get("_id").and_then(Value::as_str).map(str::to_owned);
-        let source = if op == "delete" { None } else {
+        let source = if op == "delete" {
+            None
+        } else {
             match lines.next().map(serde_json::from_str::<Value>) {
                 Some(Ok(Value::Object(m))) => Some(m),
-                _ => return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": "missing or malformed source line"}))),
+                _ => {
+                    return Ok(reply(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": "missing or malformed source line"}),
+                    ))
+                }
             }
         };
         st.stats.items += 1;
@@ -545,15 +694,30 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         }
         items.push(json!({ op: r }));
     }
-    Ok(reply(StatusCode::OK, json!({"took": 1, "errors": errors, "items": items})))
+    Ok(reply(
+        StatusCode::OK,
+        json!({"took": 1, "errors": errors, "items": items}),
+    ))
 }
 
 type ItemError = Option<(String, String)>;
 
-fn item(st: &mut State, op: &str, index: &str, id: Option<String>, source: Option<Map<String, Value>>) -> (u16, ItemError) {
+fn item(
+    st: &mut State,
+    op: &str,
+    index: &str,
+    id: Option<String>,
+    source: Option<Map<String, Value>>,
+) -> (u16, ItemError) {
     let Some(t) = template(index) else {
         st.stats.bad += 1;
-        return (404, Some(("index_not_found_exception".into(), format!("no such index [{index}]"))));
+        return (
+            404,
+            Some((
+                "index_not_found_exception".into(),
+                format!("no such index [{index}]"),
+            )),
+        );
     };
     if t.data_stream && op != "create" {
         st.stats.bad += 1;
@@ -561,23 +725,43 @@ fn item(st: &mut State, op: &str, index: &str, id: Option<String>, source: Optio
             format!("only write ops with an op_type of create are allowed in data streams; got [{op}] for [{index}]"))));
     }
     if st.storm_per_mille > 0 {
-        st.storm_rng = st.storm_rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        st.storm_rng = st
+            .storm_rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         if ((st.storm_rng >> 33) % 1000) < u64::from(st.storm_per_mille) {
             st.stats.too_many += 1;
-            return (429, Some(("es_rejected_execution_exception".into(), "rejected execution: write queue is full".into())));
+            return (
+                429,
+                Some((
+                    "es_rejected_execution_exception".into(),
+                    "rejected execution: write queue is full".into(),
+                )),
+            );
         }
     }
     let id = id.unwrap_or_else(|| format!("auto-{}", st.stats.items));
     let source = source.unwrap_or_default();
-    *st.attempts.entry((index.to_owned(), id.clone())).or_default() += 1;
+    *st.attempts
+        .entry((index.to_owned(), id.clone()))
+        .or_default() += 1;
     let doc = if op == "update" {
         // Scripted upsert: {"script":{…,"params":{"timestamp":T}},"scripted_upsert":true,"upsert":{…}}
         let Some(Value::Object(upsert)) = source.get("upsert") else {
             st.stats.bad += 1;
-            return (400, Some(("action_request_validation_exception".into(), "update without upsert document".into())));
+            return (
+                400,
+                Some((
+                    "action_request_validation_exception".into(),
+                    "update without upsert document".into(),
+                )),
+            );
         };
         if let Some(existing) = st.docs.get_mut(index).and_then(|m| m.get_mut(&id)) {
-            if let Some(ts) = source.get("script").and_then(|s| s.pointer("/params/timestamp")) {
+            if let Some(ts) = source
+                .get("script")
+                .and_then(|s| s.pointer("/params/timestamp"))
+            {
                 existing["@timestamp"] = ts.clone();
             }
             return (200, None);
@@ -593,8 +777,13 @@ fn item(st: &mut State, op: &str, index: &str, id: Option<String>, source: Optio
     let m = st.docs.entry(index.to_owned()).or_default();
     if op == "create" && m.contains_key(&id) {
         st.stats.conflicts += 1;
-        return (409, Some(("version_conflict_engine_exception".into(),
-            format!("[{id}]: version conflict, document already exists"))));
+        return (
+            409,
+            Some((
+                "version_conflict_engine_exception".into(),
+                format!("[{id}]: version conflict, document already exists"),
+            )),
+        );
     }
     m.insert(id, Value::Object(doc));
     st.stats.created += 1;

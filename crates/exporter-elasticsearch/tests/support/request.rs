@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfilesServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::profiles::v1development::{
-    Function, KeyValueAndUnit, Line, Location, Mapping, Profile, ProfilesDictionary, ResourceProfiles, Sample,
-    ScopeProfiles, Stack, ValueType,
+    Function, KeyValueAndUnit, Line, Location, Mapping, Profile, ProfilesDictionary,
+    ResourceProfiles, Sample, ScopeProfiles, Stack, ValueType,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
@@ -27,14 +27,20 @@ impl Default for ReqBuilder {
 pub fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
         key: key.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
         ..Default::default()
     }
 }
 
 impl ReqBuilder {
     pub fn new() -> Self {
-        let mut b = Self { dict: ProfilesDictionary::default(), strings: HashMap::new(), resources: Vec::new() };
+        let mut b = Self {
+            dict: ProfilesDictionary::default(),
+            strings: HashMap::new(),
+            resources: Vec::new(),
+        };
         b.s("");
         b.dict.mapping_table.push(Mapping::default());
         b.dict.location_table.push(Location::default());
@@ -60,7 +66,9 @@ impl ReqBuilder {
         // Referenced string form, as v1.10 allows.
         self.dict.attribute_table.push(KeyValueAndUnit {
             key_strindex: k,
-            value: Some(AnyValue { value: Some(any_value::Value::StringValueStrindex(v)) }),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValueStrindex(v)),
+            }),
             unit_strindex: 0,
         });
         self.dict.attribute_table.len() as i32 - 1
@@ -68,7 +76,9 @@ impl ReqBuilder {
 
     pub fn mapping(&mut self, filename: &str, htlhash: Option<&str>) -> i32 {
         let f = self.s(filename);
-        let attrs = htlhash.map(|h| vec![self.attr("process.executable.build_id.htlhash", h)]).unwrap_or_default();
+        let attrs = htlhash
+            .map(|h| vec![self.attr("process.executable.build_id.htlhash", h)])
+            .unwrap_or_default();
         self.dict.mapping_table.push(Mapping {
             memory_start: 0x1000,
             memory_limit: 0x100000,
@@ -92,27 +102,52 @@ impl ReqBuilder {
     }
 
     /// `lines`: (function index, line, column), innermost first.
-    pub fn location(&mut self, mapping: i32, address: u64, frame_type: Option<&str>, lines: &[(i32, i64, i64)]) -> i32 {
-        let attrs = frame_type.map(|t| vec![self.attr("profile.frame.type", t)]).unwrap_or_default();
+    pub fn location(
+        &mut self,
+        mapping: i32,
+        address: u64,
+        frame_type: Option<&str>,
+        lines: &[(i32, i64, i64)],
+    ) -> i32 {
+        let attrs = frame_type
+            .map(|t| vec![self.attr("profile.frame.type", t)])
+            .unwrap_or_default();
         self.dict.location_table.push(Location {
             mapping_index: mapping,
             address,
-            lines: lines.iter().map(|&(f, l, c)| Line { function_index: f, line: l, column: c }).collect(),
+            lines: lines
+                .iter()
+                .map(|&(f, l, c)| Line {
+                    function_index: f,
+                    line: l,
+                    column: c,
+                })
+                .collect(),
             attribute_indices: attrs,
         });
         self.dict.location_table.len() as i32 - 1
     }
 
     pub fn stack(&mut self, leaf_first: &[i32]) -> i32 {
-        self.dict.stack_table.push(Stack { location_indices: leaf_first.to_vec() });
+        self.dict.stack_table.push(Stack {
+            location_indices: leaf_first.to_vec(),
+        });
         self.dict.stack_table.len() as i32 - 1
     }
 
     pub fn value_type(&mut self, ty: &str, unit: &str) -> ValueType {
-        ValueType { type_strindex: self.s(ty), unit_strindex: self.s(unit) }
+        ValueType {
+            type_strindex: self.s(ty),
+            unit_strindex: self.s(unit),
+        }
     }
 
-    pub fn cpu_profile(&mut self, time_unix_nano: u64, period: i64, samples: Vec<Sample>) -> Profile {
+    pub fn cpu_profile(
+        &mut self,
+        time_unix_nano: u64,
+        period: i64,
+        samples: Vec<Sample>,
+    ) -> Profile {
         Profile {
             sample_type: Some(self.value_type("samples", "count")),
             period_type: Some(self.value_type("cpu", "nanoseconds")),
@@ -125,20 +160,36 @@ impl ReqBuilder {
     }
 
     pub fn sample(&mut self, stack: i32, thread: Option<&str>, timestamps: Vec<u64>) -> Sample {
-        let attrs = thread.map(|t| vec![self.attr("thread.name", t)]).unwrap_or_default();
-        Sample { stack_index: stack, attribute_indices: attrs, timestamps_unix_nano: timestamps, ..Default::default() }
+        let attrs = thread
+            .map(|t| vec![self.attr("thread.name", t)])
+            .unwrap_or_default();
+        Sample {
+            stack_index: stack,
+            attribute_indices: attrs,
+            timestamps_unix_nano: timestamps,
+            ..Default::default()
+        }
     }
 
     pub fn add_resource(&mut self, attrs: &[(&str, &str)], profiles: Vec<Profile>) {
         self.resources.push(ResourceProfiles {
-            resource: Some(Resource { attributes: attrs.iter().map(|(k, v)| kv(k, v)).collect(), ..Default::default() }),
-            scope_profiles: vec![ScopeProfiles { profiles, ..Default::default() }],
+            resource: Some(Resource {
+                attributes: attrs.iter().map(|(k, v)| kv(k, v)).collect(),
+                ..Default::default()
+            }),
+            scope_profiles: vec![ScopeProfiles {
+                profiles,
+                ..Default::default()
+            }],
             schema_url: String::new(),
         });
     }
 
     pub fn build(self) -> ExportProfilesServiceRequest {
-        ExportProfilesServiceRequest { resource_profiles: self.resources, dictionary: Some(self.dict) }
+        ExportProfilesServiceRequest {
+            resource_profiles: self.resources,
+            dictionary: Some(self.dict),
+        }
     }
 }
 
@@ -146,7 +197,12 @@ impl ReqBuilder {
 /// kernel, native (libc, the binary) and Python frames, several threads,
 /// `samples_per_process` timestamps spread over 5 s at 20 Hz. `variant`
 /// changes the stacks so different requests share some but not all frames.
-pub fn realistic_request(host: &str, variant: u64, processes: usize, samples_per_process: usize) -> ExportProfilesServiceRequest {
+pub fn realistic_request(
+    host: &str,
+    variant: u64,
+    processes: usize,
+    samples_per_process: usize,
+) -> ExportProfilesServiceRequest {
     let mut b = ReqBuilder::new();
     let t0 = 1_700_000_000_000_000_000u64 + variant * 5_000_000_000;
     let kernel = b.mapping("vmlinux", Some("026a2d6a60ee6b4eb8ec85adf2e76f4d"));
@@ -159,7 +215,12 @@ pub fn realistic_request(host: &str, variant: u64, processes: usize, samples_per
     let l_start = b.location(libc, 0x2_9d8f, Some("native"), &[]);
     let f_main = b.function("Py_RunMain", "Modules/main.c", 600);
     let f_inl = b.function("pymain_run_python", "Modules/main.c", 550);
-    let l_main = b.location(exe, 0x4_5123, Some("native"), &[(f_inl, 560, 5), (f_main, 620, 9)]);
+    let l_main = b.location(
+        exe,
+        0x4_5123,
+        Some("native"),
+        &[(f_inl, 560, 5), (f_main, 620, 9)],
+    );
     let l_eval = b.location(exe, 0x1_2345, Some("native"), &[]);
     let mut profiles_by_process = Vec::new();
     let mut rng = variant.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -172,11 +233,22 @@ pub fn realistic_request(host: &str, variant: u64, processes: usize, samples_per
     for p in 0..processes {
         let mut py = Vec::new();
         for d in 0..4 {
-            let f = b.function(&format!("handler_{p}_{d}"), &format!("/srv/app{p}/views.py"), 10 * d as i64 + 1);
-            py.push(b.location(0, 0, Some("cpython"), &[(f, 10 * d as i64 + 3 + (variant % 3) as i64, 0)]));
+            let f = b.function(
+                &format!("handler_{p}_{d}"),
+                &format!("/srv/app{p}/views.py"),
+                10 * d as i64 + 1,
+            );
+            py.push(b.location(
+                0,
+                0,
+                Some("cpython"),
+                &[(f, 10 * d as i64 + 3 + (variant % 3) as i64, 0)],
+            ));
         }
         let stacks = [
-            b.stack(&[k_sys, k_sched, l_read, py[0], py[1], l_eval, l_main, l_start]),
+            b.stack(&[
+                k_sys, k_sched, l_read, py[0], py[1], l_eval, l_main, l_start,
+            ]),
             b.stack(&[py[2], py[1], l_eval, l_main, l_start]),
             b.stack(&[py[3], py[2], py[1], l_eval, l_main, l_start]),
             b.stack(&[l_eval, l_main, l_start]),
@@ -184,7 +256,11 @@ pub fn realistic_request(host: &str, variant: u64, processes: usize, samples_per
         let mut samples = Vec::new();
         let per_stack = samples_per_process / stacks.len();
         for (si, &st) in stacks.iter().enumerate() {
-            let n = if si == 0 { samples_per_process - per_stack * (stacks.len() - 1) } else { per_stack };
+            let n = if si == 0 {
+                samples_per_process - per_stack * (stacks.len() - 1)
+            } else {
+                per_stack
+            };
             let ts: Vec<u64> = (0..n).map(|_| t0 + next() % 5_000_000_000).collect();
             if ts.is_empty() {
                 continue;
