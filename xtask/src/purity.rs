@@ -43,10 +43,24 @@ pub struct Graph {
     pub pure: BTreeMap<String, String>,
 }
 
+/// The host's target triple: dependencies for other platforms (windows-sys,
+/// js-sys…) are never built here and do not count.
+fn host_triple() -> Result<String, String> {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .map_err(|e| format!("rustc -vV: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .ok_or_else(|| "rustc -vV printed no host triple".to_string())
+}
+
 pub fn graph(root: &Path) -> Result<Graph, String> {
     let out = Command::new(env!("CARGO"))
         .current_dir(root)
-        .args(["metadata", "--format-version", "1"])
+        .args(["metadata", "--format-version", "1", "--filter-platform"])
+        .arg(host_triple()?)
         .output()
         .map_err(|e| format!("cargo metadata: {e}"))?;
     if !out.status.success() {

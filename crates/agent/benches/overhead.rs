@@ -1,0 +1,381 @@
+//! Overhead of ebpf-profiler next to its peers, measured in the same run.
+//!
+//! Two copies of a fixed-work program without frame pointers keep both CPUs
+//! busy; each profiler samples the whole system meanwhile. Configurations
+//! are interleaved round by round and medians reported, since identical runs
+//! here differ by 1–2 %. Columns: workload slowdown against no profiler, the
+//! profiler's own CPU time, BPF run time per sample (kernel BPF statistics),
+//! and the profiler's peak RSS. A second table: start-up cost of loading the
+//! unwind tables of every process on the machine.
+//!
+//! `cargo bench -p agent --bench overhead` (full), `-- --quick` (CI size).
+//! Needs root, perf and bpftrace.
+
+use agent::loader::LoadOptions;
+use agent::record::{self, RecordOptions};
+use agent::session::{Session, SessionOptions, Target};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+const WORKLOAD: &str = r#"
+#include <stdint.h>
+#include <stdlib.h>
+#include <stdio.h>
+volatile uint64_t sink;
+#define F __attribute__((noinline, noipa))
+F uint64_t leaf(uint64_t n) { uint64_t x = n | 1; for (uint64_t i = 0; i < 2000; i++) x = x * 6364136223846793005ull + i; return x; }
+F uint64_t f4(uint64_t n) { uint64_t r = leaf(n); sink = r; return r + 1; }
+F uint64_t f3(uint64_t n) { uint64_t r = f4(n); sink = r; return r + 1; }
+F uint64_t f2(uint64_t n) { uint64_t r = f3(n); sink = r; return r + 1; }
+F uint64_t f1(uint64_t n) { uint64_t r = f2(n); sink = r; return r + 1; }
+int main(int argc, char **argv) {
+    uint64_t iters = strtoull(argv[1], 0, 10), acc = 0;
+    for (uint64_t i = 0; i < iters; i++) acc += f1(i);
+    sink = acc;
+    return 0;
+}
+"#;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Profiler {
+    None,
+    Ours,
+    PerfFp,
+    PerfDwarf,
+    Bpftrace,
+}
+
+impl Profiler {
+    fn label(self) -> &'static str {
+        match self {
+            Profiler::None => "no profiler",
+            Profiler::Ours => "ebpf-profiler",
+            Profiler::PerfFp => "perf record -g",
+            Profiler::PerfDwarf => "perf --call-graph dwarf",
+            Profiler::Bpftrace => "bpftrace ustack+kstack",
+        }
+    }
+}
+
+#[derive(Default, Clone)]
+struct Run {
+    workload_secs: f64,
+    profiler_cpu_secs: f64,
+    bpf_ns: u64,
+    bpf_runs: u64,
+    peak_rss_kb: u64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--as-profiler") {
+        as_profiler(args[2].parse().expect("frequency"));
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the overhead bench needs root");
+    for tool in ["perf", "bpftrace", "bpftool", "gcc"] {
+        assert!(
+            Command::new("which").arg(tool).output().is_ok_and(|o| o.status.success()),
+            "{tool} is needed (apt-get install linux-perf bpftrace bpftool gcc)"
+        );
+    }
+    let exe = build_workload();
+    let target_secs = if quick { 1.0 } else { 5.0 };
+    let rounds = if quick { 1 } else { 3 };
+    let iters = calibrate(&exe, target_secs);
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("enable BPF statistics");
+
+    let freqs: &[u64] = &[99, 999];
+    let mut configs = vec![(Profiler::None, 0u64)];
+    for &f in freqs {
+        for p in [Profiler::Ours, Profiler::PerfFp, Profiler::PerfDwarf, Profiler::Bpftrace] {
+            configs.push((p, f));
+        }
+    }
+    let mut results: HashMap<(Profiler, u64), Vec<Run>> = HashMap::new();
+    for round in 0..rounds {
+        for &(p, f) in &configs {
+            eprintln!("round {}/{rounds}: {} {f} Hz", round + 1, p.label());
+            let run = measure(p, f, &exe, iters);
+            results.entry((p, f)).or_default().push(run);
+        }
+    }
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0").ok();
+
+    let base = median(results[&(Profiler::None, 0)].iter().map(|r| r.workload_secs).collect());
+    println!(
+        "\nOverhead, 2 CPUs busy, whole-system sampling, median of {rounds} interleaved round(s), workload {:.1} s",
+        base
+    );
+    println!(
+        "| {:<26} | {:>6} | {:>9} | {:>16} | {:>14} | {:>12} |",
+        "profiler", "Hz", "slowdown", "profiler CPU", "BPF ns/sample", "peak RSS MB"
+    );
+    println!("|{:-<28}|{:->8}|{:->11}|{:->18}|{:->16}|{:->14}|", "", "", "", "", "", "");
+    for &(p, f) in &configs {
+        let runs = &results[&(p, f)];
+        let wall = median(runs.iter().map(|r| r.workload_secs).collect());
+        let cpu = median(runs.iter().map(|r| r.profiler_cpu_secs / r.workload_secs).collect());
+        let bpf: u64 = runs.iter().map(|r| r.bpf_ns).sum();
+        let cnt: u64 = runs.iter().map(|r| r.bpf_runs).sum();
+        let rss = runs.iter().map(|r| r.peak_rss_kb).max().unwrap_or(0);
+        println!(
+            "| {:<26} | {:>6} | {:>8.2}% | {:>13.2}% | {:>14} | {:>12.1} |",
+            p.label(),
+            if f == 0 { "-".into() } else { f.to_string() },
+            (wall / base - 1.0) * 100.0,
+            cpu * 100.0,
+            if cnt > 0 { format!("{}", bpf / cnt) } else { "-".into() },
+            rss as f64 / 1024.0
+        );
+    }
+    for &f in freqs {
+        let ns = |p| {
+            let r = &results[&(p, f)];
+            let (t, c): (u64, u64) = r.iter().fold((0, 0), |a, x| (a.0 + x.bpf_ns, a.1 + x.bpf_runs));
+            t as f64 / c.max(1) as f64
+        };
+        println!(
+            "BPF time per sample at {f} Hz: ebpf-profiler / bpftrace ustack = {:.2}",
+            ns(Profiler::Ours) / ns(Profiler::Bpftrace)
+        );
+    }
+    startup_table();
+}
+
+/// The profiler side of the `Ours` configuration, in its own process so
+/// its CPU time and memory are its own.
+fn as_profiler(frequency: u64) {
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    signal_hook_register(&stop);
+    let opts = RecordOptions {
+        session: SessionOptions {
+            target: Target::System,
+            frequency,
+            load: LoadOptions::default(),
+        },
+        duration: None,
+        debug_info: true,
+        symbolize: true,
+    };
+    let mut said = false;
+    let rec = record::record(&opts, &stop, |_| {
+        if !said {
+            println!("ready");
+            said = true;
+        }
+    })
+    .expect("record");
+    let _ = record::folded(&rec.stacks);
+    eprintln!("{}", rec.summary.line());
+}
+
+fn signal_hook_register(stop: &std::sync::Arc<AtomicBool>) {
+    // SIGINT sets the flag; a tiny handler without a dependency.
+    static mut FLAG: Option<std::sync::Arc<AtomicBool>> = None;
+    extern "C" fn on_int(_: libc::c_int) {
+        // SAFETY: written once before the handler is installed.
+        if let Some(f) = unsafe { (*std::ptr::addr_of!(FLAG)).as_ref() } {
+            f.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    // SAFETY: single-threaded at this point; the handler only stores an atomic.
+    unsafe {
+        FLAG = Some(stop.clone());
+        libc::signal(libc::SIGINT, on_int as *const () as libc::sighandler_t);
+    }
+}
+
+fn build_workload() -> PathBuf {
+    let dir = std::env::temp_dir().join("ebpf-profiler-bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("fixed_work.c");
+    std::fs::write(&src, WORKLOAD).unwrap();
+    let exe = dir.join("fixed_work");
+    let ok = Command::new("gcc")
+        .args(["-O2", "-fomit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "gcc failed");
+    exe
+}
+
+fn run_pair(exe: &Path, iters: u64) -> f64 {
+    let start = Instant::now();
+    let mut kids: Vec<Child> = (0..2)
+        .map(|_| Command::new(exe).arg(iters.to_string()).spawn().unwrap())
+        .collect();
+    for k in &mut kids {
+        assert!(k.wait().unwrap().success());
+    }
+    start.elapsed().as_secs_f64()
+}
+
+fn calibrate(exe: &Path, secs: f64) -> u64 {
+    let probe = 20_000u64;
+    let t = run_pair(exe, probe);
+    ((probe as f64) * secs / t).max(1000.0) as u64
+}
+
+/// (run_time_ns, run_cnt) of every loaded perf_event program, by id.
+fn bpf_stats() -> HashMap<u64, (u64, u64)> {
+    let out = Command::new("bpftool").args(["prog", "show", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut m = HashMap::new();
+    for p in v.as_array().into_iter().flatten() {
+        if p["type"] == "perf_event" {
+            let id = p["id"].as_u64().unwrap_or(0);
+            m.insert(
+                id,
+                (p["run_time_ns"].as_u64().unwrap_or(0), p["run_cnt"].as_u64().unwrap_or(0)),
+            );
+        }
+    }
+    m
+}
+
+fn proc_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 (1-based), 12 and 13 after the comm.
+    let ticks: u64 = fields.get(11).and_then(|s| s.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn start_profiler(p: Profiler, freq: u64) -> Option<Child> {
+    let data = std::env::temp_dir().join("ebpf-profiler-bench/perf.data");
+    let (mut cmd, ready): (Command, Option<&str>) = match p {
+        Profiler::None => return None,
+        Profiler::Ours => {
+            let mut c = Command::new(std::env::current_exe().unwrap());
+            c.args(["--as-profiler", &freq.to_string()]);
+            (c, Some("ready"))
+        }
+        Profiler::PerfFp | Profiler::PerfDwarf => {
+            let mut c = Command::new("perf");
+            c.args(["record", "-a", "-q", "-F", &freq.to_string(), "-o"]).arg(&data);
+            if p == Profiler::PerfFp {
+                c.arg("-g");
+            } else {
+                c.args(["--call-graph", "dwarf"]);
+            }
+            (c, None)
+        }
+        Profiler::Bpftrace => {
+            let mut c = Command::new("bpftrace");
+            c.args(["-e", &format!("profile:hz:{freq} {{ @[ustack, kstack] = count(); }}")]);
+            (c, Some("Attaching"))
+        }
+    };
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    match ready {
+        Some(word) => {
+            let out = child.stdout.take().unwrap();
+            let mut lines = BufReader::new(out).lines();
+            loop {
+                match lines.next() {
+                    Some(Ok(l)) if l.contains(word) => break,
+                    Some(_) => continue,
+                    None => panic!("{} exited before it was ready", p.label()),
+                }
+            }
+            // Keep draining its output so it never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+        }
+        None => std::thread::sleep(Duration::from_secs(2)),
+    }
+    Some(child)
+}
+
+fn measure(p: Profiler, freq: u64, exe: &Path, iters: u64) -> Run {
+    let before = bpf_stats();
+    let child = start_profiler(p, freq);
+    let pid = child.as_ref().map(|c| c.id());
+    let cpu0 = pid.map(proc_cpu_secs).unwrap_or(0.0);
+    let wall = run_pair(exe, iters);
+    let cpu1 = pid.map(proc_cpu_secs).unwrap_or(0.0);
+    let rss = pid.map(peak_rss_kb).unwrap_or(0);
+    let after = bpf_stats();
+    let (mut ns, mut cnt) = (0, 0);
+    for (id, (t, c)) in &after {
+        let (t0, c0) = before.get(id).copied().unwrap_or((0, 0));
+        ns += t - t0.min(*t);
+        cnt += c - c0.min(*c);
+    }
+    if let Some(mut c) = child {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+        c.wait().ok();
+    }
+    Run {
+        workload_secs: wall,
+        profiler_cpu_secs: cpu1 - cpu0,
+        bpf_ns: ns,
+        bpf_runs: cnt,
+        peak_rss_kb: rss,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn startup_table() {
+    let rss0 = peak_rss_kb(std::process::id());
+    let t = Instant::now();
+    let session = Session::new(SessionOptions {
+        target: Target::System,
+        frequency: 99,
+        load: LoadOptions::default(),
+    })
+    .expect("session");
+    let took = t.elapsed();
+    let (procs, spaces, keys, exes, rows) = session.tracker.footprint();
+    let s = &session.tracker.stats;
+    println!("\nStart-up: load the unwind tables of every process on this machine");
+    println!(
+        "| {:>10} | {:>9} | {:>11} | {:>10} | {:>11} | {:>12} | {:>13} |",
+        "time ms", "processes", "addr spaces", "trie keys", "executables", "rows", "agent RSS MB"
+    );
+    println!("|{:->12}|{:->11}|{:->13}|{:->12}|{:->13}|{:->14}|{:->15}|", "", "", "", "", "", "", "");
+    println!(
+        "| {:>10} | {:>9} | {:>11} | {:>10} | {:>11} | {:>12} | {:>13.1} |",
+        took.as_millis(),
+        procs,
+        spaces,
+        keys,
+        exes,
+        rows,
+        peak_rss_kb(std::process::id()).max(rss0) as f64 / 1024.0
+    );
+    println!(
+        "(scans {}, scan errors {}, table errors {}; kernel row array {} MiB preallocated)",
+        s.scans,
+        s.scan_errors,
+        s.table_errors,
+        LoadOptions::default().max_unwind_rows as u64 * 8 >> 20
+    );
+}
