@@ -459,3 +459,95 @@ async fn bulk_client_reports_each_item() {
     assert!(err.retryable(), "{err}");
     let _ = Arc::clone(&server);
 }
+
+const KILL9_CHILD: &str = "EXPORTER_ES_KILL9_CHILD";
+
+/// A real `kill -9`: this test re-runs itself as a child process that enqueues
+/// requests (printing each one `enqueue` accepted) while Elasticsearch answers
+/// 90 % of items with 429; the parent SIGKILLs it mid-delivery, reopens the
+/// spool and checks that every request reported accepted arrived whole, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_kill_9_then_reopen_delivers_everything_accepted() {
+    if let Ok(spec) = std::env::var(KILL9_CHILD) {
+        let (dir, url) = spec.split_once('\n').expect("dir\\nurl");
+        let mut cfg = Config { bulk: BulkConfig { url: url.into(), ..Default::default() }, ..Default::default() };
+        cfg.backoff_initial = Duration::from_millis(10);
+        cfg.backoff_max = Duration::from_millis(100);
+        let exp = open(cfg, Path::new(dir)).await;
+        for v in 0..400 {
+            exp.enqueue(&realistic_request("host-a", v, PROCESSES, SAMPLES)).unwrap();
+            println!("ACCEPTED {v}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The parent kills us long before this.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        return;
+    }
+    use std::io::BufRead as _;
+    let server = ContractServer::start().await;
+    server.set_storm(900);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "real_kill_9_then_reopen_delivers_everything_accepted", "--nocapture", "--test-threads=1"])
+        .env(KILL9_CHILD, format!("{}\n{}", dir.path().display(), server.url()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let accepted: Vec<u64> = tokio::task::spawn_blocking(move || {
+        let mut got = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(v) = line.strip_prefix("ACCEPTED ") {
+                got.push(v.trim().parse().unwrap());
+                if got.len() == 15 {
+                    break;
+                }
+            }
+        }
+        got
+    })
+    .await
+    .unwrap();
+    assert_eq!(accepted.len(), 15, "child accepted requests");
+    // Let some deliveries happen (through the storm), then SIGKILL.
+    wait_until("partial delivery", Duration::from_secs(20), || server.stats().created > 0).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let delivered_before = server.count(index::OTEL_EVENTS_ALL);
+    assert!(delivered_before < accepted.len() * PER_REQUEST, "the kill happened mid-delivery");
+
+    server.set_storm(0);
+    let exp = open(config(&server), dir.path()).await;
+    wait_until("spool drained", Duration::from_secs(60), || exp.metrics().spool_entries == 0).await;
+    // Every reported request arrived whole: its 5 s window holds all its events.
+    let t0 = 1_700_000_000u64;
+    let mut per_variant = std::collections::HashMap::<u64, usize>::new();
+    for ev in server.docs(index::OTEL_EVENTS_ALL) {
+        let ts = ev["@timestamp"].as_str().unwrap().to_owned();
+        let secs = ts_secs(&ts);
+        *per_variant.entry((secs - t0) / 5).or_default() += 1;
+    }
+    for v in &accepted {
+        assert_eq!(per_variant.get(v).copied().unwrap_or(0), PER_REQUEST, "request {v}");
+    }
+    // Requests accepted after the last line we read may be there too, but only whole.
+    assert!(per_variant.values().all(|&n| n == PER_REQUEST), "{per_variant:?}");
+    assert!(server.errors().is_empty());
+    exp.shutdown().await;
+}
+
+/// Epoch seconds of an RFC 3339 UTC timestamp as the encoder writes them.
+fn ts_secs(ts: &str) -> u64 {
+    let n = |r: std::ops::Range<usize>| ts[r].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // days_from_civil (Howard Hinnant)
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    (days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)) as u64
+}
