@@ -43,8 +43,10 @@ pub struct Config {
     /// (429 and transport errors are retried without limit: the data stays
     /// in the spool, and the spool bound pushes back upstream).
     pub max_item_retries: u32,
-    /// Spool entries encoded and sent together.
+    /// Spool entries encoded and sent together, and their payload bytes
+    /// (at least one entry is always taken): bounds the drain's memory.
     pub entries_per_round: usize,
+    pub round_max_bytes: u64,
     pub max_events_per_request: u64,
     /// How long `shutdown` keeps draining before leaving the rest on disk.
     pub shutdown_timeout: Duration,
@@ -63,6 +65,7 @@ impl Default for Config {
             backoff_max: Duration::from_secs(30),
             max_item_retries: 8,
             entries_per_round: 64,
+            round_max_bytes: 8 << 20,
             max_events_per_request: 2_000_000,
             shutdown_timeout: Duration::from_secs(10),
         }
@@ -184,8 +187,15 @@ struct Counters {
 }
 
 /// Encodings made by `enqueue`, handed to the drain task so it need not decode
-/// and re-encode fresh entries. Bounded: past it the task re-encodes from disk.
-const HOT_ENTRIES: usize = 256;
+/// and re-encode fresh entries. Bounded in NDJSON bytes: past it the task
+/// re-encodes from disk (the spool, not memory, is what holds a backlog).
+const HOT_BYTES: usize = 64 << 20;
+
+#[derive(Default)]
+struct Hot {
+    docs: HashMap<u64, (Vec<Document>, usize)>,
+    bytes: usize,
+}
 
 struct Inner {
     config: Config,
@@ -194,7 +204,7 @@ struct Inner {
     counters: Counters,
     wake: Notify,
     stopping: AtomicBool,
-    hot: Mutex<HashMap<u64, Vec<Document>>>,
+    hot: Mutex<Hot>,
 }
 
 /// The Elasticsearch exporter. Dropping it without `shutdown` stops the drain
@@ -219,7 +229,7 @@ impl Exporter {
             counters: Counters::default(),
             wake: Notify::new(),
             stopping: AtomicBool::new(false),
-            hot: Mutex::new(HashMap::new()),
+            hot: Mutex::new(Hot::default()),
         });
         let task = handle.spawn(drain(inner.clone()));
         Ok(Self {
@@ -263,9 +273,11 @@ impl Exporter {
         inner.counters.accepted.fetch_add(1, Relaxed);
         let documents = enc.docs.len();
         {
+            let size: usize = enc.docs.iter().map(Document::ndjson_len).sum();
             let mut hot = inner.hot.lock().unwrap_or_else(|e| e.into_inner());
-            if hot.len() < HOT_ENTRIES {
-                hot.insert(key, enc.docs);
+            if hot.bytes + size <= HOT_BYTES {
+                hot.bytes += size;
+                hot.docs.insert(key, (enc.docs, size));
             }
         }
         inner.wake.notify_one();
@@ -386,7 +398,8 @@ async fn drain(inner: Arc<Inner>) {
             deadline = Some(Instant::now() + cfg.shutdown_timeout);
         }
         let limit = cfg.entries_per_round.max(1);
-        let entries = match blocking(&inner, move |s| s.peek(None, limit)).await {
+        let max_bytes = cfg.round_max_bytes;
+        let entries = match blocking(&inner, move |s| s.peek_bytes(None, limit, max_bytes)).await {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(target: "exporter_elasticsearch", "reading the spool: {e}");
@@ -444,13 +457,16 @@ async fn send_round(
     let mut queue: VecDeque<Item> = VecDeque::new();
     let mut in_round: HashSet<(&'static str, String)> = HashSet::new();
     for (i, e) in entries.into_iter().enumerate() {
-        let hot = inner
-            .hot
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&e.key);
+        let hot = {
+            let mut h = inner.hot.lock().unwrap_or_else(|p| p.into_inner());
+            let taken = h.docs.remove(&e.key);
+            if let Some((_, size)) = &taken {
+                h.bytes -= size;
+            }
+            taken
+        };
         let docs = match hot {
-            Some(d) => d,
+            Some((d, _)) => d,
             None => match ExportProfilesServiceRequest::decode(e.payload.as_slice()) {
                 Ok(req) => encode(&req, &inner.encode_options(e.seed)).docs,
                 Err(err) => {

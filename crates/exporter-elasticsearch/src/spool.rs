@@ -155,12 +155,24 @@ impl Spool {
 
     /// Up to `limit` oldest entries with a key greater than `after`.
     pub fn peek(&self, after: Option<u64>, limit: usize) -> Result<Vec<Entry>, SpoolError> {
+        self.peek_bytes(after, limit, u64::MAX)
+    }
+
+    /// Like `peek`, also stopping once the entries hold `max_bytes` (but
+    /// always returning at least one entry if there is one).
+    pub fn peek_bytes(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<Entry>, SpoolError> {
         let rtx = self.db.begin_read()?;
         let t = rtx.open_table(ENTRIES)?;
         let start = after.map_or(0, |a| a.saturating_add(1));
-        let mut out = Vec::new();
+        let mut out: Vec<Entry> = Vec::new();
+        let mut bytes = 0u64;
         for row in t.range(start..)? {
-            if out.len() >= limit {
+            if out.len() >= limit || (!out.is_empty() && bytes >= max_bytes) {
                 break;
             }
             let (k, v) = row?;
@@ -171,6 +183,7 @@ impl Spool {
             }
             let mut seed = [0u8; 8];
             seed.copy_from_slice(&v[..8]);
+            bytes += v.len() as u64;
             out.push(Entry {
                 key: k.value(),
                 seed: u64::from_be_bytes(seed),
@@ -261,6 +274,11 @@ mod tests {
         assert_eq!(s.bytes(), 8 + 6);
         let e = s.peek(None, 10).unwrap();
         assert_eq!((e[0].seed, e[0].payload.as_slice()), (8, &b"second"[..]));
+        s.push(10, &[1; 100]).unwrap();
+        s.push(11, &[2; 100]).unwrap();
+        assert_eq!(s.peek_bytes(None, 10, 1).unwrap().len(), 1, "at least one");
+        assert_eq!(s.peek_bytes(None, 10, 120).unwrap().len(), 2);
+        assert_eq!(s.peek_bytes(None, 10, 10_000).unwrap().len(), 3);
         // New keys keep increasing after a reopen.
         let c = s.push(9, b"third").unwrap();
         assert!(c > e[0].key);

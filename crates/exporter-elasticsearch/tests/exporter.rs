@@ -470,12 +470,19 @@ const KILL9_CHILD: &str = "EXPORTER_ES_KILL9_CHILD";
 async fn real_kill_9_then_reopen_delivers_everything_accepted() {
     if let Ok(spec) = std::env::var(KILL9_CHILD) {
         let (dir, url) = spec.split_once('\n').expect("dir\\nurl");
-        let mut cfg = Config { bulk: BulkConfig { url: url.into(), ..Default::default() }, ..Default::default() };
+        let mut cfg = Config {
+            bulk: BulkConfig {
+                url: url.into(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         cfg.backoff_initial = Duration::from_millis(10);
         cfg.backoff_max = Duration::from_millis(100);
         let exp = open(cfg, Path::new(dir)).await;
         for v in 0..400 {
-            exp.enqueue(&realistic_request("host-a", v, PROCESSES, SAMPLES)).unwrap();
+            exp.enqueue(&realistic_request("host-a", v, PROCESSES, SAMPLES))
+                .unwrap();
             println!("ACCEPTED {v}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -488,8 +495,16 @@ async fn real_kill_9_then_reopen_delivers_everything_accepted() {
     server.set_storm(900);
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "real_kill_9_then_reopen_delivers_everything_accepted", "--nocapture", "--test-threads=1"])
-        .env(KILL9_CHILD, format!("{}\n{}", dir.path().display(), server.url()))
+        .args([
+            "--exact",
+            "real_kill_9_then_reopen_delivers_everything_accepted",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            KILL9_CHILD,
+            format!("{}\n{}", dir.path().display(), server.url()),
+        )
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -511,15 +526,24 @@ async fn real_kill_9_then_reopen_delivers_everything_accepted() {
     .unwrap();
     assert_eq!(accepted.len(), 15, "child accepted requests");
     // Let some deliveries happen (through the storm), then SIGKILL.
-    wait_until("partial delivery", Duration::from_secs(20), || server.stats().created > 0).await;
+    wait_until("partial delivery", Duration::from_secs(20), || {
+        server.stats().created > 0
+    })
+    .await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let delivered_before = server.count(index::OTEL_EVENTS_ALL);
-    assert!(delivered_before < accepted.len() * PER_REQUEST, "the kill happened mid-delivery");
+    assert!(
+        delivered_before < accepted.len() * PER_REQUEST,
+        "the kill happened mid-delivery"
+    );
 
     server.set_storm(0);
     let exp = open(config(&server), dir.path()).await;
-    wait_until("spool drained", Duration::from_secs(60), || exp.metrics().spool_entries == 0).await;
+    wait_until("spool drained", Duration::from_secs(60), || {
+        exp.metrics().spool_entries == 0
+    })
+    .await;
     // Every reported request arrived whole: its 5 s window holds all its events.
     let t0 = 1_700_000_000u64;
     let mut per_variant = std::collections::HashMap::<u64, usize>::new();
@@ -529,10 +553,17 @@ async fn real_kill_9_then_reopen_delivers_everything_accepted() {
         *per_variant.entry((secs - t0) / 5).or_default() += 1;
     }
     for v in &accepted {
-        assert_eq!(per_variant.get(v).copied().unwrap_or(0), PER_REQUEST, "request {v}");
+        assert_eq!(
+            per_variant.get(v).copied().unwrap_or(0),
+            PER_REQUEST,
+            "request {v}"
+        );
     }
     // Requests accepted after the last line we read may be there too, but only whole.
-    assert!(per_variant.values().all(|&n| n == PER_REQUEST), "{per_variant:?}");
+    assert!(
+        per_variant.values().all(|&n| n == PER_REQUEST),
+        "{per_variant:?}"
+    );
     assert!(server.errors().is_empty());
     exp.shutdown().await;
 }
