@@ -615,3 +615,31 @@ async fn remove(inner: &Arc<Inner>, keys: Vec<u64>) -> Result<(), SpoolError> {
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut prev_max = Duration::ZERO;
+        for i in 0..20 {
+            let d = b.next();
+            let nominal =
+                (Duration::from_millis(100) * 2u32.pow(i.min(10))).min(Duration::from_secs(2));
+            assert!(
+                d >= nominal / 2 && d <= nominal,
+                "attempt {i}: {d:?} vs {nominal:?}"
+            );
+            prev_max = prev_max.max(d);
+        }
+        assert!(prev_max <= Duration::from_secs(2));
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
+        // Jitter: not every delay at the cap is the same.
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(1));
+        let ds: std::collections::HashSet<_> = (0..20).map(|_| b.next()).collect();
+        assert!(ds.len() > 1);
+    }
+}

@@ -115,6 +115,12 @@ async fn delivers_everything_once_and_lru_stops_resending_known_ids() {
     let st = server.stats();
     assert_eq!(st.unauthorized, 0);
     assert_eq!(st.gzip_requests, st.requests, "every body gzipped");
+    assert!(
+        st.max_items <= 200,
+        "batches bounded in documents: {}",
+        st.max_items
+    );
+    assert!(st.requests > 1, "several batches");
     // Write-once documents went out once each: no 409s, one attempt per id.
     assert_eq!(st.conflicts, 0, "no known id was resent");
     for idx in [
@@ -133,6 +139,72 @@ async fn delivers_everything_once_and_lru_stops_resending_known_ids() {
     assert_eq!(m.sent as usize, st.created as usize);
     let m = exp.shutdown().await;
     assert_eq!(m.dropped, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_bounded_in_bytes() {
+    let server = ContractServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&server);
+    cfg.bulk.gzip = false;
+    cfg.max_batch_docs = 10_000;
+    cfg.max_batch_bytes = 16 << 10;
+    let exp = open(cfg, dir.path()).await;
+    exp.enqueue(&realistic_request("host-a", 0, PROCESSES, SAMPLES))
+        .unwrap();
+    wait_until("spool drained", Duration::from_secs(30), || {
+        exp.metrics().spool_entries == 0
+    })
+    .await;
+    assert_complete(&server, 1);
+    let st = server.stats();
+    // One document is a few hundred bytes: a batch may pass the bound by at most one.
+    assert!(
+        st.max_body <= (16 << 10) + 1024,
+        "largest body {}",
+        st.max_body
+    );
+    assert!(st.requests >= 4);
+    exp.shutdown().await;
+}
+
+/// `shutdown` drains what it can before its timeout; what is left stays on
+/// disk and the next exporter sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_or_leaves_the_rest_on_disk() {
+    let server = ContractServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&server);
+    cfg.shutdown_timeout = Duration::from_secs(1);
+    // Up: shutdown right after enqueue still delivers everything.
+    let exp = open(cfg.clone(), dir.path()).await;
+    for v in 0..5 {
+        exp.enqueue(&realistic_request("host-a", v, PROCESSES, SAMPLES))
+            .unwrap();
+    }
+    let m = exp.shutdown().await;
+    assert_eq!(m.spool_entries, 0, "drained on shutdown: {m:?}");
+    assert_complete(&server, 5);
+    // Down: shutdown gives up after its timeout, keeping the data.
+    server.stop().await;
+    let exp = open(cfg.clone(), dir.path()).await;
+    for v in 5..8 {
+        exp.enqueue(&realistic_request("host-a", v, PROCESSES, SAMPLES))
+            .unwrap();
+    }
+    let start = Instant::now();
+    let m = exp.shutdown().await;
+    assert!(start.elapsed() < Duration::from_secs(5), "bounded shutdown");
+    assert_eq!(m.spool_entries, 3);
+    server.restart().await;
+    let exp = open(cfg, dir.path()).await;
+    exp.enqueue(&realistic_request("host-a", 8, PROCESSES, SAMPLES)).unwrap();
+    wait_until("spool drained", Duration::from_secs(30), || {
+        exp.metrics().spool_entries == 0
+    })
+    .await;
+    assert_complete(&server, 9);
+    exp.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

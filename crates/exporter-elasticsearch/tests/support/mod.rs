@@ -396,6 +396,9 @@ pub struct Stats {
     pub too_many: u64,
     pub bad: u64,
     pub unauthorized: u64,
+    /// Largest number of items in one request, and largest body (bytes as sent).
+    pub max_items: u64,
+    pub max_body: u64,
 }
 
 #[derive(Default)]
@@ -600,6 +603,7 @@ async fn handle(
     };
     let mut st = state.lock().unwrap();
     st.stats.requests += 1;
+    st.stats.max_body = st.stats.max_body.max(body.len() as u64);
     if let Some(want) = &st.auth {
         if auth.as_deref() != Some(want.as_str()) {
             st.stats.unauthorized += 1;
