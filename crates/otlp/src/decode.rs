@@ -91,8 +91,9 @@ pub fn decode_lenient(req: &ExportProfilesServiceRequest) -> Result<Lenient, Val
     let d = req.dictionary.as_ref().unwrap_or(&EMPTY_DICT);
     let mut ctx = Ctx {
         d,
-        frames: HashMap::new(),
-        stacks: HashMap::new(),
+        frames: vec![None; d.location_table.len()],
+        stacks: vec![None; d.stack_table.len()],
+        strings: HashMap::new(),
     };
     let mut out = Lenient::default();
     for (r, rp) in req.resource_profiles.iter().enumerate() {
@@ -176,11 +177,20 @@ fn resource(d: &pb::ProfilesDictionary, attrs: &[KeyValue]) -> Result<DecodedRes
     Ok(r)
 }
 
+/// The frames one location expands to, and the executable of its mapping.
+type LocationFrames = (Vec<Frame>, Option<Executable>);
+
 struct Ctx<'a> {
     d: &'a pb::ProfilesDictionary,
     /// location index → its frames and the executable of its mapping.
-    frames: HashMap<i32, (Vec<Frame>, Option<Executable>)>,
-    stacks: HashMap<i32, Arc<[Frame]>>,
+    /// By location index (validated, so in range).
+    frames: Vec<Option<LocationFrames>>,
+    /// By stack index: the frames and the FileIds of the executables they
+    /// use.
+    stacks: Vec<Option<(Arc<[Frame]>, Arc<[Executable]>)>>,
+    /// Label strings shared across samples (one allocation per distinct
+    /// thread name, not per sample).
+    strings: HashMap<&'a str, Arc<str>>,
 }
 
 fn frame_type_from_str(s: &str) -> FrameType {
@@ -223,15 +233,22 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    fn location(&mut self, li: i32) -> &(Vec<Frame>, Option<Executable>) {
-        if !self.frames.contains_key(&li) {
-            let v = self.build_location(li);
-            self.frames.insert(li, v);
+    fn location(&mut self, li: i32) -> &LocationFrames {
+        let i = li as usize;
+        if self.frames[i].is_none() {
+            self.frames[i] = Some(self.build_location(li));
         }
-        &self.frames[&li]
+        self.frames[i].as_ref().expect("just filled")
     }
 
-    fn build_location(&self, li: i32) -> (Vec<Frame>, Option<Executable>) {
+    fn shared(&mut self, s: &'a str) -> Arc<str> {
+        self.strings
+            .entry(s)
+            .or_insert_with(|| Arc::from(s))
+            .clone()
+    }
+
+    fn build_location(&self, li: i32) -> LocationFrames {
         let d = self.d;
         // validate() checked the index.
         let loc = &d.location_table[li as usize];
@@ -304,35 +321,32 @@ impl<'a> Ctx<'a> {
         (frames, exe)
     }
 
-    fn stack(&mut self, si: i32, exes: &mut BTreeMap<FileId, Executable>) -> Arc<[Frame]> {
-        if let Some(s) = self.stacks.get(&si) {
-            // The executables of a cached stack were recorded for an earlier
-            // profile; record them for this one too.
-            let s = s.clone();
-            let locs = self.d.stack_table[si as usize].location_indices.clone();
-            for li in locs {
-                if let Some(e) = &self.location(li).1 {
-                    exes.entry(e.file_id).or_insert_with(|| e.clone());
-                }
-            }
-            return s;
+    /// The frames of stack `si` (validated) and the executables they use,
+    /// built once per request.
+    fn stack(&mut self, si: i32) -> (Arc<[Frame]>, Arc<[Executable]>) {
+        let i = si as usize;
+        // Index 0 into an empty stack table is valid ("no stack").
+        let Some(slot) = self.stacks.get(i) else {
+            return (Arc::from(Vec::new()), Arc::from(Vec::new()));
+        };
+        if let Some(s) = slot {
+            return s.clone();
         }
+        let d = self.d;
         let mut frames = Vec::new();
-        let locs = &self
-            .d
-            .stack_table
-            .get(si as usize)
-            .map_or(&[][..], |s| &s.location_indices[..]);
-        for &li in locs.iter() {
+        let mut exes: Vec<Executable> = Vec::new();
+        for &li in &d.stack_table[i].location_indices {
             let (f, e) = self.location(li);
             frames.extend(f.iter().cloned());
             if let Some(e) = e {
-                exes.entry(e.file_id).or_insert_with(|| e.clone());
+                if !exes.iter().any(|x| x.file_id == e.file_id) {
+                    exes.push(e.clone());
+                }
             }
         }
-        let arc: Arc<[Frame]> = frames.into();
-        self.stacks.insert(si, arc.clone());
-        arc
+        let v: (Arc<[Frame]>, Arc<[Executable]>) = (frames.into(), exes.into());
+        self.stacks[i] = Some(v.clone());
+        v
     }
 
     fn profile(&mut self, res: &DecodedResource, p: &pb::Profile) -> Result<Profile, String> {
@@ -386,15 +400,22 @@ impl<'a> Ctx<'a> {
                 pid: res.pid.unwrap_or(0),
                 tid,
                 process_name: process_name.clone(),
-                thread_name: Arc::from(
-                    self.attr_str(&s.attribute_indices, keys::THREAD_NAME)
-                        .unwrap_or(""),
-                ),
+                thread_name: {
+                    let t = self
+                        .attr_str(&s.attribute_indices, keys::THREAD_NAME)
+                        .unwrap_or("");
+                    self.shared(t)
+                },
                 cpu,
                 container_id: container_id.clone(),
                 executable_path: executable_path.clone(),
             };
-            let frames = self.stack(s.stack_index, &mut executables);
+            let (frames, exes) = self.stack(s.stack_index);
+            for e in exes.iter() {
+                if !executables.contains_key(&e.file_id) {
+                    executables.insert(e.file_id, e.clone());
+                }
+            }
             samples.push(Sample {
                 frames,
                 labels,

@@ -381,3 +381,38 @@ fn inconsistent_timestamps_fall_back_to_counts() {
     assert_eq!(s.values, vec![5]);
     assert!(s.timestamps_unix_nano.is_empty());
 }
+
+#[test]
+fn zero_indices_into_empty_tables_decode() {
+    // Index 0 means "unset"; with tables left empty it must not be followed.
+    use otlp::proto::profiles::v1development as pb;
+    let req = ExportProfilesServiceRequest {
+        resource_profiles: vec![pb::ResourceProfiles {
+            resource: None,
+            scope_profiles: vec![pb::ScopeProfiles {
+                scope: None,
+                profiles: vec![pb::Profile {
+                    sample_type: Some(pb::ValueType {
+                        type_strindex: 1,
+                        unit_strindex: 2,
+                    }),
+                    samples: vec![pb::Sample {
+                        values: vec![3],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+        dictionary: Some(pb::ProfilesDictionary {
+            string_table: vec!["".into(), "samples".into(), "count".into()],
+            ..Default::default()
+        }),
+    };
+    validate(&req).unwrap();
+    let d = decode(&req).unwrap();
+    assert_eq!(d[0].1.samples[0].count, 3);
+    assert!(d[0].1.samples[0].frames.is_empty());
+}
