@@ -1,12 +1,18 @@
 //! Store bench: ingest throughput, bytes per sample, and query latency on an
 //! hour of data with 10^6 samples.
 //!
-//! `cargo bench -p store` prints a table. The workload is
-//! `testdata::Synthetic::default()` (2000 distinct stacks of depth 4–40
-//! built from 600 functions, a fifth with kernel frames, 20 processes × 4
-//! threads, skewed so a few stacks are hot): 360 profiles of 10 s each, as
-//! an agent reporting every 10 s for an hour would send. `BENCH_SAMPLES`
-//! overrides the total sample count.
+//! `cargo bench -p store` prints a table, one column per workload. Both are
+//! `testdata::Synthetic` stacks (depth 4–40 from 600 functions, a fifth
+//! with kernel frames, skewed so a few stacks are hot), sent as 360
+//! profiles of 10 s each, as an agent reporting every 10 s for an hour
+//! would:
+//!
+//! * spread: 2000 stacks over 20 processes × 4 threads. Almost every sample
+//!   is a distinct (bucket, stack, thread): the worst case for storage.
+//! * concentrated: 300 stacks over 4 processes × 2 threads, closer to a
+//!   host running a few busy services.
+//!
+//! `BENCH_SAMPLES` overrides the total sample count (default 10^6).
 
 use std::time::{Duration, Instant};
 use store::testdata::{Rng, Synthetic};
@@ -34,11 +40,13 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
-fn main() {
-    let total_samples: u64 = std::env::var("BENCH_SAMPLES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+struct Workload {
+    name: &'static str,
+    gen: Synthetic,
+}
+
+/// Runs one workload; returns (row label, value) pairs.
+fn run(w: &Workload, total_samples: u64) -> Vec<(String, String)> {
     let profiles = 360u64;
     let per_profile = total_samples / profiles;
     let dir = tempfile::tempdir().unwrap();
@@ -46,13 +54,12 @@ fn main() {
     let end = now / BUCKET_NS * BUCKET_NS;
     let start = end - 3600 * S;
 
-    let gen = Synthetic::default();
-    let pool = gen.stack_pool();
+    let pool = w.gen.stack_pool();
     let mut rng = Rng::new(42);
     let data: Vec<_> = (0..profiles)
-        .map(|i| gen.profile(&pool, &mut rng, "bench-host", start + i * 10 * S, 10 * S, per_profile))
+        .map(|i| w.gen.profile(&pool, &mut rng, "bench-host", start + i * 10 * S, 10 * S, per_profile))
         .collect();
-    let rows_in: usize = data.iter().map(|p| p.samples.len()).sum();
+    let model_samples: usize = data.iter().map(|p| p.samples.len()).sum();
 
     let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
     let t = Instant::now();
@@ -79,15 +86,20 @@ fn main() {
 
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut row = |k: &str, v: String| rows.push((k.to_string(), v));
-    row("samples ingested", format!("{stored} in {profiles} profiles ({rows_in} model samples)"));
-    row("ingest time", ms(ingest));
+    row("workload", w.name.to_string());
+    row("shape", format!(
+        "{} stacks, {} procs x {} threads",
+        w.gen.stacks, w.gen.processes, w.gen.threads
+    ));
+    row("samples ingested", format!("{stored} ({model_samples} model samples)"));
+    row("ingest, 360 profiles", ms(ingest));
     row("ingest throughput", format!(
         "{:.0} profiles/s, {:.0} samples/s",
         profiles as f64 / ingest.as_secs_f64(),
         stored as f64 / ingest.as_secs_f64()
     ));
-    row("sample rows (bucket, stack, labels)", st.sample_rows.to_string());
-    row("stacks / frames / label sets / strings", format!(
+    row("bucket entries / chunks", format!("{} / {}", st.sample_entries, st.sample_chunks));
+    row("stacks/frames/labels/strings", format!(
         "{} / {} / {} / {}",
         st.stacks, st.frames, st.label_sets, st.strings
     ));
@@ -98,34 +110,64 @@ fn main() {
 
     let (d, g) = time(5, || store.flamegraph(hour, &all).unwrap());
     assert_eq!(g.total(), stored);
-    row("flame graph, 1 h, no filter", format!("{} ({} nodes)", ms(d), g.nodes.len()));
+    row("flame graph 1 h", format!("{} ({} nodes)", ms(d), g.nodes.len()));
     let (d, p) = time(5, || store.merged(hour, &all).unwrap());
-    row("merged profile, 1 h", format!("{} ({} samples)", ms(d), p.samples.len()));
+    row("merged profile 1 h", format!("{} ({} samples)", ms(d), p.samples.len()));
     let (d, _) = time(5, || store.flamegraph(hour, &one_proc).unwrap());
-    row("flame graph, 1 h, process filter", ms(d));
+    row("flame graph 1 h, process filter", ms(d));
     let (d, _) = time(5, || store.flamegraph(hour, &kernel).unwrap());
-    row("flame graph, 1 h, frame-type filter", ms(d));
+    row("flame graph 1 h, frame-type filter", ms(d));
     let (d, _) = time(5, || store.top_functions(hour, &all, 50).unwrap());
-    row("top 50 functions, 1 h", ms(d));
+    row("top 50 functions 1 h", ms(d));
     let (d, _) = time(5, || store.diff(first_half, second_half, &all).unwrap());
     row("diff 30 min vs 30 min", ms(d));
     let (d, _) = time(5, || store.known_values(hour).unwrap());
-    row("filter values, 1 h", ms(d));
+    row("filter values 1 h", ms(d));
     let five_min = TimeRange::new(end - 300 * S, end).unwrap();
     let (d, _) = time(5, || store.flamegraph(five_min, &all).unwrap());
-    row("flame graph, last 5 min", ms(d));
+    row("flame graph last 5 min", ms(d));
 
     drop(store);
     let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
     let t = Instant::now();
     let g = store.flamegraph(hour, &all).unwrap();
     assert_eq!(g.total(), stored);
-    row("flame graph, 1 h, first query after reopen", ms(t.elapsed()));
+    row("flame graph 1 h, after reopen", ms(t.elapsed()));
+    rows
+}
 
-    let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    println!("\nstore bench ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
-    println!("{:-<w$}-+-{:-<50}", "", "", w = w);
-    for (k, v) in &rows {
-        println!("{k:<w$} | {v}");
+fn main() {
+    let total_samples: u64 = std::env::var("BENCH_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let workloads = [
+        Workload {
+            name: "spread (worst case)",
+            gen: Synthetic::default(),
+        },
+        Workload {
+            name: "concentrated",
+            gen: Synthetic {
+                stacks: 300,
+                processes: 4,
+                threads: 2,
+                ..Synthetic::default()
+            },
+        },
+    ];
+    let results: Vec<Vec<(String, String)>> = workloads.iter().map(|w| run(w, total_samples)).collect();
+    let w0 = results[0].iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let w1 = results[0].iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+    println!(
+        "\nstore bench, 1 hour, {total_samples} samples ({} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    for (i, (k, v)) in results[0].iter().enumerate() {
+        let other = results.get(1).map_or("", |r| r[i].1.as_str());
+        println!("{k:<w0$} | {v:<w1$} | {other}");
+        if i == 1 {
+            println!("{:-<w0$}-+-{:-<w1$}-+-{:-<40}", "", "", "");
+        }
     }
 }

@@ -140,27 +140,107 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// Key of one sample row: bucket number (bucket start / bucket length),
-/// stack id and label-set id packed into a `u128` so that rows sort by
-/// bucket first (range scans by time, eviction from the front).
+/// Key of one sample chunk: bucket number (bucket start / bucket length) in
+/// the high 32 bits, chunk number within the bucket in the low 32, so that
+/// chunks sort by time (range scans by time, eviction from the front).
+/// 32 bits of 10-second buckets reach the year 3331.
+pub fn chunk_key(bucket: u32, chunk: u32) -> u64 {
+    (u64::from(bucket) << 32) | u64::from(chunk)
+}
+
+/// The inverse of [`chunk_key`]: (bucket, chunk number).
+pub fn split_chunk_key(k: u64) -> (u32, u32) {
+    ((k >> 32) as u32, k as u32)
+}
+
+/// The first key of a bucket.
+pub fn bucket_start_key(bucket: u32) -> u64 {
+    chunk_key(bucket, 0)
+}
+
+/// One counted (stack, label set) of a bucket.
+pub type Entry = (u64, u64, u64);
+
+/// Encodes a chunk: the counts of one bucket, sorted by (stack, labels).
 ///
-/// Layout: bucket in the top 32 bits, stack id in the next 48, label-set id
-/// in the low 48. 32 bits of 10-second buckets reach the year 3331; 48-bit
-/// ids allow 2.8e14 records, far beyond what a size-capped store holds.
-pub fn row_key(bucket: u32, stack: u64, labels: u64) -> u128 {
-    debug_assert!(stack < 1 << 48 && labels < 1 << 48);
-    (u128::from(bucket) << 96) | (u128::from(stack) << 48) | u128::from(labels)
+/// Layout: `samples` (sum of counts, so eviction can account for a chunk
+/// without decoding it), `n`, then per entry the stack id as a delta from
+/// the previous entry's, the label-set id (a delta when the stack is the
+/// same, else absolute) and the count, all varints. Sorted ids make the
+/// deltas small: an entry typically takes 3–5 bytes, where a B-tree row
+/// per entry would take 30.
+pub fn encode_chunk(entries: &[Entry]) -> Vec<u8> {
+    debug_assert!(entries.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+    let mut out = Vec::with_capacity(entries.len() * 5 + 10);
+    let total: u64 = entries.iter().fold(0u64, |a, e| a.saturating_add(e.2));
+    put_varint(&mut out, total);
+    put_varint(&mut out, entries.len() as u64);
+    let (mut ps, mut pl) = (0u64, 0u64);
+    for &(s, l, c) in entries {
+        put_varint(&mut out, s - ps);
+        if s == ps {
+            put_varint(&mut out, l - pl);
+        } else {
+            put_varint(&mut out, l);
+        }
+        put_varint(&mut out, c);
+        (ps, pl) = (s, l);
+    }
+    out
 }
 
-/// The inverse of [`row_key`]: (bucket, stack id, label-set id).
-pub fn split_row_key(k: u128) -> (u32, u64, u64) {
-    let mask = (1u128 << 48) - 1;
-    ((k >> 96) as u32, ((k >> 48) & mask) as u64, (k & mask) as u64)
+/// (samples, entries) of a chunk, from its header.
+pub fn chunk_header(bytes: &[u8]) -> Result<(u64, u64), CodecError> {
+    let mut r = Reader::new(bytes);
+    Ok((r.varint()?, r.varint()?))
 }
 
-/// The first key of a bucket: `row_key(bucket, 0, 0)`.
-pub fn bucket_start_key(bucket: u32) -> u128 {
-    u128::from(bucket) << 96
+/// Decodes a chunk, appending its entries to `out`.
+pub fn decode_chunk(bytes: &[u8], out: &mut Vec<Entry>) -> Result<(), CodecError> {
+    let mut r = Reader::new(bytes);
+    let _total = r.varint()?;
+    let n = r.varint()?;
+    // Each entry takes at least three bytes: a larger count is corrupt,
+    // and checking it first keeps a bad count from allocating gigabytes.
+    if n > bytes.len() as u64 {
+        return Err(CodecError("chunk length exceeds record"));
+    }
+    out.reserve(n as usize);
+    let (mut ps, mut pl) = (0u64, 0u64);
+    for _ in 0..n {
+        let ds = r.varint()?;
+        let s = ps.checked_add(ds).ok_or(CodecError("stack id overflows"))?;
+        let l = if ds == 0 {
+            pl.checked_add(r.varint()?).ok_or(CodecError("label id overflows"))?
+        } else {
+            r.varint()?
+        };
+        let c = r.varint()?;
+        out.push((s, l, c));
+        (ps, pl) = (s, l);
+    }
+    r.finish()
+}
+
+/// Merges sorted entry lists, summing the counts of equal (stack, labels).
+pub fn merge_entries(a: &[Entry], b: &[Entry]) -> Vec<Entry> {
+    let mut out: Vec<Entry> = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let take_a = j >= b.len() || (i < a.len() && (a[i].0, a[i].1) <= (b[j].0, b[j].1));
+        let e = if take_a {
+            i += 1;
+            a[i - 1]
+        } else {
+            j += 1;
+            b[j - 1]
+        };
+        match out.last_mut() {
+            Some(last) if (last.0, last.1) == (e.0, e.1) => last.2 = last.2.saturating_add(e.2),
+            _ => out.push(e),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -198,13 +278,40 @@ mod tests {
     }
 
     #[test]
-    fn row_keys_sort_by_bucket_then_ids() {
-        let a = row_key(7, (1 << 48) - 1, (1 << 48) - 1);
-        let b = row_key(8, 0, 0);
-        assert!(a < b);
-        assert_eq!(b, bucket_start_key(8));
-        assert_eq!(split_row_key(row_key(123, 456, 789)), (123, 456, 789));
-        assert_eq!(split_row_key(a), (7, (1 << 48) - 1, (1 << 48) - 1));
+    fn chunk_keys_sort_by_bucket_then_chunk() {
+        assert!(chunk_key(7, u32::MAX) < chunk_key(8, 0));
+        assert_eq!(bucket_start_key(8), chunk_key(8, 0));
+        assert_eq!(split_chunk_key(chunk_key(123, 456)), (123, 456));
+    }
+
+    #[test]
+    fn chunks_round_trip_compactly_and_reject_garbage() {
+        let entries = vec![(1, 5, 3), (1, 9, 1), (2, 1, 100_000), (300, 2, 1), (300, 70_000, 2)];
+        let rec = encode_chunk(&entries);
+        assert_eq!(chunk_header(&rec).unwrap(), (100_007, 5));
+        let mut out = vec![(0, 0, 0)];
+        decode_chunk(&rec, &mut out).unwrap();
+        assert_eq!(&out[1..], &entries[..]);
+        // 5 entries: small deltas take one byte each.
+        assert!(rec.len() <= 4 + 5 * 3 + 6, "{} bytes", rec.len());
+        for cut in 0..rec.len() {
+            assert!(decode_chunk(&rec[..cut], &mut Vec::new()).is_err(), "cut {cut}");
+        }
+        assert!(decode_chunk(&[0, 0xff, 0xff, 0x03], &mut Vec::new()).is_err());
+        let mut long = rec.clone();
+        long.push(0);
+        assert!(decode_chunk(&long, &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn merge_sums_equal_keys_and_keeps_order() {
+        let a = [(1, 1, 1), (2, 2, 2), (5, 1, 1)];
+        let b = [(1, 1, 10), (3, 0, 3), (5, 1, u64::MAX)];
+        assert_eq!(
+            merge_entries(&a, &b),
+            [(1, 1, 11), (2, 2, 2), (3, 0, 3), (5, 1, u64::MAX)]
+        );
+        assert_eq!(merge_entries(&[], &b), b);
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! * `stacks`: one record per distinct list of frame ids (leaf first) → id;
 //! * `labels`: one record per distinct (host, frequency, [`SampleLabels`]) → id;
 //! * `executables`: [`profile::Executable`] by FileId;
-//! * `samples`: (10-second bucket, stack id, label-set id) → sample count.
+//! * `samples`: per 10-second bucket, chunks of (stack id, label-set id,
+//!   count) entries, delta-varint encoded (see `codec::encode_chunk`).
 //!
 //! Each dictionary has a hash index (FNV-1a of the record → ids) for dedup
 //! on ingest. Per-sample timestamps are reduced to their bucket: queries are
@@ -47,14 +48,17 @@ pub use query::{
     Diff, DiffFunction, DiffStack, Filter, FrameTypeFilter, FunctionStat, KnownValues, TopBy,
 };
 
-use codec::{bucket_start_key, fnv1a64, row_key, split_row_key, CodecError};
+use codec::{
+    bucket_start_key, chunk_key, decode_chunk, encode_chunk, fnv1a64, merge_entries,
+    split_chunk_key, CodecError, Entry,
+};
 use libpf::{FileId, Frame};
 use profile::{Profile, SampleLabels};
 use redb::{
     Database, MultimapTable, MultimapTableDefinition, ReadableDatabase, ReadableMultimapTable,
     ReadableTable, ReadableTableMetadata, Table, TableDefinition,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -79,8 +83,10 @@ pub const DB_FILE: &str = "profiles.redb";
 /// refused rather than misread.
 const FORMAT_VERSION: u64 = 1;
 
-/// Largest id the 48-bit fields of a sample-row key can hold.
-const MAX_ID: u64 = (1 << 48) - 1;
+/// A bucket's last chunk is rewritten with new entries merged in while it
+/// is smaller than this; past it, a new chunk is started. This bounds the
+/// rewrite cost of an ingest while keeping a bucket in few chunks.
+const CHUNK_MERGE_BYTES: usize = 64 << 10;
 
 /// Caches above this many entries are dropped and rebuilt: they only save
 /// index look-ups, and a bound keeps a long-running collector's memory flat.
@@ -100,11 +106,13 @@ pub(crate) const LABELS: TableDefinition<u64, &[u8]> = TableDefinition::new("lab
 pub(crate) const LABEL_INDEX: MultimapTableDefinition<u64, u64> =
     MultimapTableDefinition::new("labels_by_hash");
 pub(crate) const EXECUTABLES: TableDefinition<u128, &[u8]> = TableDefinition::new("executables");
-pub(crate) const SAMPLES: TableDefinition<u128, u64> = TableDefinition::new("samples");
+/// Sample chunks: `chunk_key(bucket, n)` → `codec::encode_chunk` entries.
+pub(crate) const SAMPLES: TableDefinition<u64, &[u8]> = TableDefinition::new("samples");
 
 const META_VERSION: &str = "format_version";
 const META_NEXT_ID: &str = "next_id";
 const META_TOTAL_SAMPLES: &str = "total_samples";
+const META_ENTRIES: &str = "entries";
 
 /// How long data is kept and how large the file may grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,10 +276,10 @@ pub struct IngestStats {
     /// of the store's clock: a skewed agent clock would otherwise plant data
     /// that retention cannot remove for a long time.
     pub dropped_future: u64,
-    /// Sample rows (bucket, stack, labels) written, new or incremented.
-    pub rows: usize,
-    /// Of those, rows that did not exist before.
-    pub new_rows: usize,
+    /// Bucket entries (bucket, stack, labels) written, new or incremented.
+    pub entries: usize,
+    /// Of those, entries that did not exist before.
+    pub new_entries: usize,
     /// Dictionary records created by this profile.
     pub new_frames: usize,
     pub new_stacks: usize,
@@ -289,7 +297,10 @@ pub struct StoreStats {
     pub allocated_bytes: u64,
     /// Samples held (sum of counts).
     pub total_samples: u64,
-    pub sample_rows: u64,
+    /// Distinct (bucket, stack, labels) entries.
+    pub sample_entries: u64,
+    /// Chunks they are stored in.
+    pub sample_chunks: u64,
     pub stacks: u64,
     pub frames: u64,
     pub label_sets: u64,
@@ -309,7 +320,7 @@ pub(crate) struct WriterCaches {
     stacks: HashMap<Vec<u64>, u64>,
     labels: HashMap<(Arc<str>, u64, SampleLabels), u64>,
     executables: HashSet<FileId>,
-    /// (sample rows, live bytes) when live bytes were last measured; kept
+    /// (sample entries, live bytes) when live bytes were last measured; kept
     /// across `clear`.
     pub(crate) measured: Option<(u64, u64)>,
 }
@@ -399,6 +410,7 @@ impl Store {
                     meta.insert(META_VERSION, FORMAT_VERSION)?;
                     meta.insert(META_NEXT_ID, 1)?;
                     meta.insert(META_TOTAL_SAMPLES, 0)?;
+                    meta.insert(META_ENTRIES, 0)?;
                 }
                 Some(FORMAT_VERSION) => {}
                 Some(v) => {
@@ -560,7 +572,7 @@ impl Store {
                 stats,
             };
             let host: Arc<str> = profile.host_name.as_str().into();
-            let mut rows: HashMap<u128, u64> = HashMap::new();
+            let mut per_bucket: BTreeMap<u32, HashMap<(u64, u64), u64>> = BTreeMap::new();
             let mut used_files: HashSet<FileId> = HashSet::new();
             for (i, buckets) in per_sample {
                 let s = &profile.samples[*i];
@@ -572,23 +584,54 @@ impl Store {
                     }
                 }
                 for &(b, n) in buckets {
-                    *rows.entry(row_key(b, stack, labels)).or_default() += n;
+                    *per_bucket
+                        .entry(b)
+                        .or_default()
+                        .entry((stack, labels))
+                        .or_default() += n;
                 }
             }
             drop(d);
 
-            let mut keys: Vec<(u128, u64)> = rows.into_iter().collect();
-            keys.sort_unstable_by_key(|(k, _)| *k);
             let mut samples = txn.open_table(SAMPLES)?;
             let mut added = 0u64;
-            for (k, n) in keys {
-                let old = samples.get(k)?.map(|v| v.value());
-                if old.is_none() {
-                    stats.new_rows += 1;
-                }
-                samples.insert(k, old.unwrap_or(0).saturating_add(n))?;
-                stats.rows += 1;
-                added += n;
+            let mut new_entries = 0u64;
+            for (b, counts) in per_bucket {
+                let mut entries: Vec<Entry> =
+                    counts.into_iter().map(|((s, l), c)| (s, l, c)).collect();
+                entries.sort_unstable();
+                added = entries.iter().fold(added, |a, e| a.saturating_add(e.2));
+                stats.entries += entries.len();
+                let last = samples
+                    .range(chunk_key(b, 0)..=chunk_key(b, u32::MAX))?
+                    .next_back()
+                    .transpose()?
+                    .map(|(k, v)| (k.value(), v.value().to_vec()));
+                let (key, merged, new) = match last {
+                    Some((k, bytes)) if bytes.len() < CHUNK_MERGE_BYTES => {
+                        let mut old = Vec::new();
+                        decode_chunk(&bytes, &mut old)?;
+                        let merged = merge_entries(&old, &entries);
+                        let new = merged.len() - old.len();
+                        (k, merged, new)
+                    }
+                    Some((k, _)) => {
+                        if split_chunk_key(k).1 == u32::MAX {
+                            return Err(StoreError::Invalid(format!(
+                                "bucket {b} has no room for another chunk"
+                            )));
+                        }
+                        let n = entries.len();
+                        (k + 1, entries, n)
+                    }
+                    None => {
+                        let n = entries.len();
+                        (chunk_key(b, 0), entries, n)
+                    }
+                };
+                samples.insert(key, encode_chunk(&merged).as_slice())?;
+                new_entries += new as u64;
+                stats.new_entries += new;
             }
 
             let mut exes = txn.open_table(EXECUTABLES)?;
@@ -605,8 +648,10 @@ impl Store {
                 staged.executables.insert(*id);
             }
 
+            let entries = meta.get(META_ENTRIES)?.map_or(0, |v| v.value());
             meta.insert(META_NEXT_ID, next_id)?;
             meta.insert(META_TOTAL_SAMPLES, total.saturating_add(added))?;
+            meta.insert(META_ENTRIES, entries.saturating_add(new_entries))?;
         }
         txn.commit()?;
         caches.strings.extend(staged.strings);
@@ -632,8 +677,8 @@ impl Store {
         let samples = txn.open_table(SAMPLES)?;
         let time_bounds = match (samples.first()?, samples.last()?) {
             (Some((a, _)), Some((b, _))) => {
-                let a = u64::from(split_row_key(a.value()).0);
-                let b = u64::from(split_row_key(b.value()).0);
+                let a = u64::from(split_chunk_key(a.value()).0);
+                let b = u64::from(split_chunk_key(b.value()).0);
                 Some(TimeRange {
                     start_unix_ns: a * BUCKET_NS,
                     end_unix_ns: (b + 1) * BUCKET_NS,
@@ -645,7 +690,8 @@ impl Store {
             file_bytes,
             allocated_bytes,
             total_samples: meta.get(META_TOTAL_SAMPLES)?.map_or(0, |v| v.value()),
-            sample_rows: samples.len()?,
+            sample_entries: meta.get(META_ENTRIES)?.map_or(0, |v| v.value()),
+            sample_chunks: samples.len()?,
             stacks: txn.open_table(STACKS)?.len()?,
             frames: txn.open_table(FRAMES)?.len()?,
             label_sets: txn.open_table(LABELS)?.len()?,
@@ -669,8 +715,8 @@ impl Store {
         let last = samples.last()?;
         let bounds = match (first, last) {
             (Some((a, _)), Some((b, _))) => {
-                let a = u64::from(split_row_key(a.value()).0);
-                let b = u64::from(split_row_key(b.value()).0);
+                let a = u64::from(split_chunk_key(a.value()).0);
+                let b = u64::from(split_chunk_key(b.value()).0);
                 Some(TimeRange {
                     start_unix_ns: a * BUCKET_NS,
                     end_unix_ns: (b + 1) * BUCKET_NS,
@@ -728,12 +774,9 @@ fn intern(
         }
     }
     let id = *next_id;
-    if id > MAX_ID {
-        return Err(StoreError::Invalid(
-            "the store ran out of record ids; start a new data directory".into(),
-        ));
-    }
-    *next_id += 1;
+    *next_id = id.checked_add(1).ok_or_else(|| {
+        StoreError::Corrupt("the record id counter overflowed".into())
+    })?;
     table.insert(id, rec)?;
     index.insert(h, id)?;
     Ok((id, true))

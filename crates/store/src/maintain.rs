@@ -1,11 +1,11 @@
 //! Retention, the size cap, garbage collection and compaction.
 //!
-//! Sample rows are keyed by bucket first, so "oldest data" is the front of
-//! the samples table and eviction is a range delete. Dictionary records
+//! Sample chunks are keyed by bucket first, so "oldest data" is the front
+//! of the samples table and eviction is a range delete. Dictionary records
 //! (stacks, frames, label sets, strings, executables) are shared between
 //! buckets, so after an eviction they are swept mark-and-sweep: whatever no
-//! remaining row reaches is deleted. A sweep reads every row, so it runs
-//! only when rows were evicted, never on a plain ingest.
+//! remaining entry reaches is deleted. A sweep reads every chunk, so it runs
+//! only when data was evicted, never on a plain ingest.
 //!
 //! Retention runs on ingest once the oldest bucket is past the cutoff by
 //! more than 1/16 of the retention period (so a store receiving data every
@@ -25,11 +25,11 @@
 //! wait for it. Between a commit that grows the file and the maintenance
 //! right after it, the file may exceed the cap for a moment.
 
-use crate::codec::{bucket_start_key, fnv1a64, split_row_key};
+use crate::codec::{bucket_start_key, chunk_header, decode_chunk, fnv1a64, split_chunk_key};
 use crate::records;
 use crate::{
     Result, Store, WriterCaches, BUCKET_NS, EXECUTABLES, FRAMES, FRAME_INDEX, LABELS, LABEL_INDEX,
-    META, META_TOTAL_SAMPLES, SAMPLES, STACKS, STACK_INDEX, STRINGS, STRING_INDEX,
+    META, META_ENTRIES, META_TOTAL_SAMPLES, SAMPLES, STACKS, STACK_INDEX, STRINGS, STRING_INDEX,
 };
 use libpf::FileId;
 use redb::{
@@ -41,11 +41,12 @@ use std::collections::HashSet;
 /// What a maintenance pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MaintenanceStats {
-    /// Rows and samples dropped because they were older than the retention.
-    pub expired_rows: u64,
+    /// Entries and samples dropped because they were older than the
+    /// retention period.
+    pub expired_entries: u64,
     pub expired_samples: u64,
-    /// Rows and samples evicted (oldest first) to meet the size cap.
-    pub evicted_rows: u64,
+    /// Entries and samples evicted (oldest first) to meet the size cap.
+    pub evicted_entries: u64,
     pub evicted_samples: u64,
     /// Dictionary records no longer referenced and deleted.
     pub swept_records: u64,
@@ -77,7 +78,7 @@ impl Store {
     }
 
     /// The cheap checks run after every ingest: an expired oldest bucket,
-    /// a file over the cap, or rows grown by 5% since live bytes were last
+    /// a file over the cap, or entries grown by 5% since live bytes were last
     /// measured (measuring walks every page, so it is not done per ingest).
     pub(crate) fn maintain_if_needed(
         &self,
@@ -90,8 +91,10 @@ impl Store {
             let txn = db.begin_read()?;
             let samples = txn.open_table(SAMPLES)?;
             let first = samples.first()?;
-            let oldest = first.map(|(k, _)| u64::from(split_row_key(k.value()).0));
-            (oldest, samples.len()?)
+            let oldest = first.map(|(k, _)| u64::from(split_chunk_key(k.value()).0));
+            let meta = txn.open_table(META)?;
+            let entries = meta.get(META_ENTRIES)?.map_or(0, |v| v.value());
+            (oldest, entries)
         };
         let expired = oldest.is_some_and(|b| b + self.retention_slack() < first_live);
         let grown = caches
@@ -109,7 +112,7 @@ impl Store {
         let db = self.db();
         let txn = db.begin_write()?;
         let s = txn.stats()?;
-        let rows = txn.open_table(SAMPLES)?.len()?;
+        let rows = txn.open_table(META)?.get(META_ENTRIES)?.map_or(0, |v| v.value());
         txn.abort()?;
         let live = s.allocated_pages() * s.page_size() as u64;
         caches.measured = Some((rows, live));
@@ -126,9 +129,9 @@ impl Store {
         {
             let db = self.db();
             let txn = db.begin_write()?;
-            let (rows, samples) = evict_before(&txn, first_live as u32)?;
-            if rows > 0 {
-                stats.expired_rows = rows;
+            let (entries, samples) = evict_before(&txn, first_live as u32)?;
+            if entries > 0 {
+                stats.expired_entries = entries;
                 stats.expired_samples = samples;
                 stats.swept_records += sweep(&txn)?;
                 txn.commit()?;
@@ -154,9 +157,9 @@ impl Store {
                     txn.abort()?;
                     break;
                 }
-                // Evict the share of rows by which we are over, rounded up to
-                // whole buckets; then re-measure, since dictionaries shrink
-                // less than proportionally.
+                // Evict the share of chunks by which we are over, rounded up
+                // to whole buckets; then re-measure, since dictionaries
+                // shrink less than proportionally.
                 let over = (live - low) as f64 / live as f64;
                 let want = ((rows_total as f64 * over).ceil() as u64).max(1);
                 let last = {
@@ -165,7 +168,7 @@ impl Store {
                     let mut last = 0u32;
                     for row in samples.iter()? {
                         let (k, _) = row?;
-                        last = split_row_key(k.value()).0;
+                        last = split_chunk_key(k.value()).0;
                         n += 1;
                         if n >= want {
                             break;
@@ -173,11 +176,11 @@ impl Store {
                     }
                     last
                 };
-                let (rows, samples) = match last.checked_add(1) {
+                let (entries, samples) = match last.checked_add(1) {
                     Some(end) => evict_before(&txn, end)?,
                     None => evict_all(&txn)?,
                 };
-                stats.evicted_rows += rows;
+                stats.evicted_entries += entries;
                 stats.evicted_samples += samples;
                 stats.swept_records += sweep(&txn)?;
                 txn.commit()?;
@@ -210,40 +213,42 @@ impl MaintenanceStats {
     }
 }
 
-/// Deletes every sample row of buckets before `end_bucket`; returns the
-/// number of rows and samples deleted and updates the sample total.
+/// Deletes every sample chunk of buckets before `end_bucket`; returns the
+/// number of entries and samples deleted and updates the totals.
 fn evict_before(txn: &WriteTransaction, end_bucket: u32) -> Result<(u64, u64)> {
     let mut samples = txn.open_table(SAMPLES)?;
-    let mut rows = 0u64;
-    let mut count = 0u64;
+    let (mut entries, mut count) = (0u64, 0u64);
     for row in samples.extract_from_if(..bucket_start_key(end_bucket), |_, _| true)? {
         let (_, v) = row?;
-        rows += 1;
-        count += v.value();
+        let (c, e) = chunk_header(v.value())?;
+        count += c;
+        entries += e;
     }
     drop(samples);
-    subtract_total(txn, count)?;
-    Ok((rows, count))
+    subtract_totals(txn, entries, count)?;
+    Ok((entries, count))
 }
 
 fn evict_all(txn: &WriteTransaction) -> Result<(u64, u64)> {
     let mut samples = txn.open_table(SAMPLES)?;
-    let mut rows = 0u64;
-    let mut count = 0u64;
+    let (mut entries, mut count) = (0u64, 0u64);
     for row in samples.extract_if(|_, _| true)? {
         let (_, v) = row?;
-        rows += 1;
-        count += v.value();
+        let (c, e) = chunk_header(v.value())?;
+        count += c;
+        entries += e;
     }
     drop(samples);
-    subtract_total(txn, count)?;
-    Ok((rows, count))
+    subtract_totals(txn, entries, count)?;
+    Ok((entries, count))
 }
 
-fn subtract_total(txn: &WriteTransaction, count: u64) -> Result<()> {
+fn subtract_totals(txn: &WriteTransaction, entries: u64, count: u64) -> Result<()> {
     let mut meta = txn.open_table(META)?;
     let total = meta.get(META_TOTAL_SAMPLES)?.map_or(0, |v| v.value());
     meta.insert(META_TOTAL_SAMPLES, total.saturating_sub(count))?;
+    let n = meta.get(META_ENTRIES)?.map_or(0, |v| v.value());
+    meta.insert(META_ENTRIES, n.saturating_sub(entries))?;
     Ok(())
 }
 
@@ -274,17 +279,21 @@ fn sweep_table(
     Ok(dead.len() as u64)
 }
 
-/// Mark and sweep of the dictionaries from the remaining sample rows.
+/// Mark and sweep of the dictionaries from the remaining sample entries.
 fn sweep(txn: &WriteTransaction) -> Result<u64> {
     let mut stacks = HashSet::new();
     let mut labels = HashSet::new();
     {
         let samples = txn.open_table(SAMPLES)?;
+        let mut entries = Vec::new();
         for row in samples.iter()? {
-            let (k, _) = row?;
-            let (_, s, l) = split_row_key(k.value());
-            stacks.insert(s);
-            labels.insert(l);
+            let (_, v) = row?;
+            entries.clear();
+            decode_chunk(v.value(), &mut entries)?;
+            for &(s, l, _) in &entries {
+                stacks.insert(s);
+                labels.insert(l);
+            }
         }
     }
     let mut frames = HashSet::new();

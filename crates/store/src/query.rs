@@ -7,7 +7,7 @@
 //! million samples share a few thousand stacks and label sets, so a query
 //! decodes each of those once.
 
-use crate::codec::{bucket_start_key, split_row_key};
+use crate::codec::{bucket_start_key, decode_chunk, Entry};
 use crate::flame::{frame_name, FlameGraph, FrameClass};
 use crate::records::{self, LabelSet};
 use crate::{
@@ -207,7 +207,7 @@ pub(crate) struct View {
     stacks: ReadOnlyTable<u64, &'static [u8]>,
     labels: ReadOnlyTable<u64, &'static [u8]>,
     executables: ReadOnlyTable<u128, &'static [u8]>,
-    samples: ReadOnlyTable<u128, u64>,
+    samples: ReadOnlyTable<u64, &'static [u8]>,
     string_cache: HashMap<u64, Arc<str>>,
     frame_cache: HashMap<u64, Frame>,
     stack_cache: HashMap<u64, Arc<[Frame]>>,
@@ -322,37 +322,40 @@ impl View {
         } else {
             self.samples.range(lo..bucket_start_key(end as u32))?
         };
+        let mut entries: Vec<Entry> = Vec::new();
         for row in rows {
-            let (k, v) = row?;
-            let (_, stack, labels) = split_row_key(k.value());
-            let count = v.value();
-            let ok = match label_ok.get(&labels) {
-                Some(&ok) => ok,
-                None => {
-                    let l = self.labels(labels)?;
-                    let ok = filter.matches_labels(&l);
-                    label_ok.insert(labels, ok);
-                    ok
-                }
-            };
-            if !ok {
-                continue;
-            }
-            if let Some(ft) = filter.frame_type {
-                let ok = match stack_ok.get(&stack) {
+            let (_, v) = row?;
+            entries.clear();
+            decode_chunk(v.value(), &mut entries)?;
+            for &(stack, labels, count) in &entries {
+                let ok = match label_ok.get(&labels) {
                     Some(&ok) => ok,
                     None => {
-                        let s = self.stack(stack)?;
-                        let ok = s.iter().any(|fr| ft.matches(fr));
-                        stack_ok.insert(stack, ok);
+                        let l = self.labels(labels)?;
+                        let ok = filter.matches_labels(&l);
+                        label_ok.insert(labels, ok);
                         ok
                     }
                 };
                 if !ok {
                     continue;
                 }
+                if let Some(ft) = filter.frame_type {
+                    let ok = match stack_ok.get(&stack) {
+                        Some(&ok) => ok,
+                        None => {
+                            let s = self.stack(stack)?;
+                            let ok = s.iter().any(|fr| ft.matches(fr));
+                            stack_ok.insert(stack, ok);
+                            ok
+                        }
+                    };
+                    if !ok {
+                        continue;
+                    }
+                }
+                f(stack, labels, count);
             }
-            f(stack, labels, count);
         }
         Ok(())
     }

@@ -57,21 +57,25 @@ fn dedup_within_and_across_profiles_and_after_reopen() {
         assert_eq!(st.stacks, 6);
         assert_eq!(st.label_sets, 3);
 
-        // The same stacks ten seconds later: only new rows.
+        // The same stacks ten seconds later: only new entries.
         let second = store.ingest(&demo_profile("h1", T0 + 10 * S, 1)).unwrap();
         assert_eq!(
             (second.new_frames, second.new_stacks, second.new_label_sets),
             (0, 0, 0)
         );
-        assert_eq!(second.new_rows, second.rows);
+        assert_eq!(second.new_entries, second.entries);
+        assert_eq!(store.stats().unwrap().sample_chunks, 2, "one chunk per bucket");
 
         // The same bucket again: existing rows are incremented.
+        // The same bucket again: existing entries are incremented, in the
+        // bucket's existing chunk.
         let third = store.ingest(&demo).unwrap();
-        assert_eq!(third.new_rows, 0);
-        assert!(third.rows > 0);
+        assert_eq!(third.new_entries, 0);
+        assert!(third.entries > 0);
         let st = store.stats().unwrap();
         assert_eq!(st.total_samples, 600);
-        assert_eq!(st.sample_rows, 2 * third.rows as u64);
+        assert_eq!(st.sample_entries, 2 * third.entries as u64);
+        assert_eq!(st.sample_chunks, 2);
         assert_eq!(st.stacks, 6);
         assert_eq!(
             total(&store.merged(range(T0, T0 + 10 * S), &filter()).unwrap()),
@@ -147,7 +151,8 @@ fn samples_are_counted_per_time_bucket() {
     p.start_unix_ns = T0 + 30 * S;
     let st = store.ingest(&p).unwrap();
     assert_eq!(st.samples, 9);
-    assert_eq!(st.rows, 4, "buckets 0, 1, 2 and 3");
+    assert_eq!(st.entries, 4, "buckets 0, 1, 2 and 3");
+    assert_eq!(store.stats().unwrap().sample_chunks, 4);
     let count = |a: u64, b: u64| total(&store.merged(range(a, b), &filter()).unwrap());
     assert_eq!(count(T0, T0 + 10 * S), 1);
     assert_eq!(count(T0 + 10 * S, T0 + 20 * S), 2);
@@ -191,7 +196,7 @@ fn retention_hides_then_evicts_and_sweeps_old_data() {
 
     // A profile that is already expired is dropped whole.
     let st = store.ingest(&demo_profile("h1", T0 + 10 * S, 1)).unwrap();
-    assert_eq!((st.samples, st.dropped_expired, st.rows), (0, 200, 0));
+    assert_eq!((st.samples, st.dropped_expired, st.entries), (0, 200, 0));
 
     // Once past the slack, ingest evicts and sweeps.
     let fresh = demo_profile("h1", T0 + 3620 * S, 1);
@@ -237,27 +242,36 @@ fn size_cap_evicts_oldest_buckets_first_and_bounds_the_file() {
     let gen = Synthetic::default();
     let pool = gen.stack_pool();
     let mut rng = testdata::Rng::new(7);
-    let mut per_bucket = Vec::new();
+    // Each profile spans 8 buckets (the agent's reporting interval here is
+    // 80 s) and holds 16000 samples; 40 of them are several times the cap.
+    let per_profile = 8u64;
+    let n = 40u64;
+    let buckets = (n * per_profile) as usize;
+    let mut per_bucket = vec![0u64; buckets];
     let mut evictions = 0;
     let mut compactions = 0;
     let mut frames_created = 0;
-    let n = 40u64;
     for i in 0..n {
-        let mut p = gen.profile(&pool, &mut rng, "h1", T0 + i * 10 * S, 10 * S, 4000);
+        let start = T0 + i * per_profile * 10 * S;
+        let mut p = gen.profile(&pool, &mut rng, "h1", start, per_profile * 10 * S, 16000);
         // One function unique to each profile, so sweeping is visible.
         p.samples.push(testdata::sample(
             &[native("main", 0x1100), native(&format!("unique_{i}"), 0x5000 + i)],
             testdata::labels(1, 1, "u", "u", None),
             1,
-            T0 + i * 10 * S,
+            start,
             S,
         ));
+        for s in &p.samples {
+            for ts in &s.timestamps_unix_ns {
+                per_bucket[((ts - T0) / (10 * S)) as usize] += 1;
+            }
+        }
         let st = store.ingest(&p).unwrap();
         frames_created += st.new_frames;
-        per_bucket.push(total(&p));
         let file = store.stats().unwrap().file_bytes;
         if let Some(m) = &st.maintenance {
-            evictions += usize::from(m.evicted_rows > 0);
+            evictions += usize::from(m.evicted_entries > 0);
             compactions += usize::from(m.compacted);
             assert!(m.live_bytes <= MIN_MAX_BYTES / 2, "{m:?}");
         }
@@ -267,15 +281,15 @@ fn size_cap_evicts_oldest_buckets_first_and_bounds_the_file() {
     // Freed pages are reused: the file is not rewritten on every eviction.
     assert!(compactions < evictions, "{compactions} compactions, {evictions} evictions");
     // What remains is a suffix of whole buckets: oldest evicted first.
-    let counts: Vec<u64> = (0..n)
+    let counts: Vec<u64> = (0..buckets as u64)
         .map(|i| {
             let r = range(T0 + i * 10 * S, T0 + (i + 1) * 10 * S);
-            total(&store.merged(r, &filter()).unwrap())
+            store.count(r, &filter()).unwrap()
         })
         .collect();
     let first_kept = counts.iter().position(|&c| c > 0).unwrap();
     assert!(first_kept > 0, "something was evicted");
-    for i in 0..n as usize {
+    for i in 0..buckets {
         if i < first_kept {
             assert_eq!(counts[i], 0, "bucket {i}");
         } else {
@@ -491,7 +505,7 @@ fn bad_input_is_an_error_not_a_panic() {
     p.samples[0].timestamps_unix_ns = vec![u64::MAX; 100];
     p.samples.truncate(1);
     let st = store.ingest(&p).unwrap();
-    assert_eq!((st.samples, st.dropped_future, st.rows), (0, 100, 0));
+    assert_eq!((st.samples, st.dropped_future, st.entries), (0, 100, 0));
     // Nothing of the failed profiles was stored, and the store still works.
     assert_eq!(store.stats().unwrap().total_samples, 0);
     assert_eq!(store.stats().unwrap().frames, 0);
@@ -531,29 +545,42 @@ fn queries_run_while_ingesting() {
 #[test]
 fn lowering_the_cap_compacts_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let gen = Synthetic::default();
-    let pool = gen.stack_pool();
-    let mut rng = testdata::Rng::new(3);
-    let n = 30u64;
+    let n = 60u64;
+    // Symbols are what makes this store large: 100 frames per profile with
+    // kilobyte-long (C++-template-like) names, 6 MB in all.
+    let profile = |i: u64| {
+        let mut p = demo_profile("h1", T0 + i * 10 * S, 1);
+        for j in 0..100u64 {
+            let name = format!("{}_{i}_{j}", "template<".repeat(100));
+            p.samples.push(testdata::sample(
+                &[native("main", 0x1100), native(&name, 0x10_0000 + i * 1000 + j)],
+                testdata::labels(1, 1, "big", "big", None),
+                1,
+                T0 + i * 10 * S,
+                S,
+            ));
+        }
+        p
+    };
     {
         let (store, _) = open(dir.path());
         for i in 0..n {
-            let p = gen.profile(&pool, &mut rng, "h1", T0 + i * 10 * S, 10 * S, 4000);
-            store.ingest(&p).unwrap();
+            store.ingest(&profile(i)).unwrap();
         }
-        assert!(store.stats().unwrap().file_bytes > MIN_MAX_BYTES);
+        assert!(store.stats().unwrap().allocated_bytes > MIN_MAX_BYTES);
     }
     let config = StoreConfig {
         max_bytes: MIN_MAX_BYTES,
         ..StoreConfig::default()
     };
     let (store, _) = open_at(dir.path(), config, T0 + 3600 * S);
+    assert!(store.stats().unwrap().file_bytes > MIN_MAX_BYTES);
     let m = store.maintain().unwrap();
-    assert!(m.compacted && m.evicted_rows > 0, "{m:?}");
+    assert!(m.compacted && m.evicted_entries > 0 && m.swept_records > 1000, "{m:?}");
     assert!(m.file_bytes_after <= MIN_MAX_BYTES, "{m:?}");
     assert_eq!(m.file_bytes_after, store.stats().unwrap().file_bytes);
-    // The newest bucket survived, the oldest did not.
+    // The newest profile survived, the oldest did not.
     let last = range(T0 + (n - 1) * 10 * S, T0 + n * 10 * S);
-    assert_eq!(total(&store.merged(last, &filter()).unwrap()), 4000);
-    assert_eq!(total(&store.merged(range(T0, T0 + 10 * S), &filter()).unwrap()), 0);
+    assert_eq!(store.count(last, &filter()).unwrap(), 300);
+    assert_eq!(store.count(range(T0, T0 + 10 * S), &filter()).unwrap(), 0);
 }
