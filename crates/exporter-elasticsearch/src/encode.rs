@@ -923,32 +923,40 @@ fn encode_profile(
         }
         out.samples += timestamps.len() as u64;
 
-        for ts in timestamps {
-            let mut m = Map::new();
-            m.insert("@timestamp".into(), Value::String(rfc3339_nanos(ts)));
-            match schema {
-                Schema::Otel => {
-                    m.insert("stacktrace.id".into(), Value::String(trace_id.clone()));
-                    m.insert("count".into(), json!(1));
-                    m.insert("sampling_frequency".into(), json!(freq));
-                    for (k, v) in &attrs {
-                        m.insert(format!("resource.attributes.{k}"), Value::String(v.clone()));
-                    }
+        // Everything but `@timestamp` is the same for all events of a sample:
+        // serialize it once, then splice each timestamp in front.
+        let mut m = Map::new();
+        match schema {
+            Schema::Otel => {
+                m.insert("stacktrace.id".into(), Value::String(trace_id.clone()));
+                m.insert("count".into(), json!(1));
+                m.insert("sampling_frequency".into(), json!(freq));
+                for (k, v) in &attrs {
+                    m.insert(format!("resource.attributes.{k}"), Value::String(v.clone()));
                 }
-                Schema::Ecs => {
-                    m.insert("ecs.version".into(), json!(ECS_VERSION));
-                    m.insert("Stacktrace.id".into(), Value::String(trace_id.clone()));
-                    m.insert("Stacktrace.count".into(), json!(1));
-                    m.insert("Stacktrace.sampling_frequency".into(), json!(freq));
-                    m.insert("profiling.project.id".into(), json!(2));
-                    for (k, v) in &attrs {
-                        if let Some(f) = ecs_event_field(k) {
-                            m.insert(f.into(), Value::String(v.clone()));
-                        }
+            }
+            Schema::Ecs => {
+                m.insert("ecs.version".into(), json!(ECS_VERSION));
+                m.insert("Stacktrace.id".into(), Value::String(trace_id.clone()));
+                m.insert("Stacktrace.count".into(), json!(1));
+                m.insert("Stacktrace.sampling_frequency".into(), json!(freq));
+                m.insert("profiling.project.id".into(), json!(2));
+                for (k, v) in &attrs {
+                    if let Some(f) = ecs_event_field(k) {
+                        m.insert(f.into(), Value::String(v.clone()));
                     }
                 }
             }
-            let source = Value::Object(m).to_string();
+        }
+        let rest = Value::Object(m).to_string();
+        // `rest` is `{…}` with at least one field; drop its opening brace.
+        let rest = &rest[1..];
+        for ts in timestamps {
+            let mut source = String::with_capacity(rest.len() + 48);
+            source.push_str("{\"@timestamp\":\"");
+            source.push_str(&rfc3339_nanos(ts));
+            source.push_str("\",");
+            source.push_str(rest);
             let id = st.event_id();
             let depth = downsample_depth(&mut st.rng);
             let (all, levels) = match schema {

@@ -8,8 +8,9 @@
 //! (the per-entry seed is stored with it), so Elasticsearch answers 409 and
 //! nothing is counted twice.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use redb::{
     Database, Durability, ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _,
@@ -72,9 +73,25 @@ impl<E: Into<redb::Error>> From<E> for SpoolError {
 }
 
 struct Counters {
+    /// Bytes and entries committed or being committed (reserved by `push`).
     bytes: u64,
     entries: u64,
     next_key: u64,
+}
+
+/// Group commit: concurrent pushes share one transaction and one fsync. The
+/// first pusher to find no commit running becomes the leader and commits
+/// everything queued; the others wait for their generation to be done.
+#[derive(Default)]
+struct Group {
+    pending: Vec<(u64, Vec<u8>)>,
+    /// Generation the entries in `pending` will be committed in.
+    gen: u64,
+    /// Every generation below this one has been committed (or failed).
+    done: u64,
+    committing: bool,
+    /// Recent failed generations and why (bounded).
+    failures: VecDeque<(u64, String)>,
 }
 
 /// The spool. Thread-safe; every method does synchronous disk I/O.
@@ -83,6 +100,8 @@ pub struct Spool {
     path: PathBuf,
     max_bytes: u64,
     counters: Mutex<Counters>,
+    group: Mutex<Group>,
+    committed: Condvar,
 }
 
 impl Spool {
@@ -115,6 +134,8 @@ impl Spool {
                 entries,
                 next_key,
             }),
+            group: Mutex::new(Group::default()),
+            committed: Condvar::new(),
         })
     }
 
@@ -126,31 +147,77 @@ impl Spool {
         self.max_bytes
     }
 
-    /// Appends a request durably; `Full` if it would exceed the bound.
+    /// Appends a request durably (returns after the fsync); `Full` if it
+    /// would exceed the bound. Concurrent calls share one commit.
     pub fn push(&self, seed: u64, payload: &[u8]) -> Result<u64, SpoolError> {
         let size = 8 + payload.len() as u64;
-        // Held across the commit so two pushes cannot both pass the bound check.
-        let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        if c.bytes + size > self.max_bytes {
-            return Err(SpoolError::Full {
-                bytes: c.bytes,
-                max_bytes: self.max_bytes,
-            });
-        }
-        let key = c.next_key;
         let mut value = Vec::with_capacity(size as usize);
         value.extend_from_slice(&seed.to_be_bytes());
         value.extend_from_slice(payload);
+        let mut g = self.group.lock().unwrap_or_else(|e| e.into_inner());
+        let key = {
+            // Reserve under the group lock so keys enter `pending` in order.
+            let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+            if c.bytes + size > self.max_bytes {
+                return Err(SpoolError::Full {
+                    bytes: c.bytes,
+                    max_bytes: self.max_bytes,
+                });
+            }
+            let key = c.next_key;
+            c.next_key += 1;
+            c.bytes += size;
+            c.entries += 1;
+            key
+        };
+        g.pending.push((key, value));
+        let my_gen = g.gen;
+        loop {
+            if g.done > my_gen {
+                return match g.failures.iter().find(|(gen, _)| *gen == my_gen) {
+                    Some((_, e)) => Err(SpoolError::Io(std::io::Error::other(e.clone()))),
+                    None => Ok(key),
+                };
+            }
+            if g.committing {
+                g = self.committed.wait(g).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            // Lead: commit everything queued so far as generation `gen`.
+            g.committing = true;
+            let batch = std::mem::take(&mut g.pending);
+            let gen = g.gen;
+            g.gen += 1;
+            drop(g);
+            let result = self.commit(&batch);
+            g = self.group.lock().unwrap_or_else(|e| e.into_inner());
+            g.committing = false;
+            g.done = gen + 1;
+            if let Err(e) = result {
+                let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+                for (_, v) in &batch {
+                    c.bytes -= (v.len() as u64).min(c.bytes);
+                    c.entries = c.entries.saturating_sub(1);
+                }
+                g.failures.push_back((gen, e.to_string()));
+                if g.failures.len() > 64 {
+                    g.failures.pop_front();
+                }
+            }
+            self.committed.notify_all();
+        }
+    }
+
+    fn commit(&self, batch: &[(u64, Vec<u8>)]) -> Result<(), SpoolError> {
         let tx = self.db.begin_write()?;
         {
             let mut t = tx.open_table(ENTRIES)?;
-            t.insert(key, value.as_slice())?;
+            for (k, v) in batch {
+                t.insert(*k, v.as_slice())?;
+            }
         }
         tx.commit()?;
-        c.next_key += 1;
-        c.bytes += size;
-        c.entries += 1;
-        Ok(key)
+        Ok(())
     }
 
     /// Up to `limit` oldest entries with a key greater than `after`.
@@ -198,7 +265,6 @@ impl Spool {
         if keys.is_empty() {
             return Ok(());
         }
-        let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let mut tx = self.db.begin_write()?;
         // No fsync for removals: if a crash loses one, the entry is sent again
         // and Elasticsearch answers 409 for every document (same ids). The next
@@ -216,6 +282,7 @@ impl Spool {
             }
         }
         tx.commit()?;
+        let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         c.bytes -= freed.min(c.bytes);
         c.entries -= n.min(c.entries);
         Ok(())
@@ -282,6 +349,35 @@ mod tests {
         // New keys keep increasing after a reopen.
         let c = s.push(9, b"third").unwrap();
         assert!(c > e[0].key);
+    }
+
+    #[test]
+    fn concurrent_pushes_all_land_with_distinct_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(Spool::open(dir.path(), 1 << 30).unwrap());
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    (0..25u64)
+                        .map(|i| s.push(t * 100 + i, &[t as u8; 1000]).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut keys: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 200);
+        assert_eq!(s.len(), 200);
+        assert_eq!(s.len_on_disk().unwrap(), 200);
+        assert_eq!(s.bytes(), 200 * 1008);
+        let seeds: std::collections::HashSet<u64> =
+            s.peek(None, 1000).unwrap().iter().map(|e| e.seed).collect();
+        assert_eq!(seeds.len(), 200);
     }
 
     #[test]

@@ -198,7 +198,8 @@ async fn shutdown_drains_or_leaves_the_rest_on_disk() {
     assert_eq!(m.spool_entries, 3);
     server.restart().await;
     let exp = open(cfg, dir.path()).await;
-    exp.enqueue(&realistic_request("host-a", 8, PROCESSES, SAMPLES)).unwrap();
+    exp.enqueue(&realistic_request("host-a", 8, PROCESSES, SAMPLES))
+        .unwrap();
     wait_until("spool drained", Duration::from_secs(30), || {
         exp.metrics().spool_entries == 0
     })
