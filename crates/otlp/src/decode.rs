@@ -180,6 +180,9 @@ fn resource(d: &pb::ProfilesDictionary, attrs: &[KeyValue]) -> Result<DecodedRes
 /// The frames one location expands to, and the executable of its mapping.
 type LocationFrames = (Vec<Frame>, Option<Executable>);
 
+/// The frames of one stack and the executables they use.
+type StackFrames = (Arc<[Frame]>, Arc<[Executable]>);
+
 struct Ctx<'a> {
     d: &'a pb::ProfilesDictionary,
     /// location index → its frames and the executable of its mapping.
@@ -187,7 +190,7 @@ struct Ctx<'a> {
     frames: Vec<Option<LocationFrames>>,
     /// By stack index: the frames and the FileIds of the executables they
     /// use.
-    stacks: Vec<Option<(Arc<[Frame]>, Arc<[Executable]>)>>,
+    stacks: Vec<Option<StackFrames>>,
     /// Label strings shared across samples (one allocation per distinct
     /// thread name, not per sample).
     strings: HashMap<&'a str, Arc<str>>,
@@ -323,7 +326,7 @@ impl<'a> Ctx<'a> {
 
     /// The frames of stack `si` (validated) and the executables they use,
     /// built once per request.
-    fn stack(&mut self, si: i32) -> (Arc<[Frame]>, Arc<[Executable]>) {
+    fn stack(&mut self, si: i32) -> StackFrames {
         let i = si as usize;
         // Index 0 into an empty stack table is valid ("no stack").
         let Some(slot) = self.stacks.get(i) else {
@@ -344,7 +347,7 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        let v: (Arc<[Frame]>, Arc<[Executable]>) = (frames.into(), exes.into());
+        let v: StackFrames = (frames.into(), exes.into());
         self.stacks[i] = Some(v.clone());
         v
     }
@@ -412,9 +415,7 @@ impl<'a> Ctx<'a> {
             };
             let (frames, exes) = self.stack(s.stack_index);
             for e in exes.iter() {
-                if !executables.contains_key(&e.file_id) {
-                    executables.insert(e.file_id, e.clone());
-                }
+                executables.entry(e.file_id).or_insert_with(|| e.clone());
             }
             samples.push(Sample {
                 frames,
