@@ -322,8 +322,14 @@ int sample(struct bpf_perf_event_data *ctx)
     struct process_info *proc = NULL;
     if (pid != 0) {
         proc = bpf_map_lookup_elem(&processes, &pid);
-        if (!proc && filter_enabled) {
+        if (proc && (proc->flags & PROCESS_FLAG_EXCLUDED)) {
             count(METRIC_SAMPLES_FILTERED);
+            return 0;
+        }
+        if (!proc && filter_enabled) {
+            /* Not decided yet: userspace applies the filter to it. */
+            count(METRIC_SAMPLES_PID_UNKNOWN);
+            send_pid_event(PID_EVENT_KIND_UNKNOWN, pid, 0, 0);
             return 0;
         }
     }
@@ -389,7 +395,8 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
     struct process_info *p = bpf_map_lookup_elem(&processes, &parent_pid);
     if (!p)
         return 0;
-    struct process_info c = { .asid = p->asid, .flags = 0 };
+    /* The child inherits the parent's filter decision too. */
+    struct process_info c = { .asid = p->asid, .flags = p->flags };
     bpf_map_update_elem(&processes, &child_pid, &c, BPF_ANY);
     send_pid_event(PID_EVENT_KIND_FORK, child_pid, parent_pid, c.asid);
     return 0;

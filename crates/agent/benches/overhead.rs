@@ -44,6 +44,8 @@ int main(int argc, char **argv) {
 enum Profiler {
     None,
     Ours,
+    /// Ours with a filter that excludes the busy workload (`--pid 1`).
+    OursFiltered,
     PerfFp,
     PerfDwarf,
     Bpftrace,
@@ -54,6 +56,7 @@ impl Profiler {
         match self {
             Profiler::None => "no profiler",
             Profiler::Ours => "ebpf-profiler",
+            Profiler::OursFiltered => "ebpf-profiler --pid 1",
             Profiler::PerfFp => "perf record -g",
             Profiler::PerfDwarf => "perf --call-graph dwarf",
             Profiler::Bpftrace => "bpftrace ustack+kstack",
@@ -73,14 +76,22 @@ struct Run {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--as-profiler") {
-        as_profiler(args[2].parse().expect("frequency"));
+        let filtered = args.get(3).map(String::as_str) == Some("--exclude-workload");
+        as_profiler(args[2].parse().expect("frequency"), filtered);
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
-    assert_eq!(unsafe { libc::geteuid() }, 0, "the overhead bench needs root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "the overhead bench needs root"
+    );
     for tool in ["perf", "bpftrace", "bpftool", "gcc"] {
         assert!(
-            Command::new("which").arg(tool).output().is_ok_and(|o| o.status.success()),
+            Command::new("which")
+                .arg(tool)
+                .output()
+                .is_ok_and(|o| o.status.success()),
             "{tool} is needed (apt-get install linux-perf bpftrace bpftool gcc)"
         );
     }
@@ -93,7 +104,12 @@ fn main() {
     let freqs: &[u64] = &[99, 999];
     let mut configs = vec![(Profiler::None, 0u64)];
     for &f in freqs {
-        for p in [Profiler::Ours, Profiler::PerfFp, Profiler::PerfDwarf, Profiler::Bpftrace] {
+        for p in [
+            Profiler::Ours,
+            Profiler::PerfFp,
+            Profiler::PerfDwarf,
+            Profiler::Bpftrace,
+        ] {
             configs.push((p, f));
         }
     }
@@ -107,7 +123,12 @@ fn main() {
     }
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0").ok();
 
-    let base = median(results[&(Profiler::None, 0)].iter().map(|r| r.workload_secs).collect());
+    let base = median(
+        results[&(Profiler::None, 0)]
+            .iter()
+            .map(|r| r.workload_secs)
+            .collect(),
+    );
     println!(
         "\nOverhead, 2 CPUs busy, whole-system sampling, median of {rounds} interleaved round(s), workload {:.1} s",
         base
@@ -116,11 +137,18 @@ fn main() {
         "| {:<26} | {:>6} | {:>9} | {:>16} | {:>14} | {:>12} |",
         "profiler", "Hz", "slowdown", "profiler CPU", "BPF ns/sample", "peak RSS MB"
     );
-    println!("|{:-<28}|{:->8}|{:->11}|{:->18}|{:->16}|{:->14}|", "", "", "", "", "", "");
+    println!(
+        "|{:-<28}|{:->8}|{:->11}|{:->18}|{:->16}|{:->14}|",
+        "", "", "", "", "", ""
+    );
     for &(p, f) in &configs {
         let runs = &results[&(p, f)];
         let wall = median(runs.iter().map(|r| r.workload_secs).collect());
-        let cpu = median(runs.iter().map(|r| r.profiler_cpu_secs / r.workload_secs).collect());
+        let cpu = median(
+            runs.iter()
+                .map(|r| r.profiler_cpu_secs / r.workload_secs)
+                .collect(),
+        );
         let bpf: u64 = runs.iter().map(|r| r.bpf_ns).sum();
         let cnt: u64 = runs.iter().map(|r| r.bpf_runs).sum();
         let rss = runs.iter().map(|r| r.peak_rss_kb).max().unwrap_or(0);
@@ -130,19 +158,23 @@ fn main() {
             if f == 0 { "-".into() } else { f.to_string() },
             (wall / base - 1.0) * 100.0,
             cpu * 100.0,
-            if cnt > 0 { format!("{}", bpf / cnt) } else { "-".into() },
+            bpf.checked_div(cnt)
+                .map_or_else(|| "-".to_string(), |v| v.to_string()),
             rss as f64 / 1024.0
         );
     }
     for &f in freqs {
         let ns = |p| {
             let r = &results[&(p, f)];
-            let (t, c): (u64, u64) = r.iter().fold((0, 0), |a, x| (a.0 + x.bpf_ns, a.1 + x.bpf_runs));
+            let (t, c): (u64, u64) = r
+                .iter()
+                .fold((0, 0), |a, x| (a.0 + x.bpf_ns, a.1 + x.bpf_runs));
             t as f64 / c.max(1) as f64
         };
         println!(
-            "BPF time per sample at {f} Hz: ebpf-profiler / bpftrace ustack = {:.2}",
-            ns(Profiler::Ours) / ns(Profiler::Bpftrace)
+            "BPF time per sample at {f} Hz: ebpf-profiler / bpftrace ustack = {:.2}; excluded by filter / unfiltered = {:.2}",
+            ns(Profiler::Ours) / ns(Profiler::Bpftrace),
+            ns(Profiler::OursFiltered) / ns(Profiler::Ours)
         );
     }
     startup_table();
@@ -150,12 +182,18 @@ fn main() {
 
 /// The profiler side of the `Ours` configuration, in its own process so
 /// its CPU time and memory are its own.
-fn as_profiler(frequency: u64) {
+fn as_profiler(frequency: u64, filtered: bool) {
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     signal_hook_register(&stop);
     let opts = RecordOptions {
         session: SessionOptions {
-            target: Target::System,
+            // Only init (asleep): every busy process is excluded in the
+            // kernel, which is what the filtered row measures.
+            target: if filtered {
+                Target::pids(vec![1])
+            } else {
+                Target::System
+            },
             frequency,
             load: LoadOptions::default(),
         },
@@ -171,7 +209,7 @@ fn as_profiler(frequency: u64) {
         }
     })
     .expect("record");
-    let _ = record::folded(&rec.stacks);
+    let _ = profile::folded(&rec.profile);
     eprintln!("{}", rec.summary.line());
 }
 
@@ -227,7 +265,10 @@ fn calibrate(exe: &Path, secs: f64) -> u64 {
 
 /// (run_time_ns, run_cnt) of every loaded perf_event program, by id.
 fn bpf_stats() -> HashMap<u64, (u64, u64)> {
-    let out = Command::new("bpftool").args(["prog", "show", "--json"]).output().unwrap();
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let mut m = HashMap::new();
     for p in v.as_array().into_iter().flatten() {
@@ -235,7 +276,10 @@ fn bpf_stats() -> HashMap<u64, (u64, u64)> {
             let id = p["id"].as_u64().unwrap_or(0);
             m.insert(
                 id,
-                (p["run_time_ns"].as_u64().unwrap_or(0), p["run_cnt"].as_u64().unwrap_or(0)),
+                (
+                    p["run_time_ns"].as_u64().unwrap_or(0),
+                    p["run_cnt"].as_u64().unwrap_or(0),
+                ),
             );
         }
     }
@@ -268,14 +312,18 @@ fn start_profiler(p: Profiler, freq: u64) -> Option<Child> {
     let data = std::env::temp_dir().join("ebpf-profiler-bench/perf.data");
     let (mut cmd, ready): (Command, Option<&str>) = match p {
         Profiler::None => return None,
-        Profiler::Ours => {
+        Profiler::Ours | Profiler::OursFiltered => {
             let mut c = Command::new(std::env::current_exe().unwrap());
             c.args(["--as-profiler", &freq.to_string()]);
+            if p == Profiler::OursFiltered {
+                c.arg("--exclude-workload");
+            }
             (c, Some("ready"))
         }
         Profiler::PerfFp | Profiler::PerfDwarf => {
             let mut c = Command::new("perf");
-            c.args(["record", "-a", "-q", "-F", &freq.to_string(), "-o"]).arg(&data);
+            c.args(["record", "-a", "-q", "-F", &freq.to_string(), "-o"])
+                .arg(&data);
             if p == Profiler::PerfFp {
                 c.arg("-g");
             } else {
@@ -285,11 +333,18 @@ fn start_profiler(p: Profiler, freq: u64) -> Option<Child> {
         }
         Profiler::Bpftrace => {
             let mut c = Command::new("bpftrace");
-            c.args(["-e", &format!("profile:hz:{freq} {{ @[ustack, kstack] = count(); }}")]);
+            c.args([
+                "-e",
+                &format!("profile:hz:{freq} {{ @[ustack, kstack] = count(); }}"),
+            ]);
             (c, Some("Attaching"))
         }
     };
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     match ready {
         Some(word) => {
             let out = child.stdout.take().unwrap();
@@ -360,7 +415,10 @@ fn startup_table() {
         "| {:>10} | {:>9} | {:>11} | {:>10} | {:>11} | {:>12} | {:>13} |",
         "time ms", "processes", "addr spaces", "trie keys", "executables", "rows", "agent RSS MB"
     );
-    println!("|{:->12}|{:->11}|{:->13}|{:->12}|{:->13}|{:->14}|{:->15}|", "", "", "", "", "", "", "");
+    println!(
+        "|{:->12}|{:->11}|{:->13}|{:->12}|{:->13}|{:->14}|{:->15}|",
+        "", "", "", "", "", "", ""
+    );
     println!(
         "| {:>10} | {:>9} | {:>11} | {:>10} | {:>11} | {:>12} | {:>13.1} |",
         took.as_millis(),
@@ -376,6 +434,6 @@ fn startup_table() {
         s.scans,
         s.scan_errors,
         s.table_errors,
-        LoadOptions::default().max_unwind_rows as u64 * 8 >> 20
+        (LoadOptions::default().max_unwind_rows as u64 * 8) >> 20
     );
 }

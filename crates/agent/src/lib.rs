@@ -7,6 +7,7 @@
 
 pub mod loader;
 pub mod lpm;
+pub mod procinfo;
 pub mod procmaps;
 pub mod record;
 pub mod rows;

@@ -7,7 +7,8 @@ use crate::symbolize::{SymFrame, Symbolizer};
 use crate::tracker::Tracker;
 use libpf::generated::errors::ErrorCode;
 use libpf::generated::metrics::MetricId;
-use libpf::{FileId, FrameKind, FrameType};
+use libpf::{frame_flags, FileId, Frame, FrameKind, FrameType};
+use profile::{Executable, Profile, Sample, SampleLabels};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -36,36 +37,12 @@ pub enum FrameKey {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct StackKey {
     pid: u32,
+    tid: u32,
+    cpu: u32,
+    /// Thread name at sample time.
     comm: String,
     /// Leaf first: kernel frames, then user frames.
     frames: Vec<FrameKey>,
-}
-
-/// A resolved frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResolvedFrame {
-    pub frame_type: FrameType,
-    /// Function name, `module+0xaddr` when unknown, or the error text.
-    pub name: String,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    /// Inlined into the next (outer) frame.
-    pub inlined: bool,
-    /// Executable file (native frames).
-    pub module: Option<Arc<str>>,
-    pub file_id: Option<FileId>,
-    /// ELF virtual address (native) or kernel address.
-    pub address: u64,
-}
-
-/// One distinct stack of one process with its sample count.
-#[derive(Clone, Debug)]
-pub struct Stack {
-    pub pid: u32,
-    pub comm: String,
-    /// Leaf first.
-    pub frames: Vec<ResolvedFrame>,
-    pub count: u64,
 }
 
 /// What a recording saw.
@@ -135,7 +112,7 @@ pub struct Progress {
 }
 
 pub struct Recording {
-    pub stacks: Vec<Stack>,
+    pub profile: Profile,
     pub summary: Summary,
 }
 
@@ -176,6 +153,8 @@ impl Aggregator {
         }));
         let key = StackKey {
             pid: t.pid,
+            tid: t.tid,
+            cpu: t.cpu,
             comm: t.comm,
             frames,
         };
@@ -205,6 +184,10 @@ pub fn record(
     let mut session = Session::new(opts.session.clone())?;
     let cpus = session.start()?;
     let started = Instant::now();
+    let start_unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let mut agg = Aggregator::default();
     let mut last_progress = Instant::now();
     loop {
@@ -254,26 +237,67 @@ pub fn record(
         tables_loaded: ts.tables_loaded,
         rows_loaded: ts.rows_loaded,
     };
-    let stacks = resolve(
+    let mut profile = resolve(
         &session.tracker,
         agg.stacks,
         opts.symbolize,
         opts.debug_info,
     );
-    Ok(Recording { stacks, summary })
+    profile.start_unix_ns = start_unix_ns;
+    profile.duration_ns = duration.as_nanos() as u64;
+    profile.frequency_hz = opts.session.frequency;
+    profile.host_name = host_name();
+    Ok(Recording { profile, summary })
 }
 
 fn dropped_samples(s: &Session) -> u64 {
     s.metric(MetricId::SamplesPidUnknown) + s.metric(MetricId::TracesDropped)
 }
 
-/// Symbolizes every distinct frame once and builds the resolved stacks.
+/// This machine's host name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The kernel's FileID, from its GNU build id in /sys/kernel/notes.
+pub fn kernel_file_id() -> FileId {
+    std::fs::read("/sys/kernel/notes")
+        .ok()
+        .and_then(|notes| gnu_build_id_in_notes(&notes))
+        .map(|id| FileId::from_kernel_build_id(&id))
+        .unwrap_or(FileId::UNKNOWN_KERNEL)
+}
+
+/// The GNU build id (hex) in a raw ELF note section.
+fn gnu_build_id_in_notes(mut notes: &[u8]) -> Option<String> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let word = |b: &[u8]| -> Option<u32> { Some(u32::from_le_bytes(b.get(..4)?.try_into().ok()?)) };
+    let pad = |n: usize| (n + 3) & !3;
+    while notes.len() >= 12 {
+        let namesz = word(notes)? as usize;
+        let descsz = word(&notes[4..])? as usize;
+        let kind = word(&notes[8..])?;
+        let name_end = 12 + pad(namesz);
+        let desc_end = name_end + pad(descsz);
+        let name = notes.get(12..12 + namesz)?;
+        if kind == NT_GNU_BUILD_ID && name.starts_with(b"GNU") {
+            let desc = notes.get(name_end..name_end + descsz)?;
+            return Some(desc.iter().map(|b| format!("{b:02x}")).collect());
+        }
+        notes = notes.get(desc_end..)?;
+    }
+    None
+}
+
+/// Symbolizes every distinct frame once and builds the profile.
 fn resolve(
     tracker: &Tracker,
     stacks: HashMap<StackKey, u64>,
     symbolize: bool,
     debug_info: bool,
-) -> Vec<Stack> {
+) -> Profile {
     let symbolizer = Symbolizer::new(debug_info);
     // Distinct addresses per executable and of the kernel.
     let mut native: HashMap<u64, Vec<u64>> = HashMap::new();
@@ -295,20 +319,24 @@ fn resolve(
         }
     }
     let mut names: HashMap<(u64, u64), Vec<SymFrame>> = HashMap::new();
-    let mut modules: HashMap<u64, Arc<str>> = HashMap::new();
+    let mut executables = BTreeMap::new();
     for (exe_id, mut addrs) in native {
         addrs.sort_unstable();
         addrs.dedup();
         let Some(info) = tracker.file(exe_id) else {
             continue;
         };
-        let module: Arc<str> = info
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-            .into();
-        modules.insert(exe_id, module);
+        let summary = crate::tracker::elf_summary(&info.file);
+        executables.insert(
+            info.file_id,
+            Executable {
+                file_id: info.file_id,
+                path: info.path.to_string_lossy().into_owned().into(),
+                gnu_build_id: summary.gnu_build_id.map(Arc::from),
+                vaddr_start: summary.text_start,
+                vaddr_end: summary.text_end,
+            },
+        );
         if symbolize {
             let syms = symbolizer.native(&info.open_path(), &addrs, debug_info);
             for (a, s) in addrs.into_iter().zip(syms) {
@@ -318,134 +346,127 @@ fn resolve(
     }
     kernel.sort_unstable();
     kernel.dedup();
-    let kernel_syms: HashMap<u64, Vec<SymFrame>> = kernel
-        .iter()
-        .copied()
-        .zip(symbolizer.kernel(&kernel))
-        .collect();
+    let kernel_id = kernel_file_id();
+    let kernel_syms: HashMap<u64, Vec<SymFrame>> = if symbolize {
+        kernel
+            .iter()
+            .copied()
+            .zip(symbolizer.kernel(&kernel))
+            .collect()
+    } else {
+        HashMap::new()
+    };
 
-    let mut out: Vec<Stack> = stacks
-        .into_iter()
-        .map(|(key, count)| {
-            let mut frames = Vec::with_capacity(key.frames.len());
-            for f in &key.frames {
-                match *f {
-                    FrameKey::Kernel(a) => {
-                        let name = kernel_syms
-                            .get(&a)
-                            .and_then(|s| s.last())
-                            .map(|s| s.function.clone())
-                            .unwrap_or_else(|| format!("{a:#x}"));
-                        frames.push(ResolvedFrame {
-                            frame_type: FrameType::KERNEL,
-                            name,
-                            file: None,
-                            line: None,
-                            inlined: false,
-                            module: None,
-                            file_id: None,
-                            address: a,
-                        });
+    let mut samples = Vec::with_capacity(stacks.len());
+    for (key, count) in stacks {
+        let mut frames: Vec<Frame> = Vec::with_capacity(key.frames.len());
+        for f in &key.frames {
+            match *f {
+                FrameKey::Kernel(a) => {
+                    let mut frame = Frame::new(FrameType::KERNEL, Some(kernel_id), a);
+                    if let Some(s) = kernel_syms.get(&a).and_then(|s| s.last()) {
+                        frame = frame.with_function(s.function.as_str());
                     }
-                    FrameKey::Native {
-                        exe_id,
-                        address,
-                        return_address,
-                    } => {
-                        let lookup = address - u64::from(return_address);
-                        let module = modules.get(&exe_id).cloned();
-                        let file_id = tracker.file(exe_id).map(|i| i.file_id);
-                        let base = ResolvedFrame {
-                            frame_type: FrameType::NATIVE,
-                            name: String::new(),
-                            file: None,
-                            line: None,
-                            inlined: false,
-                            module: module.clone(),
-                            file_id,
-                            address: lookup,
-                        };
-                        match names.get(&(exe_id, lookup)).filter(|s| !s.is_empty()) {
-                            Some(syms) => {
-                                for s in syms {
-                                    frames.push(ResolvedFrame {
-                                        name: s.function.clone(),
-                                        file: s.file.clone(),
-                                        line: s.line,
-                                        inlined: s.inlined,
-                                        ..base.clone()
-                                    });
+                    frames.push(frame);
+                }
+                FrameKey::Native {
+                    exe_id,
+                    address,
+                    return_address,
+                } => {
+                    let lookup = address - u64::from(return_address);
+                    let file_id = tracker.file(exe_id).map(|i| i.file_id);
+                    let flags = if return_address {
+                        frame_flags::RETURN_ADDRESS
+                    } else {
+                        0
+                    };
+                    let base = Frame::new(FrameType::NATIVE, file_id, lookup).with_flags(flags);
+                    match names.get(&(exe_id, lookup)).filter(|s| !s.is_empty()) {
+                        Some(syms) => {
+                            for s in syms {
+                                let mut fr = base
+                                    .clone()
+                                    .with_function(s.function.as_str())
+                                    .with_inlined(s.inlined);
+                                if let Some(file) = &s.file {
+                                    fr = fr.with_source(file.as_str(), s.line);
                                 }
+                                frames.push(fr);
                             }
-                            None => frames.push(ResolvedFrame {
-                                name: format!(
-                                    "{}+{lookup:#x}",
-                                    module.as_deref().unwrap_or("unknown")
-                                ),
-                                ..base
-                            }),
                         }
+                        None => frames.push(base),
                     }
-                    FrameKey::Error { kind, code } => frames.push(ResolvedFrame {
-                        frame_type: FrameType::from_kind(kind).with_error(),
-                        name: format!("<unwinding aborted due to error {}>", error_name(code)),
-                        file: None,
-                        line: None,
-                        inlined: false,
-                        module: None,
-                        file_id: None,
-                        address: code as u64,
-                    }),
-                    FrameKey::Other { kind, data } => frames.push(ResolvedFrame {
-                        frame_type: FrameType::from_u8(kind),
-                        name: format!("<frame type {kind} {data:#x}>"),
-                        file: None,
-                        line: None,
-                        inlined: false,
-                        module: None,
-                        file_id: None,
-                        address: data,
-                    }),
+                }
+                FrameKey::Error { kind, code } => frames.push(Frame::new(
+                    FrameType::from_kind(kind).with_error(),
+                    None,
+                    code as u64,
+                )),
+                FrameKey::Other { kind, data } => {
+                    frames.push(Frame::new(FrameType::from_u8(kind), None, data))
                 }
             }
-            Stack {
-                pid: key.pid,
-                comm: key.comm,
-                frames,
-                count,
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.comm.cmp(&b.comm)));
-    out
-}
-
-/// Folded stacks: `comm;root;…;leaf count`, one line per distinct stack,
-/// kernel frames suffixed `_[k]` as flame-graph tools expect.
-pub fn folded(stacks: &[Stack]) -> String {
-    let mut lines: BTreeMap<String, u64> = BTreeMap::new();
-    for s in stacks {
-        let mut line = sanitize(&s.comm);
-        for f in s.frames.iter().rev() {
-            line.push(';');
-            line.push_str(&sanitize(&f.name));
-            if f.frame_type == FrameType::KERNEL {
-                line.push_str("_[k]");
-            }
         }
-        *lines.entry(line).or_default() += s.count;
+        let meta = tracker.known_meta(key.pid).cloned();
+        let process_name: Arc<str> = meta
+            .as_ref()
+            .map(|m| m.name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| key.comm.as_str().into());
+        samples.push(Sample {
+            frames: frames.into(),
+            labels: SampleLabels {
+                pid: key.pid,
+                tid: key.tid,
+                process_name,
+                thread_name: key.comm.as_str().into(),
+                cpu: Some(key.cpu),
+                container_id: meta.as_ref().and_then(|m| m.container_id.clone()),
+                executable_path: meta.as_ref().and_then(|m| m.exe_path.clone()),
+            },
+            count,
+            timestamps_unix_ns: Vec::new(),
+        });
     }
-    let mut out = String::new();
-    for (l, c) in lines {
-        out.push_str(&l);
-        out.push(' ');
-        out.push_str(&c.to_string());
-        out.push('\n');
+    samples.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.labels.pid.cmp(&b.labels.pid))
+    });
+    Profile {
+        samples,
+        executables,
+        ..Profile::default()
     }
-    out
 }
 
-/// Folded format uses `;` between frames and a space before the count.
-fn sanitize(s: &str) -> String {
-    s.replace(';', ":").replace(['\n', '\r'], " ")
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_gnu_build_id_note() {
+        // namesz 4 "GNU\0", descsz 4, type 3, desc de ad be ef; preceded by
+        // another note that must be skipped.
+        let mut notes = Vec::new();
+        notes.extend_from_slice(&[4, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]);
+        notes.extend_from_slice(b"Xen\0");
+        notes.extend_from_slice(&[7, 0, 0, 0]);
+        notes.extend_from_slice(&[4, 0, 0, 0, 4, 0, 0, 0, 3, 0, 0, 0]);
+        notes.extend_from_slice(b"GNU\0");
+        notes.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        assert_eq!(gnu_build_id_in_notes(&notes).as_deref(), Some("deadbeef"));
+        assert_eq!(gnu_build_id_in_notes(&notes[..20]), None);
+        assert_eq!(gnu_build_id_in_notes(&[]), None);
+    }
+
+    #[test]
+    fn this_kernel_has_a_file_id() {
+        assert_ne!(
+            kernel_file_id(),
+            FileId::UNKNOWN_KERNEL,
+            "/sys/kernel/notes has a build id"
+        );
+    }
 }

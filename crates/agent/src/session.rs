@@ -3,10 +3,12 @@
 //! built on it.
 
 use crate::loader::{self, KernelMaps, LoadError, LoadOptions, Outputs, Sampler};
+use crate::procinfo::ProcessMeta;
 use crate::tracker::{self, Tracker};
 use libpf::generated::metrics::{MetricId, MetricOrigin};
 use std::collections::HashSet;
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use support::abi::PidEventKind;
 use support::trace::{decode_event, decode_trace, RawTrace};
@@ -17,9 +19,61 @@ pub enum Target {
     /// Every process on the machine.
     #[default]
     System,
-    /// Only these processes (and the children they fork); filtered in the
-    /// kernel, so other processes cost no unwinding.
-    Pids(Vec<u32>),
+    /// Only processes the filter selects. Decided once per process (and
+    /// again after exec); excluded ones are dropped in the kernel with one
+    /// lookup, so they cost no unwinding.
+    Filtered(Filter),
+}
+
+impl Target {
+    /// Only these processes and the children they fork.
+    pub fn pids(pids: Vec<u32>) -> Target {
+        Target::Filtered(Filter {
+            pids,
+            ..Filter::default()
+        })
+    }
+}
+
+/// Conditions a process must all meet to be profiled; an empty filter
+/// selects every process.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// These processes (and the children they fork); empty: any.
+    pub pids: Vec<u32>,
+    /// Process name (`/proc/PID/comm`) matches this regex.
+    pub comm: Option<regex::Regex>,
+    /// The main executable is this file (`/proc/PID/exe`).
+    pub exe: Option<PathBuf>,
+    /// The process's cgroup path starts with this (a container, a unit).
+    pub cgroup: Option<String>,
+}
+
+impl Filter {
+    /// Whether a process passes every condition but the PID list (which the
+    /// session tracks with the processes' descendants).
+    pub fn matches_labels(&self, meta: &ProcessMeta) -> bool {
+        if let Some(re) = &self.comm {
+            if !re.is_match(&meta.name) {
+                return false;
+            }
+        }
+        if let Some(exe) = &self.exe {
+            if meta.exe_path.as_deref().map(Path::new) != Some(exe.as_path()) {
+                return false;
+            }
+        }
+        if let Some(prefix) = &self.cgroup {
+            let Some(cg) = meta.cgroup.as_deref() else {
+                return false;
+            };
+            let prefix = prefix.trim_end_matches('/');
+            if !(cg == prefix || cg.starts_with(&format!("{prefix}/")) || prefix.is_empty()) {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 /// Session settings.
@@ -43,7 +97,9 @@ pub struct Session {
     maps: KernelMaps,
     outputs: Outputs,
     pub tracker: Tracker,
-    target_pids: Option<HashSet<u32>>,
+    filter: Option<Filter>,
+    /// PIDs a PID filter selected, with their descendants.
+    selected_pids: HashSet<u32>,
     frequency: u64,
     last_reap: Instant,
     pub stats: SessionStats,
@@ -54,31 +110,30 @@ impl Session {
     /// with `start`.
     pub fn new(opts: SessionOptions) -> Result<Session, LoadError> {
         let mut load = opts.load.clone();
-        load.filter_pids = matches!(opts.target, Target::Pids(_));
+        let filter = match &opts.target {
+            Target::System => None,
+            Target::Filtered(f) => Some(f.clone()),
+        };
+        load.filter_pids = filter.is_some();
         let (sampler, maps, outputs) = Sampler::load(&load)?;
         let tracker = Tracker::new(maps.rows.capacity());
-        let target_pids = match &opts.target {
-            Target::System => None,
-            Target::Pids(p) => Some(p.iter().copied().collect()),
-        };
+        let selected_pids = filter
+            .as_ref()
+            .map(|f| f.pids.iter().copied().collect())
+            .unwrap_or_default();
         let mut s = Session {
             sampler,
             maps,
             outputs,
             tracker,
-            target_pids,
+            filter,
+            selected_pids,
             frequency: opts.frequency,
             last_reap: Instant::now(),
             stats: SessionStats::default(),
         };
-        let pids = match &s.target_pids {
-            Some(p) => p.iter().copied().collect(),
-            None => tracker::all_pids(),
-        };
-        for pid in pids {
-            if let Err(e) = s.tracker.scan(&mut s.maps, pid) {
-                tracing::debug!(pid, error = %e, "initial scan failed");
-            }
+        for pid in tracker::all_pids() {
+            s.decide(pid, false);
         }
         Ok(s)
     }
@@ -134,10 +189,31 @@ impl Session {
         self.tracker.reap(&mut self.maps)
     }
 
-    fn wanted(&self, pid: u32) -> bool {
-        match &self.target_pids {
-            None => true,
-            Some(t) => t.contains(&pid) || self.tracker.is_tracked(pid),
+    /// Whether the filter selects `pid`.
+    fn wanted(&mut self, pid: u32) -> bool {
+        let Some(f) = &self.filter else {
+            return true;
+        };
+        if !f.pids.is_empty() && !self.selected_pids.contains(&pid) {
+            return false;
+        }
+        let f = f.clone();
+        f.matches_labels(&self.tracker.meta(pid))
+    }
+
+    /// Scans a selected process, or marks an unselected one excluded.
+    fn decide(&mut self, pid: u32, after_exec: bool) {
+        if after_exec {
+            self.tracker.refresh_meta(pid);
+        }
+        let res = if self.wanted(pid) {
+            self.tracker.meta(pid);
+            self.tracker.scan(&mut self.maps, pid).map(|_| ())
+        } else {
+            self.tracker.exclude(&mut self.maps, pid)
+        };
+        if let Err(e) = res {
+            tracing::debug!(pid, error = %e, "process not set up");
         }
     }
 
@@ -152,25 +228,27 @@ impl Session {
         for e in events {
             self.stats.events += 1;
             match e.kind {
-                PidEventKind::Unknown => {
-                    if self.wanted(e.pid) {
-                        let _ = self.tracker.scan(&mut self.maps, e.pid);
-                    }
-                }
+                PidEventKind::Unknown => self.decide(e.pid, false),
                 PidEventKind::Exec => {
-                    let wanted = self.wanted(e.pid);
                     self.tracker.remove(&mut self.maps, e.pid);
-                    if wanted {
-                        if let Some(t) = &mut self.target_pids {
-                            t.insert(e.pid);
-                        }
-                        let _ = self.tracker.scan(&mut self.maps, e.pid);
-                    }
+                    self.decide(e.pid, true);
                 }
-                PidEventKind::Exit => self.tracker.remove(&mut self.maps, e.pid),
+                PidEventKind::Exit => {
+                    self.tracker.remove(&mut self.maps, e.pid);
+                    self.selected_pids.remove(&e.pid);
+                }
+                PidEventKind::Fork if self.tracker.is_excluded(e.parent_pid) => {
+                    self.tracker.adopt_excluded(e.pid);
+                }
                 PidEventKind::Fork => {
+                    // The child of a selected process is selected too, and
+                    // shares the parent's labels until it execs.
+                    self.selected_pids.insert(e.pid);
+                    if let Some(m) = self.tracker.known_meta(e.parent_pid).cloned() {
+                        self.tracker.set_meta(e.pid, m);
+                    }
                     if !self.tracker.on_fork(&mut self.maps, e.pid, e.asid) {
-                        let _ = self.tracker.scan(&mut self.maps, e.pid);
+                        self.decide(e.pid, false);
                     }
                 }
             }

@@ -12,6 +12,7 @@
 
 use crate::loader::KernelMaps;
 use crate::lpm;
+use crate::procinfo::{self, ProcessMeta};
 use crate::procmaps::{self, MapsEntry};
 use crate::rows::{self, RangeAllocator};
 use libpf::FileId;
@@ -21,7 +22,7 @@ use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use support::abi::{ExeTable, MappingKey, MappingValue, ProcessInfo};
+use support::abi::{ExeTable, MappingKey, MappingValue, ProcessFlag, ProcessInfo};
 use unwind::UnwindTable;
 
 /// An executable file seen in some process.
@@ -68,6 +69,43 @@ pub fn load_segments(data: &[u8]) -> Result<Vec<Segment>, String> {
             executable: ph.p_flags(endian).0 & object::elf::PF_X.0 != 0,
         })
         .collect())
+}
+
+/// What outputs want to know of an executable file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ElfSummary {
+    /// GNU build id, hex.
+    pub gnu_build_id: Option<String>,
+    /// ELF virtual address range covered by executable segments.
+    pub text_start: u64,
+    pub text_end: u64,
+}
+
+/// Reads the build id and executable range of an open ELF file; a file that
+/// cannot be parsed gives the default (no id, empty range).
+pub fn elf_summary(file: &File) -> ElfSummary {
+    use object::Object;
+    // SAFETY: read-only private mapping, see `load_executable`.
+    let Ok(data) = (unsafe { memmap2::Mmap::map(file) }) else {
+        return ElfSummary::default();
+    };
+    let Ok(obj) = object::File::parse(&*data) else {
+        return ElfSummary::default();
+    };
+    let gnu_build_id = obj
+        .build_id()
+        .ok()
+        .flatten()
+        .map(|b| b.iter().map(|x| format!("{x:02x}")).collect());
+    let segs = load_segments(&data).unwrap_or_default();
+    let text = segs.iter().filter(|s| s.executable);
+    let start = text.clone().map(|s| s.vaddr).min().unwrap_or(0);
+    let end = text.map(|s| s.vaddr + s.filesz).max().unwrap_or(0);
+    ElfSummary {
+        gnu_build_id,
+        text_start: start,
+        text_end: end,
+    }
 }
 
 /// The bias of a mapping: process address − bias = ELF virtual address.
@@ -143,6 +181,12 @@ pub struct Tracker {
     /// that hundreds of processes map.
     identities: HashMap<(u64, u64, u64, i64, i64), u64>,
     pids: HashMap<u32, u32>,
+    /// Processes a filter excluded (kept in the kernel so their samples are
+    /// dropped before any unwinding).
+    excluded: HashSet<u32>,
+    /// Labels of every process seen this session, kept after it exits so
+    /// its last traces are still labelled.
+    meta: HashMap<u32, Arc<ProcessMeta>>,
     /// Fingerprint of each process's executable mappings at its last scan.
     fingerprints: HashMap<u32, u64>,
     spaces: HashMap<u32, AddressSpace>,
@@ -163,6 +207,8 @@ impl Tracker {
             exes: HashMap::new(),
             identities: HashMap::new(),
             pids: HashMap::new(),
+            excluded: HashSet::new(),
+            meta: HashMap::new(),
             fingerprints: HashMap::new(),
             spaces: HashMap::new(),
             next_asid: 1,
@@ -181,11 +227,70 @@ impl Tracker {
         self.pids.contains_key(&pid)
     }
 
+    pub fn is_excluded(&self, pid: u32) -> bool {
+        self.excluded.contains(&pid)
+    }
+
+    /// Labels of a process (read now if it was never seen).
+    pub fn meta(&mut self, pid: u32) -> Arc<ProcessMeta> {
+        self.meta
+            .entry(pid)
+            .or_insert_with(|| Arc::new(procinfo::read(&self.proc_root, pid)))
+            .clone()
+    }
+
+    /// Labels of a process seen this session, without touching /proc.
+    pub fn known_meta(&self, pid: u32) -> Option<&Arc<ProcessMeta>> {
+        self.meta.get(&pid)
+    }
+
+    /// Sets a process's labels (a forked child has its parent's).
+    pub fn set_meta(&mut self, pid: u32, meta: Arc<ProcessMeta>) {
+        self.meta.insert(pid, meta);
+    }
+
+    /// Reads a process's labels again (after exec).
+    pub fn refresh_meta(&mut self, pid: u32) -> Arc<ProcessMeta> {
+        let m = Arc::new(procinfo::read(&self.proc_root, pid));
+        self.meta.insert(pid, m.clone());
+        m
+    }
+
+    /// Marks a process as excluded by the filter: the eBPF side drops its
+    /// samples with one hash lookup and never unwinds them.
+    pub fn exclude(&mut self, maps: &mut KernelMaps, pid: u32) -> Result<(), ScanError> {
+        self.remove(maps, pid);
+        let info = ProcessInfo {
+            asid: 0,
+            flags: ProcessFlag::Excluded as u32,
+        };
+        maps.processes
+            .insert(pid, info.to_bytes(), 0)
+            .map_err(map_err(pid))?;
+        self.excluded.insert(pid);
+        if !self.alive(pid) {
+            self.remove(maps, pid);
+        }
+        Ok(())
+    }
+
+    /// A child the eBPF fork hook already marked excluded (its parent was):
+    /// remember it so its entry is removed when it exits.
+    pub fn adopt_excluded(&mut self, pid: u32) {
+        self.excluded.insert(pid);
+    }
+
     pub fn tracked_pids(&self) -> Vec<u32> {
         self.pids.keys().copied().collect()
     }
 
-    /// (processes, address spaces, LPM keys, loaded executables, rows in use).
+    /// Processes the filter excluded.
+    pub fn excluded_count(&self) -> usize {
+        self.excluded.len()
+    }
+
+    /// (processes, address spaces, LPM keys, loaded executables, rows in use)
+    /// of the processes being profiled.
     pub fn footprint(&self) -> (usize, usize, usize, usize, u64) {
         (
             self.pids.len(),
@@ -228,6 +333,9 @@ impl Tracker {
     }
 
     fn scan_inner(&mut self, maps: &mut KernelMaps, pid: u32) -> Result<bool, ScanError> {
+        // Included now (a filter changed its mind after exec): the entry
+        // written below replaces the exclusion.
+        self.excluded.remove(&pid);
         let text =
             std::fs::read_to_string(self.proc_root.join(format!("{pid}/maps"))).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
@@ -444,6 +552,9 @@ impl Tracker {
     /// The process exited (or exec'd, before its rescan): drop its state.
     pub fn remove(&mut self, maps: &mut KernelMaps, pid: u32) {
         self.fingerprints.remove(&pid);
+        if self.excluded.remove(&pid) {
+            let _ = maps.processes.remove(&pid);
+        }
         if let Some(asid) = self.pids.remove(&pid) {
             let _ = maps.processes.remove(&pid);
             self.unref_space(maps, asid);
@@ -475,6 +586,7 @@ impl Tracker {
         let dead: Vec<u32> = self
             .pids
             .keys()
+            .chain(self.excluded.iter())
             .copied()
             .filter(|&pid| !self.alive(pid))
             .collect();

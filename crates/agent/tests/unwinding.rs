@@ -3,9 +3,10 @@
 //! (CI runs as root) and fail loudly without it.
 
 use agent::loader::LoadOptions;
-use agent::record::{self, RecordOptions, Stack};
+use agent::record::{self, RecordOptions};
 use agent::session::{Session, SessionOptions, Target};
 use libpf::FrameType;
+use profile::{Profile, Sample};
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -42,16 +43,21 @@ fn options(target: Target, frequency: u64, seconds: u64) -> RecordOptions {
 }
 
 /// Root-first names of a stack, as the chain checker wants them.
-fn root_first(s: &Stack) -> Vec<String> {
-    s.frames.iter().rev().map(|f| f.name.clone()).collect()
+fn root_first(p: &Profile, s: &Sample) -> Vec<String> {
+    s.frames
+        .iter()
+        .rev()
+        .map(|f| p.frame_name(f).into_owned())
+        .collect()
 }
 
 /// Share of the samples of `pred` stacks that contain one expected chain.
-fn share(stacks: &[Stack], kind: Kind, pred: impl Fn(&Stack) -> bool) -> (f64, u64) {
-    let picked: Vec<(Vec<String>, u64)> = stacks
+fn share(p: &Profile, kind: Kind, pred: impl Fn(&Sample) -> bool) -> (f64, u64) {
+    let picked: Vec<(Vec<String>, u64)> = p
+        .samples
         .iter()
         .filter(|s| pred(s))
-        .map(|s| (root_first(s), s.count))
+        .map(|s| (root_first(p, s), s.count))
         .collect();
     let total = picked.iter().map(|(_, c)| c).sum();
     (
@@ -60,12 +66,17 @@ fn share(stacks: &[Stack], kind: Kind, pred: impl Fn(&Stack) -> bool) -> (f64, u
     )
 }
 
-fn show_misses(stacks: &[Stack], kind: Kind, pred: impl Fn(&Stack) -> bool) -> String {
+fn show_misses(p: &Profile, kind: Kind, pred: impl Fn(&Sample) -> bool) -> String {
     let mut out = String::new();
-    for s in stacks.iter().filter(|s| pred(s)) {
-        let names = root_first(s);
+    for s in p.samples.iter().filter(|s| pred(s)) {
+        let names = root_first(p, s);
         if workloads::full_chain_share(&[(names.clone(), s.count)], &kind.expected_chains()) < 1.0 {
-            out.push_str(&format!("{} x{}: {}\n", s.comm, s.count, names.join(";")));
+            out.push_str(&format!(
+                "{} x{}: {}\n",
+                s.labels.process_name,
+                s.count,
+                names.join(";")
+            ));
         }
     }
     out
@@ -78,14 +89,14 @@ fn assert_chains_for_pid(kind: Kind, seconds: u64) {
     std::thread::sleep(Duration::from_millis(200));
     let pid = w.pid();
     let rec = record::record(
-        &options(Target::Pids(vec![pid]), 199, seconds),
+        &options(Target::pids(vec![pid]), 199, seconds),
         &AtomicBool::new(false),
         |_| {},
     )
     .expect("recording works");
     w.kill().ok();
     let comm = kind.comm();
-    let (share, total) = share(&rec.stacks, kind, |s| s.comm == comm);
+    let (share, total) = share(&rec.profile, kind, |s| &*s.labels.process_name == comm);
     assert!(
         total >= 50,
         "{kind:?}: only {total} samples: {}",
@@ -95,13 +106,20 @@ fn assert_chains_for_pid(kind: Kind, seconds: u64) {
         share >= 0.99,
         "{kind:?}: full chains in {:.2}% of {total} samples; misses:\n{}",
         share * 100.0,
-        show_misses(&rec.stacks, kind, |s| s.comm == comm)
+        show_misses(&rec.profile, kind, |s| &*s.labels.process_name == comm)
     );
     // Filtered in the kernel: nothing else was unwound.
     assert!(
-        rec.stacks.iter().all(|s| s.comm == comm),
+        rec.profile
+            .samples
+            .iter()
+            .all(|s| &*s.labels.process_name == comm),
         "--pid recorded other processes: {:?}",
-        rec.stacks.iter().map(|s| &s.comm).collect::<Vec<_>>()
+        rec.profile
+            .samples
+            .iter()
+            .map(|s| &s.labels.process_name)
+            .collect::<Vec<_>>()
     );
 }
 
@@ -139,25 +157,26 @@ fn kernel_frames_sit_above_user_frames() {
     let mut w = workloads::spawn(Kind::SyscallHeavy, None).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     let rec = record::record(
-        &options(Target::Pids(vec![w.pid()]), 199, 3),
+        &options(Target::pids(vec![w.pid()]), 199, 3),
         &AtomicBool::new(false),
         |_| {},
     )
     .unwrap();
     w.kill().ok();
-    let (share, total) = share(&rec.stacks, Kind::SyscallHeavy, |_| true);
+    let (share, total) = share(&rec.profile, Kind::SyscallHeavy, |_| true);
     assert!(share >= 0.99, "full chains {share} of {total}");
     // Stacks that went through the kernel: kernel frames (leaf side) first,
     // then the user chain, in one trace.
-    let mixed: u64 = rec
-        .stacks
+    let p = &rec.profile;
+    let mixed: u64 = p
+        .samples
         .iter()
         .filter(|s| {
             let k = s
                 .frames
                 .iter()
                 .position(|f| f.frame_type == FrameType::KERNEL);
-            let u = s.frames.iter().position(|f| f.name == "sys_loop");
+            let u = s.frames.iter().position(|f| p.frame_name(f) == "sys_loop");
             let last_kernel = s
                 .frames
                 .iter()
@@ -188,13 +207,13 @@ fn whole_system_recording_finds_the_workloads() {
     c.kill().ok();
     r.kill().ok();
     for (kind, pid) in [(Kind::CChains, c.pid()), (Kind::RustRelease, r.pid())] {
-        let (share, total) = share(&rec.stacks, kind, |s| s.pid == pid);
+        let (share, total) = share(&rec.profile, kind, |s| s.labels.pid == pid);
         assert!(total >= 100, "{kind:?}: {total} samples");
         assert!(
             share >= 0.99,
             "{kind:?}: {:.2}% of {total}; misses:\n{}",
             share * 100.0,
-            show_misses(&rec.stacks, kind, |s| s.pid == pid)
+            show_misses(&rec.profile, kind, |s| s.labels.pid == pid)
         );
     }
 }
@@ -210,13 +229,17 @@ fn pump(s: &mut Session, for_how_long: Duration) {
 
 const CHURN: [Kind; 3] = [Kind::Forker, Kind::DlopenLate, Kind::CChains];
 
-/// Executable ids (FileId high halves) of the workloads' own files.
-fn workload_exe_ids() -> Vec<u64> {
+/// Executable ids (FileId high halves) of the workloads' own files, with
+/// their paths.
+fn workload_exe_ids() -> Vec<(u64, std::path::PathBuf)> {
     let mut ids = Vec::new();
     for k in CHURN {
         let b = workloads::build(k).unwrap();
         for f in std::iter::once(&b.exe).chain(&b.extra) {
-            ids.push(libpf::FileId::from_file(f).unwrap().hi());
+            if f.extension().is_some_and(|e| e == "c" || e == "h") {
+                continue;
+            }
+            ids.push((libpf::FileId::from_file(f).unwrap().hi(), f.clone()));
         }
     }
     ids
@@ -243,10 +266,11 @@ fn nothing_leaks_after_workloads_exit_whole_system() {
     for p in &pids {
         assert!(session.tracker.is_tracked(*p), "workload {p} was scanned");
     }
-    for id in &exes {
+    for (id, path) in &exes {
         assert!(
             session.has_table(*id),
-            "table of {id:#x} loaded while the workloads run"
+            "table of {} loaded while the workloads run",
+            path.display()
         );
     }
     for r in &mut running {
@@ -263,10 +287,11 @@ fn nothing_leaks_after_workloads_exit_whole_system() {
     }
     // Other processes come and go on a whole system; the workloads' own
     // executables, mapped by nobody else, must be gone from the kernel.
-    for id in &exes {
+    for (id, path) in &exes {
         assert!(
             !session.has_table(*id),
-            "table of {id:#x} leaked; held by (asid, users, pids): {:?}",
+            "table of {} leaked; held by (asid, users, pids): {:?}",
+            path.display(),
             session.tracker.holders(*id)
         );
     }
@@ -282,7 +307,7 @@ fn nothing_leaks_after_workloads_exit_exact_counts() {
         .collect();
     let pids: Vec<u32> = running.iter().map(|r| r.pid()).collect();
     let mut session = Session::new(SessionOptions {
-        target: Target::Pids(pids.clone()),
+        target: Target::pids(pids.clone()),
         frequency: 99,
         load: LoadOptions::default(),
     })
@@ -299,12 +324,13 @@ fn nothing_leaks_after_workloads_exit_exact_counts() {
     }
     pump(&mut session, Duration::from_secs(1));
     session.reap();
-    // Only the workloads (and the children forker made) were tracked: every
-    // count returns to zero, in the kernel and in the tracker.
+    // Only the workloads (and the children forker made) were profiled: the
+    // kernel keeps one entry per process the filter excluded (so their
+    // samples are dropped before unwinding) and nothing else.
     assert_eq!(
         session.kernel_map_counts(),
-        (0, 0, 0),
-        "kernel maps back to empty"
+        (session.tracker.excluded_count(), 0, 0),
+        "kernel maps back to the excluded processes only"
     );
     assert_eq!(
         session.tracker.footprint(),

@@ -4,8 +4,9 @@ mod duration;
 
 use agent::loader::LoadOptions;
 use agent::record::{self, RecordOptions};
-use agent::session::{SessionOptions, Target};
+use agent::session::{Filter, SessionOptions, Target};
 use clap::{Parser, Subcommand};
+use profile::{format_for_path, Format};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,23 @@ enum Command {
         /// An x86-64 ELF executable or shared library.
         path: PathBuf,
     },
+    /// Print the function, file and line (inlined calls too) at ELF virtual addresses of a file.
+    Symbolize {
+        /// An ELF executable or shared library (its DWARF, or debug files under /usr/lib/debug, are used when present).
+        path: PathBuf,
+        /// Addresses, hex (0x401136) or decimal.
+        #[arg(required = true, value_parser = parse_address)]
+        addresses: Vec<u64>,
+    },
+}
+
+fn parse_address(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => t.parse(),
+    }
+    .map_err(|_| format!("invalid address {s:?}: use hex (0x401136) or decimal"))
 }
 
 #[derive(clap::Args)]
@@ -50,9 +68,24 @@ struct RecordArgs {
     /// Only profile this process (repeatable); children it forks are included. Default: the whole system.
     #[arg(short, long = "pid")]
     pids: Vec<u32>,
-    /// Output file (folded stacks: `comm;root;...;leaf count`).
-    #[arg(short, long, default_value = "profile.folded")]
+    /// Only processes whose name (/proc/PID/comm) matches this regular expression.
+    #[arg(long, value_parser = parse_regex)]
+    comm: Option<regex::Regex>,
+    /// Only processes running this executable (the path /proc/PID/exe points to).
+    #[arg(long)]
+    exe: Option<PathBuf>,
+    /// Only processes in this cgroup or below it (a container, a systemd unit), e.g. /system.slice/nginx.service.
+    #[arg(long)]
+    cgroup: Option<String>,
+    /// Output file; its extension picks the format: .svg (flame graph), .pb.gz (pprof), .folded, .json.
+    #[arg(short, long, default_value = "profile.svg")]
     output: PathBuf,
+    /// Output format, when the extension does not say: svg, pprof, folded, json.
+    #[arg(long)]
+    format: Option<Format>,
+    /// Functions listed in the summary table at the end (0: none).
+    #[arg(long, default_value_t = 15)]
+    top: usize,
     /// Keep native frames as raw `module+0xaddress` instead of function names.
     #[arg(long)]
     no_symbolize: bool,
@@ -80,7 +113,46 @@ fn main() -> ExitCode {
         Command::Fileid { paths } => fileid(&paths),
         Command::Stackdeltas { path } => stackdeltas(&path),
         Command::Record(args) => run_record(args),
+        Command::Symbolize { path, addresses } => symbolize(&path, &addresses),
     }
+}
+
+fn parse_regex(s: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(s).map_err(|e| format!("invalid regular expression: {e}"))
+}
+
+fn symbolize(path: &std::path::Path, addrs: &[u64]) -> ExitCode {
+    if let Err(e) = std::fs::File::open(path) {
+        eprintln!("ebpf-profiler: {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    let symbolizer = agent::symbolize::Symbolizer::new(true);
+    let results = symbolizer.native(path, addrs, true);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (addr, frames) in addrs.iter().zip(results) {
+        if frames.is_empty() {
+            println!("{addr:#x} {name}+{addr:#x}");
+            continue;
+        }
+        // Outermost (the real frame) first, inlined calls indented below it.
+        for (depth, f) in frames.iter().rev().enumerate() {
+            let place = match (&f.file, f.line) {
+                (Some(file), Some(line)) => format!(" at {file}:{line}"),
+                (Some(file), None) => format!(" at {file}"),
+                _ => String::new(),
+            };
+            let lead = if depth == 0 {
+                format!("{addr:#x} ")
+            } else {
+                format!("{:width$}(inlined) ", "", width = 2 + 2 * depth)
+            };
+            println!("{lead}{}{place}", f.function);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn fileid(paths: &[PathBuf]) -> ExitCode {
@@ -124,6 +196,16 @@ fn stackdeltas(path: &PathBuf) -> ExitCode {
 }
 
 fn run_record(args: RecordArgs) -> ExitCode {
+    let format = match args.format.or_else(|| format_for_path(&args.output)) {
+        Some(f) => f,
+        None => {
+            eprintln!(
+                "ebpf-profiler: cannot tell the format of {} from its extension: use .svg, .pb.gz, .folded or .json, or --format",
+                args.output.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&stop)) {
@@ -131,10 +213,20 @@ fn run_record(args: RecordArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let target = if args.pids.is_empty() {
+    let filter = Filter {
+        pids: args.pids.clone(),
+        comm: args.comm.clone(),
+        exe: args.exe.clone(),
+        cgroup: args.cgroup.clone(),
+    };
+    let unfiltered = filter.pids.is_empty()
+        && filter.comm.is_none()
+        && filter.exe.is_none()
+        && filter.cgroup.is_none();
+    let target = if unfiltered {
         Target::System
     } else {
-        Target::Pids(args.pids.clone())
+        Target::Filtered(filter)
     };
     let opts = RecordOptions {
         session: SessionOptions {
@@ -150,18 +242,9 @@ fn run_record(args: RecordArgs) -> ExitCode {
         debug_info: true,
         symbolize: !args.no_symbolize,
     };
-    let bar = if args.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let b = indicatif::ProgressBar::new_spinner();
-        b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} recording {elapsed_precise} {msg}")
-                .expect("valid template"),
-        );
-        b.enable_steady_tick(Duration::from_millis(200));
-        b
-    };
+    let bar = progress_bar(args.quiet, args.duration);
     let result = record::record(&opts, &stop, |p| {
+        bar.set_position(p.elapsed.as_millis() as u64);
         bar.set_message(format!(
             "{} samples, {} dropped (Ctrl-C to stop)",
             p.samples, p.dropped
@@ -178,18 +261,67 @@ fn run_record(args: RecordArgs) -> ExitCode {
     if stop.load(Ordering::Relaxed) {
         eprintln!("interrupted: writing what was recorded");
     }
-    let text = record::folded(&rec.stacks);
-    if let Err(e) = write_atomic(&args.output, text.as_bytes()) {
+    eprintln!("{}", rec.summary.line());
+    if args.top > 0 && !rec.profile.samples.is_empty() {
+        let rows = profile::top_functions(&rec.profile, args.top);
+        eprint!("{}", profile::format_top(&rows));
+    }
+    if rec.profile.samples.is_empty() && format == Format::Flamegraph {
+        eprintln!(
+            "ebpf-profiler: no samples were recorded: nothing to draw in {}",
+            args.output.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let title = profile::flamegraph::default_title(&rec.profile);
+    let bytes = match format.render(&rec.profile, &title) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("ebpf-profiler: rendering {format}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = write_atomic(&args.output, &bytes) {
         eprintln!("ebpf-profiler: writing {}: {e}", args.output.display());
         return ExitCode::FAILURE;
     }
-    eprintln!("{}", rec.summary.line());
     eprintln!(
-        "wrote {} ({} distinct stacks)",
+        "wrote {} ({format}, {} distinct stacks)",
         args.output.display(),
-        rec.stacks.len()
+        rec.profile.samples.len()
     );
     ExitCode::SUCCESS
+}
+
+/// A bar with elapsed/total time when the duration is known, else a spinner.
+fn progress_bar(quiet: bool, duration: Option<Duration>) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    match duration {
+        Some(d) => {
+            let b = indicatif::ProgressBar::new(d.as_millis() as u64);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "recording [{bar:30}] {elapsed_precise} {msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b
+        }
+        None => {
+            let b = indicatif::ProgressBar::new_spinner();
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} recording {elapsed_precise} {msg}",
+                )
+                .expect("valid template"),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        }
+    }
 }
 
 /// Writes through a temporary file so a full disk never leaves half a profile.

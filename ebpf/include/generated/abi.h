@@ -43,6 +43,12 @@ enum unwind_rule_kind {
     UNWIND_RULE_KIND_END_OF_STACK = 5,
 };
 
+/* Bits of process_info.flags. */
+enum process_flag {
+    /* Excluded by the recording's filter: its samples are counted as filtered and never unwound. */
+    PROCESS_FLAG_EXCLUDED = 1,
+};
+
 /* What a process event on the events ring buffer says. */
 enum pid_event_kind {
     /* A sample hit a process the maps do not know, or a PC outside its known mappings (dlopen): scan it. */
@@ -174,7 +180,7 @@ _Static_assert(__builtin_offsetof(struct mapping_value, bias) == 8, "spec/abi.js
 struct process_info {
     /* Address space id whose mappings this process uses (shared with the parent after fork). */
     __u32 asid;
-    /* Reserved, zero. */
+    /* process_flag bits. */
     __u32 flags;
 };
 _Static_assert(sizeof(struct process_info) == 8, "spec/abi.json: size of process_info");

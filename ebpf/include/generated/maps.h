@@ -81,7 +81,7 @@ struct {
 
 /* 1: also record samples of idle CPUs (pid 0). */
 const volatile __u32 include_idle = 0;
-/* 1: only processes in the processes map are sampled; others are counted as filtered, never unwound or reported. */
+/* 1: a filter selects processes: samples of processes not yet in the processes map are dropped (and the PID reported so userspace can decide), never unwound. */
 const volatile __u32 filter_enabled = 0;
 
 #endif /* EBPF_PROFILER_GENERATED_MAPS_H */
