@@ -655,3 +655,65 @@ fn ts_secs(ts: &str) -> u64 {
     let days = era * 146_097 + doe - 719_468;
     (days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)) as u64
 }
+
+/// A document Elasticsearch always answers 503 is retried a bounded number of
+/// times, then counted as rejected; one answered 400 is rejected at once. The
+/// rest of the request is delivered and the spool does not get stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_documents_are_bounded_and_counted() {
+    for (status, attempts) in [(503u16, 4u32), (400, 1)] {
+        let server = ContractServer::start().await;
+        server.set_poison(index::OTEL_HOSTS, status);
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(&server);
+        cfg.max_item_retries = 3;
+        let exp = open(cfg, dir.path()).await;
+        exp.enqueue(&realistic_request("host-a", 0, PROCESSES, SAMPLES))
+            .unwrap();
+        wait_until("spool drained", Duration::from_secs(30), || {
+            exp.metrics().spool_entries == 0
+        })
+        .await;
+        let m = exp.shutdown().await;
+        assert_eq!(m.rejected, 1, "{status}: {m:?}");
+        assert_eq!(server.max_attempts(index::OTEL_HOSTS), attempts, "{status}");
+        assert_eq!(server.count(index::OTEL_EVENTS_ALL), PER_REQUEST);
+        assert_eq!(server.count(index::OTEL_HOSTS), 0);
+    }
+}
+
+#[test]
+fn new_outside_a_runtime_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    match Exporter::new(Config::default(), dir.path()) {
+        Err(e @ ExporterError::NoRuntime) => assert!(e.to_string().contains("tokio runtime")),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("expected NoRuntime"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_spool_file_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(exporter_elasticsearch::spool::SPOOL_FILE),
+        vec![0xAB; 64 << 10],
+    )
+    .unwrap();
+    match Exporter::new(Config::default(), dir.path()) {
+        Err(ExporterError::Spool(e)) => assert!(!e.to_string().is_empty()),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a garbage spool file must not open"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_request_is_accepted_and_stores_nothing() {
+    let server = ContractServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let exp = open(config(&server), dir.path()).await;
+    let acc = exp.enqueue(&ReqBuilder::new().build()).unwrap();
+    assert_eq!((acc.profiles, acc.documents), (0, 0));
+    let m = exp.shutdown().await;
+    assert_eq!((m.accepted, m.spool_entries), (0, 0));
+}

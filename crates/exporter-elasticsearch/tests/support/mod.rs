@@ -418,6 +418,9 @@ pub struct State {
     /// Bench mode: source lines are not parsed, checked or kept (ids still
     /// are, for 409s), so the figures show the exporter's own cost.
     pub lenient: bool,
+    /// Every item for this index is answered with this status (a poison
+    /// document: 503 forever, or a permanent 400).
+    pub poison: Option<(String, u16)>,
 }
 
 pub struct ContractServer {
@@ -490,6 +493,10 @@ impl ContractServer {
 
     pub fn set_storm(&self, per_mille: u32) {
         self.state.lock().unwrap().storm_per_mille = per_mille;
+    }
+
+    pub fn set_poison(&self, index: &str, status: u16) {
+        self.state.lock().unwrap().poison = Some((index.to_owned(), status));
     }
 
     pub fn set_lenient(&self, on: bool) {
@@ -756,6 +763,16 @@ fn item(
     *st.attempts
         .entry((index.to_owned(), id.clone()))
         .or_default() += 1;
+    if let Some((_, status)) = st.poison.as_ref().filter(|(i, _)| i == index) {
+        let status = *status;
+        if status == 400 {
+            st.stats.bad += 1;
+        }
+        return (
+            status,
+            Some(("poison".into(), format!("injected {status} for [{index}]"))),
+        );
+    }
     let doc = if op == "update" {
         // Scripted upsert: {"script":{…,"params":{"timestamp":T}},"scripted_upsert":true,"upsert":{…}}
         let Some(Value::Object(upsert)) = source.get("upsert") else {
