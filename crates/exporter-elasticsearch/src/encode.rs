@@ -61,8 +61,9 @@ pub enum Op {
     Update,
 }
 
-/// One bulk item: the action line is built from `op`, `index` and `id`; `source`
-/// is the JSON of the second line.
+/// One bulk item: the action line is built from `op`, `index` and `id` (an
+/// empty `id` means none: Elasticsearch generates it); `source` is the JSON of
+/// the second line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Document {
     pub kind: DocKind,
@@ -83,8 +84,10 @@ impl Document {
         out.extend_from_slice(action.as_bytes());
         out.extend_from_slice(b"\":{\"_index\":");
         out.extend_from_slice(json_string(self.index).as_bytes());
-        out.extend_from_slice(b",\"_id\":");
-        out.extend_from_slice(json_string(&self.id).as_bytes());
+        if !self.id.is_empty() {
+            out.extend_from_slice(b",\"_id\":");
+            out.extend_from_slice(json_string(&self.id).as_bytes());
+        }
         out.extend_from_slice(b"}}\n");
         out.extend_from_slice(self.source.as_bytes());
         out.push(b'\n');
@@ -110,6 +113,11 @@ pub struct EncodeOptions {
     /// Upper bound on events (documents of `profiling-events-all`) per request:
     /// a sample value of 10^12 must give a clear error, not exhaust memory.
     pub max_events: u64,
+    /// Give events an explicit `_id` (seed ‖ ordinal) so resends are
+    /// idempotent. Off: events are created without `_id` (Elasticsearch
+    /// generates one; a resend after a crash may then duplicate events) — for
+    /// clusters whose event streams refuse caller-chosen ids.
+    pub event_ids: bool,
 }
 
 impl Default for EncodeOptions {
@@ -118,6 +126,7 @@ impl Default for EncodeOptions {
             schema: Schema::Otel,
             seed: 0,
             max_events: 2_000_000,
+            event_ids: true,
         }
     }
 }
@@ -958,6 +967,7 @@ fn encode_profile(
             source.push_str("\",");
             source.push_str(rest);
             let id = st.event_id();
+            let id = if st.opts.event_ids { id } else { String::new() };
             let depth = downsample_depth(&mut st.rng);
             let (all, levels) = match schema {
                 Schema::Otel => (index::OTEL_EVENTS_ALL, &index::OTEL_EVENTS_5POW),

@@ -48,6 +48,8 @@ pub struct Config {
     pub entries_per_round: usize,
     pub round_max_bytes: u64,
     pub max_events_per_request: u64,
+    /// See [`EncodeOptions::event_ids`]; on by default.
+    pub event_ids: bool,
     /// How long `shutdown` keeps draining before leaving the rest on disk.
     pub shutdown_timeout: Duration,
 }
@@ -67,6 +69,7 @@ impl Default for Config {
             entries_per_round: 64,
             round_max_bytes: 8 << 20,
             max_events_per_request: 2_000_000,
+            event_ids: true,
             shutdown_timeout: Duration::from_secs(10),
         }
     }
@@ -337,6 +340,7 @@ impl Inner {
             schema: self.config.schema,
             seed,
             max_events: self.config.max_events_per_request,
+            event_ids: self.config.event_ids,
         }
     }
 

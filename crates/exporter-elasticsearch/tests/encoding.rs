@@ -498,3 +498,28 @@ fn request_without_dictionary_is_rejected() {
     assert_eq!(e.rejected.len(), 1);
     assert_eq!(e.rejected[0].error, ProfileError::NoDictionary);
 }
+
+#[test]
+fn event_ids_can_be_left_to_elasticsearch() {
+    let req = realistic_request("h", 0, 1, 8);
+    let e = encode(
+        &req,
+        &EncodeOptions {
+            event_ids: false,
+            ..Default::default()
+        },
+    );
+    let ev = of(&e, index::OTEL_EVENTS_ALL);
+    assert_eq!(ev.len(), 8);
+    let mut out = Vec::new();
+    ev[0].write_ndjson(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    let action: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert!(action["create"].get("_id").is_none(), "{text}");
+    assert_eq!(action["create"]["_index"], index::OTEL_EVENTS_ALL);
+    // Write-once documents keep their ids.
+    let mut out = Vec::new();
+    of(&e, index::OTEL_STACKTRACES)[0].write_ndjson(&mut out);
+    let action: Value = serde_json::from_slice(out.split(|&b| b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(action["create"]["_id"].as_str().unwrap().len(), 22);
+}

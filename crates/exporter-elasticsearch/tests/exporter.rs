@@ -433,6 +433,8 @@ async fn ecs_schema_end_to_end_with_scripted_upsert() {
     let mut cfg = config(&server);
     cfg.schema = Schema::Ecs;
     cfg.bulk.gzip = false;
+    // Also covers events without caller-chosen ids (Elasticsearch assigns them).
+    cfg.event_ids = false;
     let exp = open(cfg, dir.path()).await;
     for v in 0..3 {
         exp.enqueue(&realistic_request("host-b", v, PROCESSES, SAMPLES))
