@@ -57,7 +57,16 @@ fn run(w: &Workload, total_samples: u64) -> Vec<(String, String)> {
     let pool = w.gen.stack_pool();
     let mut rng = Rng::new(42);
     let data: Vec<_> = (0..profiles)
-        .map(|i| w.gen.profile(&pool, &mut rng, "bench-host", start + i * 10 * S, 10 * S, per_profile))
+        .map(|i| {
+            w.gen.profile(
+                &pool,
+                &mut rng,
+                "bench-host",
+                start + i * 10 * S,
+                10 * S,
+                per_profile,
+            )
+        })
         .collect();
     let model_samples: usize = data.iter().map(|p| p.samples.len()).sum();
 
@@ -87,32 +96,59 @@ fn run(w: &Workload, total_samples: u64) -> Vec<(String, String)> {
     let mut rows: Vec<(String, String)> = Vec::new();
     let mut row = |k: &str, v: String| rows.push((k.to_string(), v));
     row("workload", w.name.to_string());
-    row("shape", format!(
-        "{} stacks, {} procs x {} threads",
-        w.gen.stacks, w.gen.processes, w.gen.threads
-    ));
-    row("samples ingested", format!("{stored} ({model_samples} model samples)"));
+    row(
+        "shape",
+        format!(
+            "{} stacks, {} procs x {} threads",
+            w.gen.stacks, w.gen.processes, w.gen.threads
+        ),
+    );
+    row(
+        "samples ingested",
+        format!("{stored} ({model_samples} model samples)"),
+    );
     row("ingest, 360 profiles", ms(ingest));
-    row("ingest throughput", format!(
-        "{:.0} profiles/s, {:.0} samples/s",
-        profiles as f64 / ingest.as_secs_f64(),
-        stored as f64 / ingest.as_secs_f64()
-    ));
-    row("bucket entries / chunks", format!("{} / {}", st.sample_entries, st.sample_chunks));
-    row("stacks/frames/labels/strings", format!(
-        "{} / {} / {} / {}",
-        st.stacks, st.frames, st.label_sets, st.strings
-    ));
+    row(
+        "ingest throughput",
+        format!(
+            "{:.0} profiles/s, {:.0} samples/s",
+            profiles as f64 / ingest.as_secs_f64(),
+            stored as f64 / ingest.as_secs_f64()
+        ),
+    );
+    row(
+        "bucket entries / chunks",
+        format!("{} / {}", st.sample_entries, st.sample_chunks),
+    );
+    row(
+        "stacks/frames/labels/strings",
+        format!(
+            "{} / {} / {} / {}",
+            st.stacks, st.frames, st.label_sets, st.strings
+        ),
+    );
     row("file bytes", st.file_bytes.to_string());
     row("pages in use (bytes)", st.allocated_bytes.to_string());
-    row("file bytes per sample", format!("{:.2}", st.file_bytes as f64 / stored as f64));
-    row("in-use bytes per sample", format!("{:.2}", st.allocated_bytes as f64 / stored as f64));
+    row(
+        "file bytes per sample",
+        format!("{:.2}", st.file_bytes as f64 / stored as f64),
+    );
+    row(
+        "in-use bytes per sample",
+        format!("{:.2}", st.allocated_bytes as f64 / stored as f64),
+    );
 
     let (d, g) = time(5, || store.flamegraph(hour, &all).unwrap());
     assert_eq!(g.total(), stored);
-    row("flame graph 1 h", format!("{} ({} nodes)", ms(d), g.nodes.len()));
+    row(
+        "flame graph 1 h",
+        format!("{} ({} nodes)", ms(d), g.nodes.len()),
+    );
     let (d, p) = time(5, || store.merged(hour, &all).unwrap());
-    row("merged profile 1 h", format!("{} ({} samples)", ms(d), p.samples.len()));
+    row(
+        "merged profile 1 h",
+        format!("{} ({} samples)", ms(d), p.samples.len()),
+    );
     let (d, _) = time(5, || store.flamegraph(hour, &one_proc).unwrap());
     row("flame graph 1 h, process filter", ms(d));
     let (d, _) = time(5, || store.flamegraph(hour, &kernel).unwrap());
@@ -156,7 +192,8 @@ fn main() {
             },
         },
     ];
-    let results: Vec<Vec<(String, String)>> = workloads.iter().map(|w| run(w, total_samples)).collect();
+    let results: Vec<Vec<(String, String)>> =
+        workloads.iter().map(|w| run(w, total_samples)).collect();
     let w0 = results[0].iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let w1 = results[0].iter().map(|(_, v)| v.len()).max().unwrap_or(0);
     println!(

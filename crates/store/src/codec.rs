@@ -170,7 +170,9 @@ pub type Entry = (u64, u64, u64);
 /// deltas small: an entry typically takes 3–5 bytes, where a B-tree row
 /// per entry would take 30.
 pub fn encode_chunk(entries: &[Entry]) -> Vec<u8> {
-    debug_assert!(entries.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+    debug_assert!(entries
+        .windows(2)
+        .all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
     let mut out = Vec::with_capacity(entries.len() * 5 + 10);
     let total: u64 = entries.iter().fold(0u64, |a, e| a.saturating_add(e.2));
     put_varint(&mut out, total);
@@ -211,7 +213,8 @@ pub fn decode_chunk(bytes: &[u8], out: &mut Vec<Entry>) -> Result<(), CodecError
         let ds = r.varint()?;
         let s = ps.checked_add(ds).ok_or(CodecError("stack id overflows"))?;
         let l = if ds == 0 {
-            pl.checked_add(r.varint()?).ok_or(CodecError("label id overflows"))?
+            pl.checked_add(r.varint()?)
+                .ok_or(CodecError("label id overflows"))?
         } else {
             r.varint()?
         };
@@ -286,7 +289,13 @@ mod tests {
 
     #[test]
     fn chunks_round_trip_compactly_and_reject_garbage() {
-        let entries = vec![(1, 5, 3), (1, 9, 1), (2, 1, 100_000), (300, 2, 1), (300, 70_000, 2)];
+        let entries = vec![
+            (1, 5, 3),
+            (1, 9, 1),
+            (2, 1, 100_000),
+            (300, 2, 1),
+            (300, 70_000, 2),
+        ];
         let rec = encode_chunk(&entries);
         assert_eq!(chunk_header(&rec).unwrap(), (100_007, 5));
         let mut out = vec![(0, 0, 0)];
@@ -295,7 +304,10 @@ mod tests {
         // 5 entries: small deltas take one byte each.
         assert!(rec.len() <= 4 + 5 * 3 + 6, "{} bytes", rec.len());
         for cut in 0..rec.len() {
-            assert!(decode_chunk(&rec[..cut], &mut Vec::new()).is_err(), "cut {cut}");
+            assert!(
+                decode_chunk(&rec[..cut], &mut Vec::new()).is_err(),
+                "cut {cut}"
+            );
         }
         assert!(decode_chunk(&[0, 0xff, 0xff, 0x03], &mut Vec::new()).is_err());
         let mut long = rec.clone();

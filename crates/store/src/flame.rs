@@ -262,7 +262,11 @@ mod tests {
         assert_eq!((&*main.name, main.total, main.self_count), ("main", 6, 1));
         let a = &g.nodes[main.children[0] as usize];
         assert_eq!((a.total, a.self_count), (5, 0));
-        let names: Vec<&str> = a.children.iter().map(|&c| &*g.nodes[c as usize].name).collect();
+        let names: Vec<&str> = a
+            .children
+            .iter()
+            .map(|&c| &*g.nodes[c as usize].name)
+            .collect();
         assert_eq!(names, ["b", "sys_read"]);
         let sys = &g.nodes[g.find("sys_read")[0] as usize];
         assert_eq!(sys.class, FrameClass::Kernel);
@@ -274,12 +278,27 @@ mod tests {
         use libpf::FrameKind as K;
         assert_eq!(FrameClass::of_type(FrameType::KERNEL), FrameClass::Kernel);
         assert_eq!(FrameClass::of_type(FrameType::NATIVE), FrameClass::Native);
-        assert_eq!(FrameClass::of_type(K::Python.into()), FrameClass::Interpreted);
-        assert_eq!(FrameClass::of_type(K::Hotspot.into()), FrameClass::Interpreted);
+        assert_eq!(
+            FrameClass::of_type(K::Python.into()),
+            FrameClass::Interpreted
+        );
+        assert_eq!(
+            FrameClass::of_type(K::Hotspot.into()),
+            FrameClass::Interpreted
+        );
         assert_eq!(FrameClass::of_type(FrameType::ABORT), FrameClass::Error);
-        assert_eq!(FrameClass::of_type(FrameType::NATIVE.with_error()), FrameClass::Error);
-        assert_eq!(FrameClass::of_type(FrameType::from_u8(0x0e)), FrameClass::Error);
-        assert_eq!(FrameClass::parse("interpreted"), Some(FrameClass::Interpreted));
+        assert_eq!(
+            FrameClass::of_type(FrameType::NATIVE.with_error()),
+            FrameClass::Error
+        );
+        assert_eq!(
+            FrameClass::of_type(FrameType::from_u8(0x0e)),
+            FrameClass::Error
+        );
+        assert_eq!(
+            FrameClass::parse("interpreted"),
+            Some(FrameClass::Interpreted)
+        );
         assert_eq!(FrameClass::parse("bogus"), None);
 
         let mut exes = BTreeMap::new();

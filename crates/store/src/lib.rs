@@ -774,9 +774,9 @@ fn intern(
         }
     }
     let id = *next_id;
-    *next_id = id.checked_add(1).ok_or_else(|| {
-        StoreError::Corrupt("the record id counter overflowed".into())
-    })?;
+    *next_id = id
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Corrupt("the record id counter overflowed".into()))?;
     table.insert(id, rec)?;
     index.insert(h, id)?;
     Ok((id, true))
@@ -821,7 +821,12 @@ impl Dicts<'_, '_> {
             .iter()
             .map(|f| self.frame(f))
             .collect::<Result<Vec<u64>>>()?;
-        if let Some(&id) = self.caches.stacks.get(&ids).or(self.staged.stacks.get(&ids)) {
+        if let Some(&id) = self
+            .caches
+            .stacks
+            .get(&ids)
+            .or(self.staged.stacks.get(&ids))
+        {
             return Ok(id);
         }
         let rec = records::encode_stack(&ids);
@@ -833,7 +838,12 @@ impl Dicts<'_, '_> {
 
     fn label_set(&mut self, host: &Arc<str>, freq: u64, l: &SampleLabels) -> Result<u64> {
         let key = (host.clone(), freq, l.clone());
-        if let Some(&id) = self.caches.labels.get(&key).or(self.staged.labels.get(&key)) {
+        if let Some(&id) = self
+            .caches
+            .labels
+            .get(&key)
+            .or(self.staged.labels.get(&key))
+        {
             return Ok(id);
         }
         let strings = records::LabelStrings {

@@ -97,9 +97,7 @@ impl Store {
             (oldest, entries)
         };
         let expired = oldest.is_some_and(|b| b + self.retention_slack() < first_live);
-        let grown = caches
-            .measured
-            .is_none_or(|(r, _)| rows > r + r / 20);
+        let grown = caches.measured.is_none_or(|(r, _)| rows > r + r / 20);
         if !expired && !grown && self.file_len()? <= self.config.max_bytes {
             return Ok(None);
         }
@@ -112,7 +110,10 @@ impl Store {
         let db = self.db();
         let txn = db.begin_write()?;
         let s = txn.stats()?;
-        let rows = txn.open_table(META)?.get(META_ENTRIES)?.map_or(0, |v| v.value());
+        let rows = txn
+            .open_table(META)?
+            .get(META_ENTRIES)?
+            .map_or(0, |v| v.value());
         txn.abort()?;
         let live = s.allocated_pages() * s.page_size() as u64;
         caches.measured = Some((rows, live));

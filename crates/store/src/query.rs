@@ -282,7 +282,10 @@ impl View {
         if let Some(l) = self.label_cache.get(&id) {
             return Ok(l.clone());
         }
-        let v = self.labels.get(id)?.ok_or_else(|| missing("label set", id))?;
+        let v = self
+            .labels
+            .get(id)?
+            .ok_or_else(|| missing("label set", id))?;
         let (strings, cache) = (&self.strings, &mut self.string_cache);
         let l = Arc::new(records::decode_labels(v.value(), |s| {
             Self::string(strings, cache, s)
@@ -361,13 +364,16 @@ impl View {
     }
 }
 
+/// (self, total) samples per (function name, class).
+type FunctionCounts = HashMap<(Arc<str>, FrameClass), (u64, u64)>;
+
 /// Per-function self/total from stack counts.
 fn function_stats(
     view: &mut View,
     stacks: &HashMap<u64, u64>,
     executables: &BTreeMap<FileId, Executable>,
-) -> Result<HashMap<(Arc<str>, FrameClass), (u64, u64)>> {
-    let mut out: HashMap<(Arc<str>, FrameClass), (u64, u64)> = HashMap::new();
+) -> Result<FunctionCounts> {
+    let mut out: FunctionCounts = HashMap::new();
     let mut seen: HashSet<(Arc<str>, FrameClass)> = HashSet::new();
     for (&id, &count) in stacks {
         let frames = view.stack(id)?;
@@ -402,7 +408,12 @@ impl Store {
         (first.min(u64::from(u32::MAX) + 1), end)
     }
 
-    fn stack_counts(&self, view: &mut View, range: TimeRange, filter: &Filter) -> Result<HashMap<u64, u64>> {
+    fn stack_counts(
+        &self,
+        view: &mut View,
+        range: TimeRange,
+        filter: &Filter,
+    ) -> Result<HashMap<u64, u64>> {
         let mut counts: HashMap<u64, u64> = HashMap::new();
         view.scan(self.live_buckets(range), filter, |s, _, c| {
             *counts.entry(s).or_default() += c
@@ -457,7 +468,11 @@ impl Store {
                 duration_ns: range.duration_ns(),
                 frequency_hz,
                 host_name: if hosts.len() == 1 {
-                    hosts.into_iter().next().map(|h| h.to_string()).unwrap_or_default()
+                    hosts
+                        .into_iter()
+                        .next()
+                        .map(|h| h.to_string())
+                        .unwrap_or_default()
                 } else {
                     String::new()
                 },
@@ -639,8 +654,10 @@ impl Store {
                     }
                 }
             }
-            let mut frame_types: Vec<String> =
-                classes.into_iter().map(|c| c.as_str().to_string()).collect();
+            let mut frame_types: Vec<String> = classes
+                .into_iter()
+                .map(|c| c.as_str().to_string())
+                .collect();
             for k in kinds {
                 if !frame_types.iter().any(|t| t == k) {
                     frame_types.push(k.to_string());

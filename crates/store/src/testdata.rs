@@ -33,7 +33,13 @@ pub fn python(name: &str, line: u64) -> Frame {
 }
 
 /// Labels of a thread.
-pub fn labels(pid: u32, tid: u32, process: &str, thread: &str, container: Option<&str>) -> SampleLabels {
+pub fn labels(
+    pid: u32,
+    tid: u32,
+    process: &str,
+    thread: &str,
+    container: Option<&str>,
+) -> SampleLabels {
     SampleLabels {
         pid,
         tid,
@@ -47,7 +53,13 @@ pub fn labels(pid: u32, tid: u32, process: &str, thread: &str, container: Option
 
 /// A sample of `count` with its frames given root first (as one reads a
 /// call chain) and timestamps spread evenly over `[start, start+dur)`.
-pub fn sample(root_first: &[Frame], labels: SampleLabels, count: u64, start: u64, dur: u64) -> Sample {
+pub fn sample(
+    root_first: &[Frame],
+    labels: SampleLabels,
+    count: u64,
+    start: u64,
+    dur: u64,
+) -> Sample {
     let frames: Arc<[Frame]> = root_first.iter().rev().cloned().collect::<Vec<_>>().into();
     let timestamps = (0..count).map(|i| start + dur * i / count.max(1)).collect();
     Sample {
@@ -122,17 +134,40 @@ pub fn demo_profile(host: &str, start_unix_ns: u64, scale: u64) -> Profile {
         frequency_hz: 20,
         host_name: host.to_string(),
         samples: vec![
-            sample(&[main.clone(), a.clone(), b.clone(), c.clone()], app(), 100 * scale, s, dur),
-            sample(&[main.clone(), a.clone(), b.clone()], worker, 40 * scale, s, dur),
+            sample(
+                &[main.clone(), a.clone(), b.clone(), c.clone()],
+                app(),
+                100 * scale,
+                s,
+                dur,
+            ),
+            sample(
+                &[main.clone(), a.clone(), b.clone()],
+                worker,
+                40 * scale,
+                s,
+                dur,
+            ),
             sample(&syscall, app(), 20 * scale, s, dur),
             sample(
-                &[main.clone(), serve, python("handle_query", 42), python("dumps", 7)],
+                &[
+                    main.clone(),
+                    serve,
+                    python("handle_query", 42),
+                    python("dumps", 7),
+                ],
                 db,
                 30 * scale,
                 s,
                 dur,
             ),
-            sample(&[main.clone(), rec.clone(), rec, c], app(), 6 * scale, s, dur),
+            sample(
+                &[main.clone(), rec.clone(), rec, c],
+                app(),
+                6 * scale,
+                s,
+                dur,
+            ),
             sample(&[main, err], app(), 4 * scale, s, dur),
         ],
         executables: executables(),
@@ -196,7 +231,15 @@ impl Synthetic {
     pub fn stack_pool(&self) -> Vec<Arc<[Frame]>> {
         let mut rng = Rng::new(self.seed);
         let funcs: Vec<Frame> = (0..self.functions)
-            .map(|i| native(&format!("fn_{i}_{}", ["parse", "alloc", "hash", "io", "compute"][i % 5]), 0x10_000 + 16 * i as u64))
+            .map(|i| {
+                native(
+                    &format!(
+                        "fn_{i}_{}",
+                        ["parse", "alloc", "hash", "io", "compute"][i % 5]
+                    ),
+                    0x10_000 + 16 * i as u64,
+                )
+            })
             .collect();
         let kfuncs: Vec<Frame> = (0..40)
             .map(|i| kernel(&format!("kfunc_{i}"), 0xffff_ffff_8100_0000 + 64 * i))
@@ -206,7 +249,10 @@ impl Synthetic {
         for i in 0..self.stacks {
             // root first
             let mut path: Vec<Frame> = if i < 8 || roots.is_empty() {
-                vec![native("main", 0x1100), funcs[rng.below(self.functions as u64) as usize].clone()]
+                vec![
+                    native("main", 0x1100),
+                    funcs[rng.below(self.functions as u64) as usize].clone(),
+                ]
             } else {
                 let base = &roots[rng.below(roots.len() as u64) as usize];
                 let keep = 1 + rng.below(base.len() as u64) as usize;
@@ -234,7 +280,15 @@ impl Synthetic {
     /// One profile over `[start, start + dur)` with `samples` samples drawn
     /// from `pool` (skewed: low indexes are hot), each sample on its own
     /// timestamp and thread, aggregated per (stack, thread) like an agent.
-    pub fn profile(&self, pool: &[Arc<[Frame]>], rng: &mut Rng, host: &str, start: u64, dur: u64, samples: u64) -> Profile {
+    pub fn profile(
+        &self,
+        pool: &[Arc<[Frame]>],
+        rng: &mut Rng,
+        host: &str,
+        start: u64,
+        dur: u64,
+        samples: u64,
+    ) -> Profile {
         let mut agg: BTreeMap<(usize, u32, u32), Vec<u64>> = BTreeMap::new();
         for _ in 0..samples {
             // Skew: squaring a uniform value makes low indexes hot.
@@ -243,7 +297,9 @@ impl Synthetic {
             let p = rng.below(u64::from(self.processes)) as u32;
             let t = rng.below(u64::from(self.threads)) as u32;
             let ts = start + rng.below(dur);
-            agg.entry((s.min(pool.len() - 1), p, t)).or_default().push(ts);
+            agg.entry((s.min(pool.len() - 1), p, t))
+                .or_default()
+                .push(ts);
         }
         let samples = agg
             .into_iter()
@@ -251,7 +307,11 @@ impl Synthetic {
                 ts.sort_unstable();
                 let pid = 1000 + p;
                 let process = format!("proc{p}");
-                let thread = if t == 0 { process.clone() } else { format!("worker-{t}") };
+                let thread = if t == 0 {
+                    process.clone()
+                } else {
+                    format!("worker-{t}")
+                };
                 let container = (p % 3 == 0).then(|| format!("ctr{p:04}"));
                 Sample {
                     frames: pool[s].clone(),

@@ -64,7 +64,11 @@ fn dedup_within_and_across_profiles_and_after_reopen() {
             (0, 0, 0)
         );
         assert_eq!(second.new_entries, second.entries);
-        assert_eq!(store.stats().unwrap().sample_chunks, 2, "one chunk per bucket");
+        assert_eq!(
+            store.stats().unwrap().sample_chunks,
+            2,
+            "one chunk per bucket"
+        );
 
         // The same bucket again: existing rows are incremented.
         // The same bucket again: existing entries are incremented, in the
@@ -161,10 +165,7 @@ fn samples_are_counted_per_time_bucket() {
     assert_eq!(count(T0 + 20 * S, T0 + 30 * S), 1);
     assert_eq!(count(T0 + 30 * S, T0 + 40 * S), 5);
     assert_eq!(count(T0 + 40 * S, T0 + 400 * S), 0);
-    assert_eq!(
-        store.time_bounds().unwrap(),
-        Some(range(T0, T0 + 40 * S))
-    );
+    assert_eq!(store.time_bounds().unwrap(), Some(range(T0, T0 + 40 * S)));
 }
 
 #[test]
@@ -205,7 +206,10 @@ fn retention_hides_then_evicts_and_sweeps_old_data() {
     store.ingest(&demo_profile("h1", T0 + 3890 * S, 1)).unwrap();
     let m = st.maintenance.expect("retention ran on ingest");
     assert_eq!(m.expired_samples, 207);
-    assert!(m.swept_records >= 3, "old-only stack, frame, label set, strings");
+    assert!(
+        m.swept_records >= 3,
+        "old-only stack, frame, label set, strings"
+    );
     let after = store.stats().unwrap();
     assert_eq!(after.total_samples, 400);
     assert_eq!(after.stacks, 6);
@@ -220,7 +224,11 @@ fn retention_hides_then_evicts_and_sweeps_old_data() {
     assert!(!names.iter().any(|n| &**n == "only_in_old"));
     // The surviving data is intact.
     assert_eq!(
-        total(&store.merged(range(T0 + 3620 * S, T0 + 3630 * S), &filter()).unwrap()),
+        total(
+            &store
+                .merged(range(T0 + 3620 * S, T0 + 3630 * S), &filter())
+                .unwrap()
+        ),
         200
     );
 
@@ -256,7 +264,10 @@ fn size_cap_evicts_oldest_buckets_first_and_bounds_the_file() {
         let mut p = gen.profile(&pool, &mut rng, "h1", start, per_profile * 10 * S, 16000);
         // One function unique to each profile, so sweeping is visible.
         p.samples.push(testdata::sample(
-            &[native("main", 0x1100), native(&format!("unique_{i}"), 0x5000 + i)],
+            &[
+                native("main", 0x1100),
+                native(&format!("unique_{i}"), 0x5000 + i),
+            ],
             testdata::labels(1, 1, "u", "u", None),
             1,
             start,
@@ -277,9 +288,15 @@ fn size_cap_evicts_oldest_buckets_first_and_bounds_the_file() {
         }
         assert!(file <= MIN_MAX_BYTES, "ingest {i}: file {file} > cap");
     }
-    assert!(evictions >= 2, "the workload must exceed the cap repeatedly");
+    assert!(
+        evictions >= 2,
+        "the workload must exceed the cap repeatedly"
+    );
     // Freed pages are reused: the file is not rewritten on every eviction.
-    assert!(compactions < evictions, "{compactions} compactions, {evictions} evictions");
+    assert!(
+        compactions < evictions,
+        "{compactions} compactions, {evictions} evictions"
+    );
     // What remains is a suffix of whole buckets: oldest evicted first.
     let counts: Vec<u64> = (0..buckets as u64)
         .map(|i| {
@@ -297,9 +314,18 @@ fn size_cap_evicts_oldest_buckets_first_and_bounds_the_file() {
         }
     }
     let st = store.stats().unwrap();
-    assert_eq!(st.total_samples, per_bucket[first_kept..].iter().sum::<u64>());
-    assert!((st.frames as usize) < frames_created, "evicted frames were swept");
-    assert_eq!(st.time_bounds.unwrap().start_unix_ns, T0 + first_kept as u64 * 10 * S);
+    assert_eq!(
+        st.total_samples,
+        per_bucket[first_kept..].iter().sum::<u64>()
+    );
+    assert!(
+        (st.frames as usize) < frames_created,
+        "evicted frames were swept"
+    );
+    assert_eq!(
+        st.time_bounds.unwrap().start_unix_ns,
+        T0 + first_kept as u64 * 10 * S
+    );
 }
 
 #[test]
@@ -332,7 +358,13 @@ fn filters_narrow_by_labels_and_frame_types() {
         }),
         510
     );
-    assert_eq!(count(Filter { pid: Some(200), ..filter() }), 90);
+    assert_eq!(
+        count(Filter {
+            pid: Some(200),
+            ..filter()
+        }),
+        90
+    );
     assert_eq!(
         count(Filter {
             thread: Some("worker".into()),
@@ -340,7 +372,13 @@ fn filters_narrow_by_labels_and_frame_types() {
         }),
         120
     );
-    assert_eq!(count(Filter { tid: Some(101), ..filter() }), 120);
+    assert_eq!(
+        count(Filter {
+            tid: Some(101),
+            ..filter()
+        }),
+        120
+    );
     let ft = |s: &str| Filter {
         frame_type: Some(s.parse().unwrap()),
         ..filter()
@@ -374,13 +412,19 @@ fn filters_narrow_by_labels_and_frame_types() {
     assert_eq!(known.hosts, ["h1", "h2"]);
     assert_eq!(known.containers, ["c0ffee"]);
     assert_eq!(known.processes, ["app", "db"]);
-    assert_eq!(known.pids, [(100, "app".to_string()), (200, "db".to_string())]);
+    assert_eq!(
+        known.pids,
+        [(100, "app".to_string()), (200, "db".to_string())]
+    );
     assert_eq!(known.threads, ["app", "db-writer", "worker"]);
     assert_eq!(
         known.frame_types,
         ["kernel", "native", "interpreted", "error", "cpython"]
     );
-    assert_eq!(store.known_values(range(0, T0)).unwrap(), KnownValues::default());
+    assert_eq!(
+        store.known_values(range(0, T0)).unwrap(),
+        KnownValues::default()
+    );
 }
 
 #[test]
@@ -394,7 +438,14 @@ fn top_functions_count_self_and_total_once_per_sample() {
         .iter()
         .map(|f| (&*f.name, f.self_count, f.total))
         .collect();
-    assert_eq!(got, [("chain_c", 106, 106), ("chain_b", 40, 140), ("dumps", 30, 30)]);
+    assert_eq!(
+        got,
+        [
+            ("chain_c", 106, 106),
+            ("chain_b", 40, 140),
+            ("dumps", 30, 30)
+        ]
+    );
     let all = store.top_functions(r, &filter(), 100).unwrap();
     let get = |n: &str| all.iter().find(|f| &*f.name == n).unwrap().clone();
     assert_eq!((get("main").self_count, get("main").total), (0, 200));
@@ -402,7 +453,9 @@ fn top_functions_count_self_and_total_once_per_sample() {
     assert_eq!(get("vfs_write").class, FrameClass::Kernel);
     assert_eq!(get("dumps").class, FrameClass::Interpreted);
     assert_eq!(get("[unwind error native 3]").class, FrameClass::Error);
-    let by_total = store.top_functions_by(r, &filter(), 2, TopBy::Total).unwrap();
+    let by_total = store
+        .top_functions_by(r, &filter(), 2, TopBy::Total)
+        .unwrap();
     assert_eq!(&*by_total[0].name, "main");
     assert_eq!(&*by_total[1].name, "chain_a");
     assert_eq!(by_total[1].total, 160);
@@ -528,18 +581,26 @@ fn queries_run_while_ingesting() {
         let store = store.clone();
         std::thread::spawn(move || {
             for i in 0..20 {
-                store.ingest(&demo_profile("h1", T0 + i * 10 * S, 1)).unwrap();
+                store
+                    .ingest(&demo_profile("h1", T0 + i * 10 * S, 1))
+                    .unwrap();
             }
         })
     };
     let mut last = 0;
     while !writer.is_finished() {
         let n = total(&store.merged(TimeRange::ALL, &filter()).unwrap());
-        assert!(n >= last && n % 200 == 0, "snapshots are whole ingests: {n}");
+        assert!(
+            n >= last && n.is_multiple_of(200),
+            "snapshots are whole ingests: {n}"
+        );
         last = n;
     }
     writer.join().unwrap();
-    assert_eq!(total(&store.merged(TimeRange::ALL, &filter()).unwrap()), 4000);
+    assert_eq!(
+        total(&store.merged(TimeRange::ALL, &filter()).unwrap()),
+        4000
+    );
 }
 
 #[test]
@@ -553,7 +614,10 @@ fn lowering_the_cap_compacts_the_file() {
         for j in 0..100u64 {
             let name = format!("{}_{i}_{j}", "template<".repeat(100));
             p.samples.push(testdata::sample(
-                &[native("main", 0x1100), native(&name, 0x10_0000 + i * 1000 + j)],
+                &[
+                    native("main", 0x1100),
+                    native(&name, 0x10_0000 + i * 1000 + j),
+                ],
                 testdata::labels(1, 1, "big", "big", None),
                 1,
                 T0 + i * 10 * S,
@@ -576,7 +640,10 @@ fn lowering_the_cap_compacts_the_file() {
     let (store, _) = open_at(dir.path(), config, T0 + 3600 * S);
     assert!(store.stats().unwrap().file_bytes > MIN_MAX_BYTES);
     let m = store.maintain().unwrap();
-    assert!(m.compacted && m.evicted_entries > 0 && m.swept_records > 1000, "{m:?}");
+    assert!(
+        m.compacted && m.evicted_entries > 0 && m.swept_records > 1000,
+        "{m:?}"
+    );
     assert!(m.file_bytes_after <= MIN_MAX_BYTES, "{m:?}");
     assert_eq!(m.file_bytes_after, store.stats().unwrap().file_bytes);
     // The newest profile survived, the oldest did not.

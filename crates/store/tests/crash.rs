@@ -27,7 +27,9 @@ fn crash_child() {
     let t0: u64 = std::env::var("STORE_CRASH_T0").unwrap().parse().unwrap();
     let store = Store::open(&dir, StoreConfig::default()).unwrap();
     for i in 0..3 {
-        store.ingest(&demo_profile("h1", t0 + i * 10 * S, 1)).unwrap();
+        store
+            .ingest(&demo_profile("h1", t0 + i * 10 * S, 1))
+            .unwrap();
     }
     // Committed three profiles; die without any cleanup.
     std::process::abort();

@@ -101,7 +101,10 @@ fn param<'a>(q: &'a HashMap<String, String>, key: &str) -> Option<&'a str> {
     q.get(key).map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
-fn number<T: std::str::FromStr>(q: &HashMap<String, String>, key: &str) -> Result<Option<T>, ApiError> {
+fn number<T: std::str::FromStr>(
+    q: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
     param(q, key)
         .map(|v| {
             v.parse::<T>()
@@ -227,7 +230,10 @@ async fn app_css() -> Response {
     asset(APP_CSS, "text/css; charset=utf-8")
 }
 
-async fn flamegraph(State(store): State<Arc<Store>>, Query(q): Params) -> Result<Json<Value>, ApiError> {
+async fn flamegraph(
+    State(store): State<Arc<Store>>,
+    Query(q): Params,
+) -> Result<Json<Value>, ApiError> {
     let range = range_of(&q, "from", "to", default_window(&store))?;
     let filter = filter_of(&q)?;
     blocking(move || {
@@ -314,7 +320,10 @@ async fn diff(State(store): State<Arc<Store>>, Query(q): Params) -> Result<Json<
     .await
 }
 
-async fn filters(State(store): State<Arc<Store>>, Query(q): Params) -> Result<Json<Value>, ApiError> {
+async fn filters(
+    State(store): State<Arc<Store>>,
+    Query(q): Params,
+) -> Result<Json<Value>, ApiError> {
     let range = range_of(&q, "from", "to", default_window(&store))?;
     blocking(move || {
         let k = store.known_values(range)?;
@@ -345,7 +354,8 @@ async fn pprof(State(store): State<Arc<Store>>, Query(q): Params) -> Result<Resp
     let range = range_of(&q, "from", "to", default_window(&store))?;
     let filter = filter_of(&q)?;
     let (from, to) = ms_of(range);
-    let bytes = blocking(move || Ok(profile::pprof::encode(&store.merged(range, &filter)?))).await?;
+    let bytes =
+        blocking(move || Ok(profile::pprof::encode(&store.merged(range, &filter)?))).await?;
     let disposition = format!("attachment; filename=\"profile-{from}-{to}.pb.gz\"");
     Ok((
         [

@@ -17,7 +17,13 @@ async fn get(f: &Fixture, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<
         .unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, headers, body)
 }
 
@@ -47,17 +53,30 @@ async fn page_and_assets_are_self_contained() {
     let f = fixture();
     let (status, headers, body) = get(&f, "/").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     let html = String::from_utf8(body).unwrap();
     assert!(html.contains(r#"<script src="/assets/app.js">"#));
     assert!(html.contains(r#"href="/assets/app.css""#));
     let (status, headers, js) = get(&f, "/assets/app.js").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/javascript"));
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
     let (_, headers, css) = get(&f, "/assets/app.css").await;
-    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/css"));
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/css"));
     // No CDN, no external fetch: nothing points off the server.
-    for text in [html.as_str(), std::str::from_utf8(&js).unwrap(), std::str::from_utf8(&css).unwrap()] {
+    for text in [
+        html.as_str(),
+        std::str::from_utf8(&js).unwrap(),
+        std::str::from_utf8(&css).unwrap(),
+    ] {
         assert!(!text.contains("http://") && !text.contains("https://") && !text.contains("//cdn"));
         assert!(!text.contains("@import"));
     }
@@ -72,36 +91,84 @@ async fn flamegraph_merges_stacks_and_filters() {
     assert_eq!(g["total"], f.total());
     let root = &g["root"];
     assert_eq!(root["n"], "all");
-    let c = child(child(child(child(root, "main"), "chain_a"), "chain_b"), "chain_c");
+    let c = child(
+        child(child(child(root, "main"), "chain_a"), "chain_b"),
+        "chain_c",
+    );
     assert_eq!(c["v"], 200 + 100, "100 per profile plus B's extra 100");
     assert_eq!(c["k"], "native");
-    let vfs = child(child(child(child(child(child(child(root, "main"), "chain_a"), "write"), "entry_SYSCALL_64"), "do_syscall_64"), "ksys_write"), "vfs_write");
-    assert_eq!((vfs["k"].as_str(), vfs["v"].as_u64(), vfs["s"].as_u64()), (Some("kernel"), Some(40), Some(40)));
-    let dumps = child(child(child(child(root, "main"), "serve"), "handle_query"), "dumps");
+    let vfs = child(
+        child(
+            child(
+                child(
+                    child(child(child(root, "main"), "chain_a"), "write"),
+                    "entry_SYSCALL_64",
+                ),
+                "do_syscall_64",
+            ),
+            "ksys_write",
+        ),
+        "vfs_write",
+    );
+    assert_eq!(
+        (vfs["k"].as_str(), vfs["v"].as_u64(), vfs["s"].as_u64()),
+        (Some("kernel"), Some(40), Some(40))
+    );
+    let dumps = child(
+        child(child(child(root, "main"), "serve"), "handle_query"),
+        "dumps",
+    );
     assert_eq!(dumps["k"], "interpreted");
 
     let (from, to) = Fixture::range_ms(&f.a);
     let g = json(&f, &format!("/api/flamegraph?from={from}&to={to}")).await;
     assert_eq!(g["total"], f.a.total_samples());
-    assert_eq!((g["from"].as_u64(), g["to"].as_u64()), (Some(from), Some(to)));
+    assert_eq!(
+        (g["from"].as_u64(), g["to"].as_u64()),
+        (Some(from), Some(to))
+    );
 
     let g = json(&f, "/api/flamegraph?process=db").await;
     assert_eq!(g["total"], 60);
-    assert_eq!(child(&g["root"], "main")["c"].as_array().unwrap().len(), 1, "only serve");
-    assert_eq!(json(&f, "/api/flamegraph?host=web-2").await["total"], f.b.total_samples());
-    assert_eq!(json(&f, "/api/flamegraph?container=c0ffee").await["total"], 60);
+    assert_eq!(
+        child(&g["root"], "main")["c"].as_array().unwrap().len(),
+        1,
+        "only serve"
+    );
+    assert_eq!(
+        json(&f, "/api/flamegraph?host=web-2").await["total"],
+        f.b.total_samples()
+    );
+    assert_eq!(
+        json(&f, "/api/flamegraph?container=c0ffee").await["total"],
+        60
+    );
     assert_eq!(json(&f, "/api/flamegraph?pid=200").await["total"], 60);
     assert_eq!(json(&f, "/api/flamegraph?thread=worker").await["total"], 80);
     assert_eq!(json(&f, "/api/flamegraph?tid=101").await["total"], 80);
-    assert_eq!(json(&f, "/api/flamegraph?frame_type=kernel").await["total"], 40);
-    assert_eq!(json(&f, "/api/flamegraph?frame_type=error").await["total"], 8);
+    assert_eq!(
+        json(&f, "/api/flamegraph?frame_type=kernel").await["total"],
+        40
+    );
+    assert_eq!(
+        json(&f, "/api/flamegraph?frame_type=error").await["total"],
+        8
+    );
     // Empty values mean "any".
-    assert_eq!(json(&f, "/api/flamegraph?process=&pid=").await["total"], f.total());
+    assert_eq!(
+        json(&f, "/api/flamegraph?process=&pid=").await["total"],
+        f.total()
+    );
 
     // Pruning: with min=0.3 only nodes of at least 30% of the samples stay.
     let g = json(&f, "/api/flamegraph?min=0.3").await;
     let main = child(&g["root"], "main");
-    let kept: Vec<&str> = main["c"].as_array().unwrap().iter().map(|c| c["n"].as_str().unwrap()).collect();
+    let kept: Vec<&str> = main["c"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["n"].as_str().unwrap())
+        .collect();
     assert_eq!(kept, ["chain_a"]);
 }
 
@@ -109,13 +176,21 @@ async fn flamegraph_merges_stacks_and_filters() {
 async fn bad_parameters_are_400_with_a_message() {
     let f = fixture();
     assert!(error(&f, "/api/flamegraph?pid=abc").await.contains("pid"));
-    assert!(error(&f, "/api/flamegraph?frame_type=bogus").await.contains("bogus"));
-    assert!(error(&f, "/api/flamegraph?from=10&to=5").await.contains("before"));
-    assert!(error(&f, "/api/flamegraph?from=1&to=99999999999999999999").await.contains("to"));
+    assert!(error(&f, "/api/flamegraph?frame_type=bogus")
+        .await
+        .contains("bogus"));
+    assert!(error(&f, "/api/flamegraph?from=10&to=5")
+        .await
+        .contains("before"));
+    assert!(error(&f, "/api/flamegraph?from=1&to=99999999999999999999")
+        .await
+        .contains("to"));
     assert!(error(&f, "/api/flamegraph?min=2").await.contains("min"));
     assert!(error(&f, "/api/top?by=sideways").await.contains("by"));
     assert!(error(&f, "/api/top?n=-1").await.contains("n="));
-    assert!(error(&f, "/api/diff?a_from=5&a_to=1").await.contains("a_from"));
+    assert!(error(&f, "/api/diff?a_from=5&a_to=1")
+        .await
+        .contains("a_from"));
     assert!(error(&f, "/api/pprof?from=x").await.contains("from"));
     assert!(error(&f, "/api/filters?to=0").await.contains("before"));
 }
@@ -129,11 +204,21 @@ async fn top_functions_with_self_and_total() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["name"].as_str().unwrap().to_string(), r["self"].as_u64().unwrap(), r["total"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap().to_string(),
+                r["self"].as_u64().unwrap(),
+                r["total"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         rows,
-        [("chain_c".to_string(), 312, 312), ("chain_b".to_string(), 80, 380), ("dumps".to_string(), 60, 60)]
+        [
+            ("chain_c".to_string(), 312, 312),
+            ("chain_b".to_string(), 80, 380),
+            ("dumps".to_string(), 60, 60)
+        ]
     );
     let t = json(&f, "/api/top?n=1&by=total").await;
     assert_eq!(t["functions"][0]["name"], "main");
@@ -141,7 +226,11 @@ async fn top_functions_with_self_and_total() {
     assert_eq!(t["functions"][0]["kind"], "native");
     let t = json(&f, "/api/top?frame_type=kernel&n=50").await;
     assert_eq!(t["total"], 40);
-    assert!(t["functions"].as_array().unwrap().iter().any(|r| r["name"] == "vfs_write" && r["kind"] == "kernel"));
+    assert!(t["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"] == "vfs_write" && r["kind"] == "kernel"));
 }
 
 #[tokio::test]
@@ -149,10 +238,17 @@ async fn diff_compares_normalized_shares() {
     let f = fixture();
     let (af, at) = Fixture::range_ms(&f.a);
     let (bf, bt) = Fixture::range_ms(&f.b);
-    let d = json(&f, &format!("/api/diff?a_from={af}&a_to={at}&from={bf}&to={bt}")).await;
+    let d = json(
+        &f,
+        &format!("/api/diff?a_from={af}&a_to={at}&from={bf}&to={bt}"),
+    )
+    .await;
     assert_eq!(d["a_total"], f.a.total_samples());
     assert_eq!(d["b_total"], f.b.total_samples());
-    let c = child(child(child(child(&d["root"], "main"), "chain_a"), "chain_b"), "chain_c");
+    let c = child(
+        child(child(child(&d["root"], "main"), "chain_a"), "chain_b"),
+        "chain_c",
+    );
     assert_eq!((c["a"].as_u64(), c["v"].as_u64()), (Some(100), Some(200)));
     let top = &d["functions"][0];
     assert_eq!(top["name"], "chain_c");
@@ -160,7 +256,10 @@ async fn diff_compares_normalized_shares() {
     assert!((top["total_delta"].as_f64().unwrap() - want).abs() < 1e-9);
     // Default baseline: the period of equal length just before `from`.
     let d = json(&f, &format!("/api/diff?from={bf}&to={bt}")).await;
-    assert_eq!((d["a"]["from"].as_u64(), d["a"]["to"].as_u64()), (Some(2 * bf - bt), Some(bf)));
+    assert_eq!(
+        (d["a"]["from"].as_u64(), d["a"]["to"].as_u64()),
+        (Some(2 * bf - bt), Some(bf))
+    );
     assert_eq!(d["a_total"], 0);
 }
 
@@ -172,9 +271,19 @@ async fn filters_list_known_values_and_bounds() {
     assert_eq!(k["containers"], serde_json::json!(["c0ffee"]));
     assert_eq!(k["processes"], serde_json::json!(["app", "db"]));
     assert_eq!(k["pids"][1], serde_json::json!({"pid": 200, "name": "db"}));
-    assert_eq!(k["threads"], serde_json::json!(["app", "db-writer", "worker"]));
-    assert!(k["frame_types"].as_array().unwrap().iter().any(|t| t == "kernel"));
-    assert_eq!(k["bounds"]["from"].as_u64().unwrap(), f.a.start_unix_ns / common::MS);
+    assert_eq!(
+        k["threads"],
+        serde_json::json!(["app", "db-writer", "worker"])
+    );
+    assert!(k["frame_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t == "kernel"));
+    assert_eq!(
+        k["bounds"]["from"].as_u64().unwrap(),
+        f.a.start_unix_ns / common::MS
+    );
     assert!(k["now"].as_u64().unwrap() >= k["bounds"]["to"].as_u64().unwrap() - 10_000);
     // A range with no data lists nothing, but bounds still tell where data is.
     let k = json(&f, "/api/filters?from=1000&to=2000").await;
@@ -189,12 +298,19 @@ async fn pprof_download_is_the_filtered_merged_profile() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "application/octet-stream");
     let disp = headers[header::CONTENT_DISPOSITION].to_str().unwrap();
-    assert!(disp.starts_with("attachment; filename=\"profile-") && disp.ends_with(".pb.gz\""), "{disp}");
+    assert!(
+        disp.starts_with("attachment; filename=\"profile-") && disp.ends_with(".pb.gz\""),
+        "{disp}"
+    );
     assert_eq!(&body[..2], &[0x1f, 0x8b], "gzipped");
     let p = profile::pprof::decode(&body).unwrap();
     profile::pprof::validate(&p).unwrap();
     let samples: i64 = p.sample.iter().map(|s| s.value[0]).sum();
-    assert_eq!(samples as u64, f.total() - 60, "everything but the db process");
+    assert_eq!(
+        samples as u64,
+        f.total() - 60,
+        "everything but the db process"
+    );
     let names: Vec<&str> = p.function.iter().map(|fun| p.string(fun.name)).collect();
     assert!(names.contains(&"chain_b") && names.contains(&"vfs_write"));
     assert!(!names.contains(&"dumps"));

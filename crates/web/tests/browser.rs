@@ -21,7 +21,12 @@ fn chromium() -> PathBuf {
     if let Some(p) = std::env::var_os("CHROMIUM") {
         return PathBuf::from(p);
     }
-    for name in ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"] {
+    for name in [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ] {
         for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
             let p = dir.join(name);
             if p.is_file() {
@@ -158,12 +163,32 @@ fn page_in_headless_chromium() {
 
     // 1. It loads, and the flame graph shows the workload.
     let dom = run_chromium(&format!("{base}/"), &["--dump-dom".into()]);
-    assert_eq!(attr(&dom, "<body", "data-state"), Some("ready"), "page did not finish loading:\n{dom}");
-    assert_eq!(attr(&dom, "<body", "data-total"), Some(f.total().to_string().as_str()));
+    assert_eq!(
+        attr(&dom, "<body", "data-state"),
+        Some("ready"),
+        "page did not finish loading:\n{dom}"
+    );
+    assert_eq!(
+        attr(&dom, "<body", "data-total"),
+        Some(f.total().to_string().as_str())
+    );
     let all = frames(&dom, "flame");
     let n = names(&all);
-    for want in ["all", "main", "chain_a", "chain_b", "chain_c", "vfs_write", "entry_SYSCALL_64", "handle_query", "dumps"] {
-        assert!(n.contains(&want), "{want} missing from the flame graph: {n:?}");
+    for want in [
+        "all",
+        "main",
+        "chain_a",
+        "chain_b",
+        "chain_c",
+        "vfs_write",
+        "entry_SYSCALL_64",
+        "handle_query",
+        "dumps",
+    ] {
+        assert!(
+            n.contains(&want),
+            "{want} missing from the flame graph: {n:?}"
+        );
     }
     let class_of = |name: &str| all.iter().find(|b| b.text == name).unwrap().class.clone();
     assert!(class_of("vfs_write").contains("k-kernel"));
@@ -173,7 +198,11 @@ fn page_in_headless_chromium() {
     // The top-functions table is filled, biggest self first.
     let top = &dom[dom.find("id=\"top\"").unwrap()..];
     let first_fn = &top[top.find("<td class=\"fn\"").unwrap()..];
-    assert!(first_fn[first_fn.find('>').unwrap() + 1..].starts_with("chain_c<"), "{}", &first_fn[..200]);
+    assert!(
+        first_fn[first_fn.find('>').unwrap() + 1..].starts_with("chain_c<"),
+        "{}",
+        &first_fn[..200]
+    );
     // Filters were populated from /api/filters.
     assert!(dom.contains("<option value=\"db\">db</option>"));
     assert!(dom.contains("<option value=\"c0ffee\">c0ffee</option>"));
@@ -186,30 +215,65 @@ fn page_in_headless_chromium() {
     assert_eq!(attr(&dom, "<body", "data-state"), Some("ready"));
     assert_eq!(attr(&dom, "<body", "data-total"), Some("60"));
     let n: Vec<String> = frames(&dom, "flame").into_iter().map(|b| b.text).collect();
-    assert!(n.iter().any(|s| s == "dumps") && n.iter().any(|s| s == "handle_query"), "{n:?}");
-    assert!(!n.iter().any(|s| s == "chain_b" || s == "vfs_write"), "filter did not narrow: {n:?}");
-    assert!(attr(&dom, "<a id=\"pprof\"", "href").unwrap().contains("process=db"));
-    let dom_kernel = run_chromium(&format!("{base}/?frame_type=kernel"), &["--dump-dom".into()]);
+    assert!(
+        n.iter().any(|s| s == "dumps") && n.iter().any(|s| s == "handle_query"),
+        "{n:?}"
+    );
+    assert!(
+        !n.iter().any(|s| s == "chain_b" || s == "vfs_write"),
+        "filter did not narrow: {n:?}"
+    );
+    assert!(attr(&dom, "<a id=\"pprof\"", "href")
+        .unwrap()
+        .contains("process=db"));
+    let dom_kernel = run_chromium(
+        &format!("{base}/?frame_type=kernel"),
+        &["--dump-dom".into()],
+    );
     assert_eq!(attr(&dom_kernel, "<body", "data-total"), Some("40"));
 
     // 3. Search highlights the matches, and only them.
     let url = format!("{base}/?search=chain_b");
     let dom = run_chromium(&url, &["--dump-dom".into()]);
     let fr = frames(&dom, "flame");
-    let matched: Vec<&Box> = fr.iter().filter(|b| b.class.split(' ').any(|c| c == "match")).collect();
+    let matched: Vec<&Box> = fr
+        .iter()
+        .filter(|b| b.class.split(' ').any(|c| c == "match"))
+        .collect();
     assert!(!matched.is_empty(), "nothing highlighted");
-    assert!(matched.iter().all(|b| b.text.contains("chain_b")), "{matched:?}");
-    assert!(fr.iter().filter(|b| b.text == "chain_b").all(|b| b.class.contains("match")));
-    assert!(attr(&dom, "<div id=\"flame\"", "class").unwrap().contains("searching"));
+    assert!(
+        matched.iter().all(|b| b.text.contains("chain_b")),
+        "{matched:?}"
+    );
+    assert!(fr
+        .iter()
+        .filter(|b| b.text == "chain_b")
+        .all(|b| b.class.contains("match")));
+    assert!(attr(&dom, "<div id=\"flame\"", "class")
+        .unwrap()
+        .contains("searching"));
     // chain_b is under 80 + 300 of the 500 samples: the page says so.
     let matched_samples = attr(&dom, "<span id=\"match-info\"", "data-matched").unwrap();
     assert_eq!(matched_samples, "380");
-    run_chromium(&url, &[format!("--screenshot={}", artifacts().join("web-flamegraph-search.png").display())]);
+    run_chromium(
+        &url,
+        &[format!(
+            "--screenshot={}",
+            artifacts().join("web-flamegraph-search.png").display()
+        )],
+    );
 
     // 4. Zoom: main → chain_a fills the width, its ancestors sit above.
-    let dom = run_chromium(&format!("{base}/?zoom=main;chain_a"), &["--dump-dom".into()]);
+    let dom = run_chromium(
+        &format!("{base}/?zoom=main;chain_a"),
+        &["--dump-dom".into()],
+    );
     let fr = frames(&dom, "flame");
-    let ancestors: Vec<&str> = fr.iter().filter(|b| b.class.contains("ancestor")).map(|b| b.text.as_str()).collect();
+    let ancestors: Vec<&str> = fr
+        .iter()
+        .filter(|b| b.class.contains("ancestor"))
+        .map(|b| b.text.as_str())
+        .collect();
     assert_eq!(ancestors, ["all", "main"]);
     assert!(!fr.iter().any(|b| b.text == "serve"), "zoomed out of view");
     assert!(fr.iter().any(|b| b.text == "chain_c"));
@@ -220,18 +284,34 @@ fn page_in_headless_chromium() {
     let url = format!("{base}/?view=diff&from={bf}&to={bt}&a_from={af}&a_to={at}");
     let dom = run_chromium(&url, &["--dump-dom".into()]);
     assert_eq!(attr(&dom, "<body", "data-state"), Some("ready"), "{dom}");
-    let n: Vec<String> = frames(&dom, "diff-flame").into_iter().map(|b| b.text).collect();
+    let n: Vec<String> = frames(&dom, "diff-flame")
+        .into_iter()
+        .map(|b| b.text)
+        .collect();
     assert!(n.iter().any(|s| s == "chain_c"), "{n:?}");
     let diff_table = &dom[dom.find("id=\"diff-top\"").unwrap()..];
     let first = &diff_table[diff_table.find("<td class=\"fn\"").unwrap()..];
     assert!(first[first.find('>').unwrap() + 1..].starts_with("chain_c<"));
-    run_chromium(&url, &[format!("--screenshot={}", artifacts().join("web-diff.png").display())]);
+    run_chromium(
+        &url,
+        &[format!(
+            "--screenshot={}",
+            artifacts().join("web-diff.png").display()
+        )],
+    );
 
     // The screenshot of the default view, for a person to look at.
     let shot = artifacts().join("web-flamegraph.png");
     let _ = std::fs::remove_file(&shot);
-    run_chromium(&format!("{base}/"), &[format!("--screenshot={}", shot.display())]);
+    run_chromium(
+        &format!("{base}/"),
+        &[format!("--screenshot={}", shot.display())],
+    );
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    assert!(png.len() > 20_000, "suspiciously small screenshot: {} bytes", png.len());
+    assert!(
+        png.len() > 20_000,
+        "suspiciously small screenshot: {} bytes",
+        png.len()
+    );
 }

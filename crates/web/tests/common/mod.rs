@@ -41,7 +41,9 @@ pub fn fixture() -> Fixture {
     let extra = 100;
     b.samples[0].count += extra;
     let start = b.start_unix_ns;
-    b.samples[0].timestamps_unix_ns = (0..b.samples[0].count).map(|i| start + i * 10_000_000).collect();
+    b.samples[0].timestamps_unix_ns = (0..b.samples[0].count)
+        .map(|i| start + i * 10_000_000)
+        .collect();
     store.ingest(&a).unwrap();
     store.ingest(&b).unwrap();
     Fixture {
