@@ -97,6 +97,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
     max_bytes: usize,
+    limit: Arc<tokio::sync::Semaphore>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let svc = ProfilesServiceServer::new(Service {
@@ -107,6 +108,9 @@ pub async fn serve(
     let checker = ingest.clone();
     let svc = InterceptedService::new(svc, move |req| check_version(&checker, req));
     tonic::transport::Server::builder()
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+            limit,
+        ))
         .layer(tower::util::MapResponseLayer::new(
             decode_error_is_invalid_argument,
         ))

@@ -228,12 +228,16 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     ingest: Arc<Ingest>,
     max_bytes: usize,
+    limit: Arc<tokio::sync::Semaphore>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let app = Router::new()
         .route(PATH, post(export))
         // Extractors that buffer (none here today) get the same cap.
         .layer(DefaultBodyLimit::max(max_bytes))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
+            limit,
+        ))
         .with_state(AppState { ingest, max_bytes });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -18,6 +18,9 @@
 //!   of gzip bodies (413); gRPC uses tonic's `max_decoding_message_size`,
 //!   which checks the frame header before buffering and bounds decompression
 //!   (`OUT_OF_RANGE`/`RESOURCE_EXHAUSTED`).
+//! * Concurrency: at most [`Config::max_concurrent_requests`] requests are
+//!   handled at once across both receivers (others wait), so request memory
+//!   stays bounded however many clients connect.
 //! * Validation: [`otlp::validate`]; a malformed request is refused whole
 //!   with the reason (gRPC `INVALID_ARGUMENT`, HTTP 400 with a
 //!   `google.rpc.Status` body in the request's content type). Profiles the
@@ -62,6 +65,10 @@ pub struct Config {
     /// Most samples buffered between flushes; profiles beyond are dropped
     /// (reported as partial success) rather than growing without bound.
     pub max_buffered_samples: usize,
+    /// Most requests handled at once, gRPC and HTTP together; more wait
+    /// (backpressure). Bounds request memory to about this many times
+    /// `max_request_bytes` (twice that for gzip bodies).
+    pub max_concurrent_requests: usize,
 }
 
 /// 32 MiB, what upstream's collector accepts.
@@ -76,6 +83,7 @@ impl Default for Config {
             flush_interval: Duration::from_secs(10),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_buffered_samples: 5_000_000,
+            max_concurrent_requests: 4,
         }
     }
 }
@@ -103,6 +111,9 @@ impl Collector {
         })?;
         let ingest = Arc::new(Ingest::new(&config));
         let (stop, stopped) = watch::channel(false);
+        let limit = Arc::new(tokio::sync::Semaphore::new(
+            config.max_concurrent_requests.max(1),
+        ));
         let mut tasks = Vec::new();
         let mut grpc_addr = None;
         let mut http_addr = None;
@@ -115,6 +126,7 @@ impl Collector {
                 listener,
                 ingest.clone(),
                 config.max_request_bytes,
+                limit.clone(),
                 wait(stopped.clone()),
             )));
         }
@@ -127,6 +139,7 @@ impl Collector {
                 listener,
                 ingest.clone(),
                 config.max_request_bytes,
+                limit.clone(),
                 wait(stopped.clone()),
             )));
         }

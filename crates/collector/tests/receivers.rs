@@ -691,3 +691,83 @@ async fn periodic_flush_writes_files_without_being_asked() {
     // Nothing buffered: shutdown writes nothing more.
     assert!(c.shutdown().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_full_buffer_drops_profiles_as_partial_success() {
+    let dir = temp_dir("full");
+    let req = request(30, "node-f");
+    // Room for exactly the first profile's samples (after OTLP merging).
+    let first = otlp::decode(&req).unwrap()[0].1.samples.len();
+    let c = Collector::start(Config {
+        grpc_listen: Some("127.0.0.1:0".parse().unwrap()),
+        http_listen: None,
+        output_dir: dir.clone(),
+        flush_interval: Duration::from_secs(3600),
+        max_buffered_samples: first,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let mut client = grpc_client(&c).await;
+    let resp = client.export(req.clone()).await.unwrap().into_inner();
+    let p = resp.partial_success.expect("partial success");
+    assert_eq!(p.rejected_profiles, 2, "{first}: {}", p.error_message);
+    assert!(
+        p.error_message.contains("collector buffer full"),
+        "{}",
+        p.error_message
+    );
+    // After a flush there is room again, for the first profile.
+    assert_eq!(c.flush().await.unwrap().len(), 1);
+    let resp = client.export(req).await.unwrap().into_inner();
+    assert_eq!(resp.partial_success.unwrap().rejected_profiles, 2);
+    assert_eq!(c.stats().profiles_accepted, 2);
+    c.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_requests_beyond_the_limit_wait() {
+    let dir = temp_dir("concurrency");
+    let c = Collector::start(Config {
+        grpc_listen: None,
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
+        output_dir: dir,
+        flush_interval: Duration::from_secs(3600),
+        max_concurrent_requests: 1,
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let addr = c.http_addr.unwrap();
+    let body = request(5, "node-g").encode_to_vec();
+    // A slow client holds the only slot: headers and half its body.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {PATH} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..body.len() / 2]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A second request waits for the slot...
+    let body2 = body.clone();
+    let second = tokio::spawn(async move {
+        http_post(addr, &[("Content-Type", "application/x-protobuf")], &body2).await
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !second.is_finished(),
+        "second request ran while the slot was taken"
+    );
+    // ...and proceeds once the first completes.
+    slow.write_all(&body[body.len() / 2..]).await.unwrap();
+    let mut buf = Vec::new();
+    slow.read_to_end(&mut buf).await.unwrap();
+    assert_eq!(parse_response(&buf).status, 200);
+    let r = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, 200);
+    c.shutdown().await.unwrap();
+}
