@@ -101,13 +101,30 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 /// rejected (a misspelt field would otherwise silently drop data).
 pub fn from_json(body: &[u8]) -> Result<ExportProfilesServiceRequest, JsonError> {
     let desc = descriptor()?;
-    let mut v: Value = serde_json::from_slice(body).map_err(|e| JsonError(e.to_string()))?;
-    convert_hex(&mut v, true)?;
-    let dynamic = DynamicMessage::deserialize_with_options(
-        desc.clone(),
-        v,
-        &DeserializeOptions::new().deny_unknown_fields(true),
-    )
+    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    // The hex fields need a detour through `Value` (several times the body
+    // in memory); most bodies have none and are read in one pass. A field
+    // name could also hide behind a JSON escape (`\u0074raceId`): then it
+    // is read as protobuf JSON base64, which fails loudly on hex.
+    let needs_hex = [
+        &b"traceId"[..],
+        b"spanId",
+        b"profileId",
+        b"trace_id",
+        b"span_id",
+        b"profile_id",
+    ]
+    .iter()
+    .any(|k| body.windows(k.len()).any(|w| w == *k));
+    let dynamic = if needs_hex {
+        let mut v: Value = serde_json::from_slice(body).map_err(|e| JsonError(e.to_string()))?;
+        convert_hex(&mut v, true)?;
+        DynamicMessage::deserialize_with_options(desc.clone(), v, &options)
+    } else {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        DynamicMessage::deserialize_with_options(desc.clone(), &mut de, &options)
+            .and_then(|m| de.end().map(|()| m))
+    }
     .map_err(|e| JsonError(e.to_string()))?;
     ExportProfilesServiceRequest::decode(dynamic.encode_to_vec().as_slice())
         .map_err(|e| JsonError(format!("re-encoding: {e}")))
