@@ -206,6 +206,8 @@ struct Inner {
     client: BulkClient,
     counters: Counters,
     wake: Notify,
+    /// Wakes the drain task out of a backoff sleep on shutdown.
+    stop: Notify,
     stopping: AtomicBool,
     hot: Mutex<Hot>,
 }
@@ -231,6 +233,7 @@ impl Exporter {
             client,
             counters: Counters::default(),
             wake: Notify::new(),
+            stop: Notify::new(),
             stopping: AtomicBool::new(false),
             hot: Mutex::new(Hot::default()),
         });
@@ -269,6 +272,7 @@ impl Exporter {
     pub async fn shutdown(mut self) -> Metrics {
         self.inner.stopping.store(true, Relaxed);
         self.inner.wake.notify_one();
+        self.inner.stop.notify_waiters();
         if let Some(task) = self.task.take() {
             let limit = self.inner.config.shutdown_timeout + Duration::from_secs(5);
             if tokio::time::timeout(limit, task).await.is_err() {
@@ -423,7 +427,7 @@ async fn drain(inner: Arc<Inner>) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(target: "exporter_elasticsearch", "reading the spool: {e}");
-                if sleep_or_deadline(backoff.next(), deadline).await {
+                if sleep_or_deadline(&inner, backoff.next(), deadline).await {
                     return;
                 }
                 continue;
@@ -444,10 +448,22 @@ async fn drain(inner: Arc<Inner>) {
 }
 
 /// Sleeps `d`, or until the shutdown deadline. True if the deadline has passed.
-async fn sleep_or_deadline(d: Duration, deadline: Option<Instant>) -> bool {
+/// Without a deadline the sleep ends early when `shutdown` is called, so a
+/// long backoff does not delay it.
+async fn sleep_or_deadline(inner: &Inner, d: Duration, deadline: Option<Instant>) -> bool {
     match deadline {
         None => {
-            tokio::time::sleep(d).await;
+            let stop = inner.stop.notified();
+            tokio::pin!(stop);
+            // Registered before the flag is read: a shutdown in between still wakes us.
+            stop.as_mut().enable();
+            if inner.stopping.load(Relaxed) {
+                return false;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = stop => {}
+            }
             false
         }
         Some(dl) => {
@@ -606,7 +622,7 @@ async fn send_round(
             let _ = remove(inner, std::mem::take(&mut done)).await;
         }
         if retry_any {
-            if sleep_or_deadline(backoff.next(), deadline).await {
+            if sleep_or_deadline(inner, backoff.next(), deadline).await {
                 return false;
             }
         } else {

@@ -185,16 +185,28 @@ async fn shutdown_drains_or_leaves_the_rest_on_disk() {
     let m = exp.shutdown().await;
     assert_eq!(m.spool_entries, 0, "drained on shutdown: {m:?}");
     assert_complete(&server, 5);
-    // Down: shutdown gives up after its timeout, keeping the data.
+    // Down: shutdown gives up after its timeout, keeping the data — even
+    // while the drain task sleeps in a long backoff.
     server.stop().await;
-    let exp = open(cfg.clone(), dir.path()).await;
+    let mut slow = cfg.clone();
+    slow.backoff_initial = Duration::from_secs(20);
+    slow.backoff_max = Duration::from_secs(20);
+    let exp = open(slow, dir.path()).await;
     for v in 5..8 {
         exp.enqueue(&realistic_request("host-a", v, PROCESSES, SAMPLES))
             .unwrap();
     }
+    wait_until("a failed attempt", Duration::from_secs(10), || {
+        exp.metrics().retried > 0
+    })
+    .await;
     let start = Instant::now();
     let m = exp.shutdown().await;
-    assert!(start.elapsed() < Duration::from_secs(5), "bounded shutdown");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "bounded shutdown: {:?}",
+        start.elapsed()
+    );
     assert_eq!(m.spool_entries, 3);
     server.restart().await;
     let exp = open(cfg, dir.path()).await;
