@@ -37,12 +37,20 @@ impl std::fmt::Display for IngestError {
 /// Counters, updated lock-free by the receivers.
 #[derive(Default, Debug)]
 pub struct Stats {
+    /// Requests seen, refused ones included.
     pub requests: AtomicU64,
+    /// Requests refused whole (version, size, format, validation).
     pub requests_rejected: AtomicU64,
+    /// OTLP `Profile`s handed to the sink.
     pub profiles_accepted: AtomicU64,
+    /// OTLP `Profile`s dropped and reported as partial success.
     pub profiles_rejected: AtomicU64,
+    /// Samples (after the sender's merging) handed to the sink.
     pub samples_accepted: AtomicU64,
+    /// Body bytes of requests that reached validation: HTTP as received
+    /// (compressed when gzip), gRPC the decoded message size.
     pub bytes_received: AtomicU64,
+    /// pprof files written by the sink.
     pub files_written: AtomicU64,
 }
 

@@ -7,7 +7,9 @@ JSON: resource attributes, sample attributes, frames root -> leaf (function
 name and profile.frame.type per line; `<type>+0x<address>` for a location
 without lines), count and timestamps. The Rust test compares this with the
 model it encoded. With `--to-json` it prints the request as protobuf JSON
-instead (an independent JSON producer for our OTLP/JSON reader).
+instead (an independent JSON producer for our OTLP/JSON reader); with
+`--check-json FILE` it parses our JSON with the official parser and prints
+`equal` when it is the same message as the binary.
 """
 import json
 import sys
@@ -92,8 +94,23 @@ def to_json(path):
     sys.stdout.write(json_format.MessageToJson(req))
 
 
+def check_json(path, json_path):
+    """Parses our OTLP/JSON with the official protobuf JSON parser and says
+    whether it is the same message as the binary file."""
+    from google.protobuf import json_format
+
+    binary = profiles_service_pb2.ExportProfilesServiceRequest()
+    with open(path, "rb") as f:
+        binary.ParseFromString(f.read())
+    with open(json_path) as f:
+        parsed = json_format.Parse(f.read(), profiles_service_pb2.ExportProfilesServiceRequest())
+    sys.stdout.write("equal" if parsed == binary else "differ")
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[2] == "--to-json":
         to_json(sys.argv[1])
+    elif len(sys.argv) > 3 and sys.argv[2] == "--check-json":
+        check_json(sys.argv[1], sys.argv[3])
     else:
         main(sys.argv[1])
