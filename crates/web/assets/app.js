@@ -285,8 +285,10 @@ function drawFlame(box, root, opts) {
     if (depth === 0) d.classList.add("root");
     else d.style.background = opts.color(node);
     d.dataset.path = path.join(";");
+    d.dataset.n = node.n;
     d.title = opts.label(node);
-    d.textContent = node.n;
+    // Like classic flame graphs, no label where not even "ab…" fits.
+    if (w * width >= 22) d.textContent = node.n;
     if (opts.match && depth > 0 && opts.match(node.n)) d.classList.add("match");
     frag.appendChild(d);
     drawn++;
@@ -423,7 +425,8 @@ function renderDiff() {
   const color = (n) => {
     const d = delta(n);
     const t = Math.min(1, Math.abs(d) / maxDelta);
-    const light = Math.round(96 - 46 * t);
+    if (t < 0.01) return "hsl(0, 0%, 93%)";
+    const light = Math.round(94 - 44 * t);
     return d >= 0 ? `hsl(0, 78%, ${light}%)` : `hsl(218, 78%, ${light}%)`;
   };
   const p = (x) => (100 * x).toFixed(2) + "%";

@@ -96,7 +96,7 @@ fn run_chromium(url: &str, extra: &[String]) -> String {
     }
 }
 
-/// A drawn flame graph box: its classes and text.
+/// A drawn flame graph box: its classes and frame name.
 #[derive(Debug)]
 struct Box {
     class: String,
@@ -118,10 +118,17 @@ fn boxes(dom: &str, container: &str) -> Vec<Box> {
         let class = tail[..class_end].to_string();
         let open_end = tail.find('>').unwrap();
         let text_end = tail[open_end..].find("</div>").unwrap() + open_end;
-        let text = tail[open_end + 1..text_end]
-            .replace("&amp;", "&")
+        // The name is in `data-n` (narrow boxes draw no label).
+        let tag = &tail[..open_end];
+        let text = tag
+            .find("data-n=\"")
+            .map(|i| &tag[i + 8..])
+            .map(|v| &v[..v.find('"').unwrap()])
+            .unwrap_or("")
+            .replace("&quot;", "\"")
             .replace("&lt;", "<")
-            .replace("&gt;", ">");
+            .replace("&gt;", ">")
+            .replace("&amp;", "&");
         out.push(Box { class, text });
         rest = &tail[text_end + "</div>".len()..];
     }
