@@ -705,7 +705,8 @@ fn encode_profile(
             .filter(|(k, _)| HOST_PREFIXES.iter().any(|p| k.starts_with(p)))
             .map(|(k, v)| (k.to_lowercase(), v.to_lowercase()))
             .collect();
-        attrs.insert("host.id".into(), host_id.to_lowercase());
+        // host.id keeps its case: events carry it unchanged and join on it.
+        attrs.insert("host.id".into(), host_id.clone());
         let mut h = twox_hash::XxHash3_128::with_seed(0);
         for (k, v) in &attrs {
             h.write(k.as_bytes());

@@ -644,6 +644,16 @@ async fn remove(inner: &Arc<Inner>, keys: Vec<u64>) -> Result<(), SpoolError> {
     if keys.is_empty() {
         return Ok(());
     }
+    {
+        // An entry the drain read from disk before `enqueue` parked its
+        // encoding would otherwise keep that encoding forever.
+        let mut hot = inner.hot.lock().unwrap_or_else(|p| p.into_inner());
+        for k in &keys {
+            if let Some((_, size)) = hot.docs.remove(k) {
+                hot.bytes -= size;
+            }
+        }
+    }
     let r = blocking(inner, move |s| s.remove(&keys)).await;
     if let Err(e) = &r {
         // The entries stay and are resent later (409s): no data lost.

@@ -523,3 +523,19 @@ fn event_ids_can_be_left_to_elasticsearch() {
     let action: Value = serde_json::from_slice(out.split(|&b| b == b'\n').next().unwrap()).unwrap();
     assert_eq!(action["create"]["_id"].as_str().unwrap().len(), 22);
 }
+
+#[test]
+fn host_document_lowercases_all_but_the_host_id() {
+    let req = realistic_request("Host-MiXeD", 0, 1, 4);
+    let e = encode(&req, &EncodeOptions::default());
+    let h = src(of(&e, index::OTEL_HOSTS)[0]);
+    assert_eq!(h["resource.attributes.host.id"], "Host-MiXeD");
+    assert_eq!(h["resource.attributes.host.name"], "host-mixed.example");
+    assert_eq!(h["resource.attributes.cloud.provider"], "local");
+    assert!(
+        h.get("resource.attributes.process.pid").is_none(),
+        "only host attributes"
+    );
+    let ev = src(of(&e, index::OTEL_EVENTS_ALL)[0]);
+    assert_eq!(ev["resource.attributes.host.id"], "Host-MiXeD");
+}
