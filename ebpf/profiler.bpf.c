@@ -51,7 +51,12 @@ struct unwind_state {
     __u32 return_address;
     /* 0 while unwinding; 1 when the trace is complete or ended by an error. */
     __u32 done;
-    __u32 pad;
+    /* 1 when `mapping` and `table` hold the last frame's executable: most
+     * callers live in the same file as their callee, so the next frame
+     * usually needs neither the trie nor the table lookup. */
+    __u32 cache_valid;
+    struct mapping_value mapping;
+    struct exe_table table;
     struct trace_record record;
 };
 
@@ -156,20 +161,32 @@ static __always_inline int native_step(struct unwind_state *s)
         return 1;
     }
 
-    struct mapping_key key = {
-        .prefixlen = 32 + 64,
-        .asid_be = bpf_htonl(s->asid),
-        .address_be = bpf_cpu_to_be64(pc),
-    };
-    struct mapping_value *m = bpf_map_lookup_elem(&mappings, &key);
-    if (!m) {
-        /* Maybe mapped since the last scan (dlopen): ask for a rescan. */
-        send_pid_event(PID_EVENT_KIND_UNKNOWN, s->record.header.pid, 0, 0);
-        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_MAPPING);
-        return 1;
+    if (!s->cache_valid || pc < s->mapping.start || pc >= s->mapping.end) {
+        struct mapping_key key = {
+            .prefixlen = 32 + 64,
+            .asid_be = bpf_htonl(s->asid),
+            .address_be = bpf_cpu_to_be64(pc),
+        };
+        struct mapping_value *m = bpf_map_lookup_elem(&mappings, &key);
+        if (!m) {
+            /* Maybe mapped since the last scan (dlopen): ask for a rescan. */
+            send_pid_event(PID_EVENT_KIND_UNKNOWN, s->record.header.pid, 0, 0);
+            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_MAPPING);
+            return 1;
+        }
+        s->mapping = *m;
+        __u64 id = m->exe_id;
+        const struct exe_table *t = bpf_map_lookup_elem(&exe_tables, &id);
+        if (t) {
+            s->table = *t;
+        } else {
+            s->table.row_start = 0;
+            s->table.row_count = 0;
+        }
+        s->cache_valid = 1;
     }
-    __u64 vaddr = pc - m->bias;
-    __u64 exe_id = m->exe_id;
+    __u64 vaddr = pc - s->mapping.bias;
+    __u64 exe_id = s->mapping.exe_id;
     __u64 flags = s->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0;
     s->record.frames[words & (MAX_FRAME_WORDS - 1)] =
         frame_header_pack(vaddr, NATIVE_FRAME_WORDS, flags, FRAME_TYPE_NATIVE);
@@ -183,8 +200,8 @@ static __always_inline int native_step(struct unwind_state *s)
         push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_PC_OUT_OF_RANGE);
         return 1;
     }
-    const struct exe_table *t = bpf_map_lookup_elem(&exe_tables, &exe_id);
-    if (!t) {
+    const struct exe_table *t = &s->table;
+    if (t->row_count == 0) {
         push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_UNWIND_INFO);
         return 1;
     }
@@ -338,6 +355,7 @@ int sample(struct bpf_perf_event_data *ctx)
     if (!s)
         return 0;
     s->tail_calls = 0;
+    s->cache_valid = 0;
     s->user_frames = 0;
     s->return_address = 0;
     s->done = 0;

@@ -282,7 +282,7 @@ fn abi_layouts_match_the_generated_rust() {
     assert_eq!(l["trace_header"].size, 40);
     assert_eq!(l["unwind_row"].size, 8);
     assert_eq!(l["mapping_key"].size, 16);
-    assert_eq!(l["mapping_value"].size, 16);
+    assert_eq!(l["mapping_value"].size, 32);
     assert_eq!(l["pid_event"].size, 24);
     assert_eq!(l["trace_record"].size, 40 + 8 * 1024);
 }

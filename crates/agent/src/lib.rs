@@ -5,6 +5,7 @@
 //! (bpf(2), perf_event_open(2), /proc). Everything it exchanges with the
 //! eBPF programs goes through the generated `support::abi` types.
 
+pub mod aggregate;
 pub mod loader;
 pub mod lpm;
 pub mod procinfo;

@@ -156,7 +156,7 @@ impl RowArray {
 /// the generated ABI structs' bytes: the ABI crate stays free of aya.
 pub struct KernelMaps {
     pub exe_tables: BpfHashMap<MapData, u64, [u8; 8]>,
-    pub mappings: LpmTrie<MapData, [u8; 12], [u8; 16]>,
+    pub mappings: LpmTrie<MapData, [u8; 12], [u8; 32]>,
     pub processes: BpfHashMap<MapData, u32, [u8; 8]>,
     pub rows: RowArray,
 }

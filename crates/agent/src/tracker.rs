@@ -191,6 +191,8 @@ pub struct Tracker {
     fingerprints: HashMap<u32, u64>,
     spaces: HashMap<u32, AddressSpace>,
     next_asid: u32,
+    /// Executable id of the vDSO, once read.
+    vdso: Option<u64>,
     alloc: RangeAllocator,
     proc_root: PathBuf,
     pub stats: TrackerStats,
@@ -212,6 +214,7 @@ impl Tracker {
             fingerprints: HashMap::new(),
             spaces: HashMap::new(),
             next_asid: 1,
+            vdso: None,
             alloc: RangeAllocator::new(row_capacity),
             proc_root: PathBuf::from("/proc"),
             stats: TrackerStats::default(),
@@ -346,7 +349,7 @@ impl Tracker {
             })?;
         let entries: Vec<MapsEntry> = procmaps::parse(&text)
             .into_iter()
-            .filter(|e| e.executable && e.is_file())
+            .filter(|e| e.executable && (e.is_file() || e.pathname == VDSO))
             .collect();
         let mut h = std::collections::hash_map::DefaultHasher::new();
         entries.hash(&mut h);
@@ -380,7 +383,13 @@ impl Tracker {
                 exe.refs += 1;
                 space.exes.push(exe_id);
             }
-            let value = MappingValue { exe_id, bias }.to_bytes();
+            let value = MappingValue {
+                exe_id,
+                bias,
+                start: e.start,
+                end: e.end,
+            }
+            .to_bytes();
             for (start, bits) in lpm::blocks(e.start, e.end) {
                 let key = lpm::key(asid, start, bits);
                 if let Err(err) = maps.mappings.insert(&trie_key(&key), value, 0) {
@@ -413,6 +422,9 @@ impl Tracker {
     /// Opens the file behind a mapping, identifies it and makes sure its
     /// table is loaded. `None` when the file cannot be opened or parsed.
     fn executable_for(&mut self, maps: &mut KernelMaps, pid: u32, e: &MapsEntry) -> Option<u64> {
+        if e.pathname == VDSO {
+            return self.vdso_executable(maps);
+        }
         // map_files reaches the mapped file itself, also in another mount
         // namespace (containers) and after deletion; /proc/PID/root is the
         // fallback where map_files is not readable.
@@ -457,6 +469,43 @@ impl Tracker {
             self.exes.insert(exe_id, exe);
         }
         Some(exe_id)
+    }
+
+    /// The vDSO: the same image in every process (it comes with the
+    /// kernel), read once from our own address space into a memfd so it is
+    /// identified, unwound and symbolized like any file.
+    fn vdso_executable(&mut self, maps: &mut KernelMaps) -> Option<u64> {
+        if let Some(id) = self.vdso {
+            return self.exes.contains_key(&id).then_some(id).or_else(|| {
+                let info = self.files.get(&id)?.clone();
+                let exe = self.load_executable(maps, id, info)?;
+                self.exes.insert(id, exe);
+                Some(id)
+            });
+        }
+        let image = read_own_vdso()?;
+        // SAFETY: memfd_create with a valid C string and no flags.
+        let fd = unsafe { libc::memfd_create(c"vdso".as_ptr(), 0) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        std::io::Write::write_all(&mut file, &image).ok()?;
+        let file_id = FileId::from_bytes(&image);
+        let id = file_id.hi();
+        self.files.entry(id).or_insert_with(|| {
+            Arc::new(FileInfo {
+                file_id,
+                path: PathBuf::from(VDSO_NAME),
+                file,
+            })
+        });
+        self.vdso = Some(id);
+        let info = self.files.get(&id)?.clone();
+        let exe = self.load_executable(maps, id, info)?;
+        self.exes.insert(id, exe);
+        Some(id)
     }
 
     fn load_executable(
@@ -641,6 +690,24 @@ pub fn trie_key(k: &MappingKey) -> aya::maps::lpm_trie::Key<[u8; 12]> {
     let mut data = [0u8; 12];
     data.copy_from_slice(&bytes[4..16]);
     aya::maps::lpm_trie::Key::new(k.prefixlen, data)
+}
+
+/// How /proc/PID/maps names the vDSO.
+const VDSO: &str = "[vdso]";
+/// The vDSO's soname, the name its frames show.
+const VDSO_NAME: &str = "linux-vdso.so.1";
+
+/// The bytes of this process's vDSO.
+fn read_own_vdso() -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let e = procmaps::parse(&maps)
+        .into_iter()
+        .find(|e| e.pathname == VDSO)?;
+    let mem = File::open("/proc/self/mem").ok()?;
+    let mut buf = vec![0u8; (e.end - e.start) as usize];
+    mem.read_exact_at(&mut buf, e.start).ok()?;
+    Some(buf)
 }
 
 /// Every PID under /proc.

@@ -7,6 +7,7 @@ use agent::record::{self, RecordOptions};
 use agent::session::{Session, SessionOptions, Target};
 use libpf::FrameType;
 use profile::{Profile, Sample};
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -337,4 +338,73 @@ fn nothing_leaks_after_workloads_exit_exact_counts() {
         (0, 0, 0, 0, 0),
         "tracker back to empty"
     );
+}
+
+#[test]
+fn frames_in_the_vdso_unwind_to_main() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("vdso-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("vdso_loop.c");
+    std::fs::write(
+        &src,
+        r#"#include <time.h>
+#include <stdint.h>
+volatile uint64_t sink;
+__attribute__((noinline, noipa)) uint64_t vdso_loop(void) {
+    struct timespec ts; uint64_t acc = 0;
+    for (int i = 0; i < 1000; i++) { clock_gettime(CLOCK_MONOTONIC, &ts); acc += ts.tv_nsec; }
+    sink = acc; return acc;
+}
+__attribute__((noinline, noipa)) uint64_t vdso_outer(void) { uint64_t r = vdso_loop(); sink = r; return r + 1; }
+int main(void) { for (;;) { uint64_t r = vdso_outer(); sink = r; } }
+"#,
+    )
+    .unwrap();
+    let exe = dir.join("vdso_loop");
+    assert!(Command::new("gcc")
+        .args(["-O2", "-fomit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("gcc is needed")
+        .success());
+    let _g = lock();
+    let mut child = Command::new(&exe).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let rec = record::record(
+        &options(Target::pids(vec![child.id()]), 199, 3),
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .unwrap();
+    child.kill().ok();
+    child.wait().ok();
+    let p = &rec.profile;
+    let total: u64 = p.samples.iter().map(|s| s.count).sum();
+    let in_vdso = |s: &&Sample| {
+        s.frames
+            .iter()
+            .any(|f| p.module_name(f) == "linux-vdso.so.1")
+    };
+    let vdso_samples: u64 = p.samples.iter().filter(in_vdso).map(|s| s.count).sum();
+    let vdso_full: u64 = p
+        .samples
+        .iter()
+        .filter(in_vdso)
+        .filter(|s| {
+            let names = root_first(p, s).join(";");
+            names.contains("main;vdso_outer;vdso_loop;")
+        })
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        vdso_samples * 5 >= total,
+        "a good part of {total} samples is in the vDSO, got {vdso_samples}"
+    );
+    assert!(
+        vdso_full as f64 >= 0.99 * vdso_samples as f64,
+        "vDSO frames unwind to main: {vdso_full} of {vdso_samples}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

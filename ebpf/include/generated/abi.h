@@ -171,10 +171,16 @@ struct mapping_value {
     __u64 exe_id;
     /* Subtracted from a process address to get the ELF virtual address. */
     __u64 bias;
+    /* First process address of the whole mapping (not just this prefix): the unwinder reuses the value for the next frame while the PC stays inside, skipping a trie lookup. */
+    __u64 start;
+    /* End (exclusive) of the whole mapping. */
+    __u64 end;
 };
-_Static_assert(sizeof(struct mapping_value) == 16, "spec/abi.json: size of mapping_value");
+_Static_assert(sizeof(struct mapping_value) == 32, "spec/abi.json: size of mapping_value");
 _Static_assert(__builtin_offsetof(struct mapping_value, exe_id) == 0, "spec/abi.json: offset of mapping_value.exe_id");
 _Static_assert(__builtin_offsetof(struct mapping_value, bias) == 8, "spec/abi.json: offset of mapping_value.bias");
+_Static_assert(__builtin_offsetof(struct mapping_value, start) == 16, "spec/abi.json: offset of mapping_value.start");
+_Static_assert(__builtin_offsetof(struct mapping_value, end) == 24, "spec/abi.json: offset of mapping_value.end");
 
 /* What the eBPF side knows about a process. */
 struct process_info {
