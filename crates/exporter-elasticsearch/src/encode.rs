@@ -914,6 +914,14 @@ fn encode_profile(
                 attrs.insert(key, v.clone());
             }
         }
+        // `host.ip` is an `ip` field: a value that is not an address would make
+        // Elasticsearch refuse the whole event (400), so it is left out instead.
+        if attrs
+            .get("host.ip")
+            .is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_err())
+        {
+            attrs.remove("host.ip");
+        }
 
         let timestamps: Vec<u64> = if s.timestamps_unix_nano.is_empty() {
             let n = s.values.first().copied().unwrap_or(0).max(0) as u64;

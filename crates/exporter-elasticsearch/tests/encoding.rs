@@ -539,3 +539,26 @@ fn host_document_lowercases_all_but_the_host_id() {
     let ev = src(of(&e, index::OTEL_EVENTS_ALL)[0]);
     assert_eq!(ev["resource.attributes.host.id"], "Host-MiXeD");
 }
+
+#[test]
+fn invalid_host_ip_is_left_out_instead_of_failing_the_event() {
+    for (ip, kept) in [
+        ("10.1.2.3", true),
+        ("fe80::1", true),
+        ("not-an-ip", false),
+        ("", false),
+    ] {
+        let mut req = realistic_request("h", 0, 1, 4);
+        let res = req.resource_profiles[0].resource.as_mut().unwrap();
+        res.attributes.push(support::request::kv("host.ip", ip));
+        let e = encode(&req, &EncodeOptions::default());
+        let ev = src(of(&e, index::OTEL_EVENTS_ALL)[0]);
+        assert_eq!(
+            ev.contains_key("resource.attributes.host.ip"),
+            kept,
+            "{ip:?}"
+        );
+        let t = support::template(index::OTEL_EVENTS_ALL).unwrap();
+        assert!(support::check_document(t, &ev).is_ok(), "{ip:?}");
+    }
+}
