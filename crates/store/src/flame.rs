@@ -4,93 +4,61 @@
 //! the server holds the decoded stacks already, and a tree pruned to what is
 //! visible is far smaller to send than the stacks it came from.
 
-use libpf::{frame_flags, FileId, Frame, FrameKind, FrameType};
-use profile::Executable;
+use libpf::{FileId, Frame};
+use profile::{Executable, Profile};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-/// How the UI colors a frame: by where the code runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FrameClass {
-    /// Kernel code.
-    Kernel,
-    /// Machine code in an ELF file (C, C++, Rust, Go, …).
-    Native,
-    /// Code run by an interpreter or JIT (Python, JVM, V8, Ruby, …).
-    Interpreted,
-    /// An unwinding error or abort marker: the stack is truncated here.
-    Error,
-}
+/// How the UI colors a frame: kernel, native, interpreted or error. The
+/// profile model's classification, so that the UI, pprof pseudo-mappings,
+/// the SVG flame graph and `top` never disagree.
+pub use profile::FrameClass;
 
-impl FrameClass {
-    /// Every class, in display order.
-    pub const ALL: [FrameClass; 4] = [
-        FrameClass::Kernel,
-        FrameClass::Native,
-        FrameClass::Interpreted,
-        FrameClass::Error,
-    ];
+/// Every class, in display order.
+pub const CLASSES: [FrameClass; 4] = [
+    FrameClass::Kernel,
+    FrameClass::Native,
+    FrameClass::Interpreted,
+    FrameClass::Error,
+];
 
-    /// The class of a frame type. Unknown (non-error) kinds count as native:
-    /// they come from the native unwinder.
-    pub fn of_type(t: FrameType) -> FrameClass {
-        if t.is_error() {
-            return FrameClass::Error;
-        }
-        match t.kind() {
-            None => FrameClass::Error,
-            Some(FrameKind::Kernel) => FrameClass::Kernel,
-            Some(FrameKind::Native | FrameKind::Go | FrameKind::Unknown) => FrameClass::Native,
-            Some(_) => FrameClass::Interpreted,
-        }
-    }
-
-    /// The class of a frame: its type's, or error when the eBPF header
-    /// flagged it as an error frame.
-    pub fn of(f: &Frame) -> FrameClass {
-        if f.has_flags(frame_flags::ERROR) {
-            FrameClass::Error
-        } else {
-            FrameClass::of_type(f.frame_type)
-        }
-    }
-
-    /// Lower-case name, as used in the API and filters.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FrameClass::Kernel => "kernel",
-            FrameClass::Native => "native",
-            FrameClass::Interpreted => "interpreted",
-            FrameClass::Error => "error",
-        }
-    }
-
-    /// Parses [`FrameClass::as_str`].
-    pub fn parse(s: &str) -> Option<FrameClass> {
-        FrameClass::ALL.into_iter().find(|c| c.as_str() == s)
+/// Lower-case name of a class, as used in the API and filters.
+pub fn class_name(c: FrameClass) -> &'static str {
+    match c {
+        FrameClass::Kernel => "kernel",
+        FrameClass::Native => "native",
+        FrameClass::Interpreted => "interpreted",
+        FrameClass::Error => "error",
     }
 }
 
-/// The name a frame is shown and merged under: its function name when
-/// symbolized, else a placeholder that still tells frames apart
-/// (`libc.so.6+0x1234`, `[kernel] 0xffff…`, `[unwind error native 3]`).
-pub fn frame_name(f: &Frame, executables: &BTreeMap<FileId, Executable>) -> Arc<str> {
-    if let Some(name) = &f.function_name {
-        return name.clone();
+/// Parses [`class_name`].
+pub fn parse_class(s: &str) -> Option<FrameClass> {
+    CLASSES.into_iter().find(|&c| class_name(c) == s)
+}
+
+/// The name a frame is shown and merged under: the profile model's
+/// [`Profile::frame_name`] (function name when symbolized, else
+/// `libc.so.6+0x1234`, `[kernel]+0xffff…`, `<unwinding aborted due to error
+/// …>`), so that a name searched in the UI is the one the downloaded pprof
+/// shows. `names` supplies the executables; its samples are not read.
+pub fn frame_name(f: &Frame, names: &Profile) -> Arc<str> {
+    match names.frame_name(f) {
+        // The symbol itself: share its Arc instead of copying the string.
+        Cow::Borrowed(s) => match &f.function_name {
+            Some(n) if **n == *s => n.clone(),
+            _ => s.into(),
+        },
+        Cow::Owned(s) => s.into(),
     }
-    let addr = f.address_or_line.get();
-    if FrameClass::of(f) == FrameClass::Error {
-        if f.frame_type.is_abort() {
-            return format!("[unwind aborted {addr}]").into();
-        }
-        return format!("[unwind error {} {addr}]", f.frame_type).into();
-    }
-    if let Some(e) = f.file_id.and_then(|id| executables.get(&id)) {
-        return format!("{}+{addr:#x}", e.base_name()).into();
-    }
-    match f.frame_type.kind() {
-        Some(FrameKind::Native) | None => format!("{addr:#x}").into(),
-        Some(_) => format!("[{}] {addr:#x}", f.frame_type).into(),
+}
+
+/// A naming context for [`frame_name`]: a profile holding only executables.
+pub fn names(executables: BTreeMap<FileId, Executable>) -> Profile {
+    Profile {
+        executables,
+        ..Profile::default()
     }
 }
 
@@ -183,18 +151,13 @@ impl FlameGraph {
         leaf.base_self += base;
     }
 
-    /// Adds a stack (leaf first, as in [`profile::Sample`]).
-    pub fn add_stack(
-        &mut self,
-        frames: &[Frame],
-        executables: &BTreeMap<FileId, Executable>,
-        count: u64,
-        base: u64,
-    ) {
+    /// Adds a stack (leaf first, as in [`profile::Sample`]); `names` is
+    /// the naming context of [`frame_name`].
+    pub fn add_stack(&mut self, frames: &[Frame], names: &Profile, count: u64, base: u64) {
         let path: Vec<(Arc<str>, FrameClass)> = frames
             .iter()
             .rev()
-            .map(|f| (frame_name(f, executables), FrameClass::of(f)))
+            .map(|f| (frame_name(f, names), FrameClass::of(f)))
             .collect();
         self.add_path(path, count, base);
     }
@@ -240,6 +203,7 @@ impl FlameGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libpf::{frame_flags, FrameKind, FrameType};
 
     fn f(name: &str, t: FrameType) -> Frame {
         Frame::new(t, None, 1u64).with_function(name)
@@ -248,7 +212,7 @@ mod tests {
     #[test]
     fn merges_paths_by_name_and_counts_self_and_total() {
         let mut g = FlameGraph::new();
-        let none = BTreeMap::new();
+        let none = Profile::default();
         let k = FrameType::KERNEL;
         let n = FrameType::NATIVE;
         // leaf first
@@ -274,32 +238,17 @@ mod tests {
     }
 
     #[test]
-    fn classes_and_fallback_names() {
-        use libpf::FrameKind as K;
-        assert_eq!(FrameClass::of_type(FrameType::KERNEL), FrameClass::Kernel);
-        assert_eq!(FrameClass::of_type(FrameType::NATIVE), FrameClass::Native);
-        assert_eq!(
-            FrameClass::of_type(K::Python.into()),
-            FrameClass::Interpreted
-        );
-        assert_eq!(
-            FrameClass::of_type(K::Hotspot.into()),
-            FrameClass::Interpreted
-        );
-        assert_eq!(FrameClass::of_type(FrameType::ABORT), FrameClass::Error);
-        assert_eq!(
-            FrameClass::of_type(FrameType::NATIVE.with_error()),
-            FrameClass::Error
-        );
-        assert_eq!(
-            FrameClass::of_type(FrameType::from_u8(0x0e)),
-            FrameClass::Error
-        );
-        assert_eq!(
-            FrameClass::parse("interpreted"),
-            Some(FrameClass::Interpreted)
-        );
-        assert_eq!(FrameClass::parse("bogus"), None);
+    fn classes_and_fallback_names_follow_the_profile_model() {
+        let class = |t: FrameType| FrameClass::of(&Frame::new(t, None, 0u64));
+        assert_eq!(class(FrameType::KERNEL), FrameClass::Kernel);
+        assert_eq!(class(FrameType::NATIVE), FrameClass::Native);
+        assert_eq!(class(FrameKind::Python.into()), FrameClass::Interpreted);
+        assert_eq!(class(FrameType::ABORT), FrameClass::Error);
+        assert_eq!(class(FrameType::NATIVE.with_error()), FrameClass::Error);
+        for c in CLASSES {
+            assert_eq!(parse_class(class_name(c)), Some(c));
+        }
+        assert_eq!(parse_class("bogus"), None);
 
         let mut exes = BTreeMap::new();
         let id = FileId::new(1, 1);
@@ -313,15 +262,28 @@ mod tests {
                 vaddr_end: 0,
             },
         );
+        let ctx = names(exes);
         let native = Frame::new(FrameType::NATIVE, Some(id), 0x1234u64);
-        assert_eq!(&*frame_name(&native, &exes), "libc.so.6+0x1234");
-        let unknown_file = Frame::new(FrameType::NATIVE, Some(FileId::new(2, 2)), 0x10u64);
-        assert_eq!(&*frame_name(&unknown_file, &exes), "0x10");
+        assert_eq!(&*frame_name(&native, &ctx), "libc.so.6+0x1234");
         let kernel = Frame::new(FrameType::KERNEL, None, 0xffffu64);
-        assert_eq!(&*frame_name(&kernel, &exes), "[kernel] 0xffff");
+        assert_eq!(&*frame_name(&kernel, &ctx), "[kernel]+0xffff");
         let err = Frame::new(FrameType::NATIVE.with_error(), None, 3u64);
-        assert_eq!(&*frame_name(&err, &exes), "[unwind error native 3]");
+        let want = format!(
+            "<unwinding aborted due to error {}>",
+            profile::error_name(3)
+        );
+        assert_eq!(&*frame_name(&err, &ctx), want);
+        let named = Frame::new(FrameType::NATIVE, None, 1u64).with_function("main");
+        assert_eq!(&*frame_name(&named, &ctx), "main");
         let flagged = Frame::new(FrameType::NATIVE, None, 4u64).with_flags(frame_flags::ERROR);
         assert_eq!(FrameClass::of(&flagged), FrameClass::Error);
+        // Every frame of a demo profile names like the model names it.
+        let demo = crate::testdata::demo_profile("h", 0, 1);
+        let ctx = names(demo.executables.clone());
+        for s in &demo.samples {
+            for f in s.frames.iter() {
+                assert_eq!(&*frame_name(f, &ctx), &*demo.frame_name(f));
+            }
+        }
     }
 }

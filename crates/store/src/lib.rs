@@ -42,7 +42,7 @@ mod query;
 mod records;
 pub mod testdata;
 
-pub use flame::{FlameGraph, FlameNode, FrameClass};
+pub use flame::{class_name, FlameGraph, FlameNode, FrameClass};
 pub use maintain::MaintenanceStats;
 pub use query::{
     Diff, DiffFunction, DiffStack, Filter, FrameTypeFilter, FunctionStat, KnownValues, TopBy,

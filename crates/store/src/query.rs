@@ -8,7 +8,7 @@
 //! decodes each of those once.
 
 use crate::codec::{bucket_start_key, decode_chunk, Entry};
-use crate::flame::{frame_name, FlameGraph, FrameClass};
+use crate::flame::{class_name, frame_name, names, parse_class, FlameGraph, FrameClass, CLASSES};
 use crate::records::{self, LabelSet};
 use crate::{
     Result, Store, StoreError, TimeRange, EXECUTABLES, FRAMES, LABELS, SAMPLES, STACKS, STRINGS,
@@ -42,7 +42,7 @@ impl FrameTypeFilter {
     /// The string form [`FromStr`] accepts.
     pub fn as_str(self) -> &'static str {
         match self {
-            FrameTypeFilter::Class(c) => c.as_str(),
+            FrameTypeFilter::Class(c) => class_name(c),
             FrameTypeFilter::Kind(k) => k.semconv(),
         }
     }
@@ -52,7 +52,7 @@ impl FromStr for FrameTypeFilter {
     type Err = StoreError;
 
     fn from_str(s: &str) -> Result<Self> {
-        if let Some(c) = FrameClass::parse(s) {
+        if let Some(c) = parse_class(s) {
             return Ok(FrameTypeFilter::Class(c));
         }
         FrameKind::ALL
@@ -179,8 +179,9 @@ impl Diff {
     /// `base_total`/`base_self` range a.
     pub fn flamegraph(&self) -> FlameGraph {
         let mut g = FlameGraph::new();
+        let names = names(self.executables.clone());
         for s in &self.stacks {
-            g.add_stack(&s.frames, &self.executables, s.b, s.a);
+            g.add_stack(&s.frames, &names, s.b, s.a);
         }
         g.sort();
         g
@@ -371,7 +372,7 @@ type FunctionCounts = HashMap<(Arc<str>, FrameClass), (u64, u64)>;
 fn function_stats(
     view: &mut View,
     stacks: &HashMap<u64, u64>,
-    executables: &BTreeMap<FileId, Executable>,
+    names: &Profile,
 ) -> Result<FunctionCounts> {
     let mut out: FunctionCounts = HashMap::new();
     let mut seen: HashSet<(Arc<str>, FrameClass)> = HashSet::new();
@@ -379,7 +380,7 @@ fn function_stats(
         let frames = view.stack(id)?;
         seen.clear();
         for (i, f) in frames.iter().enumerate() {
-            let key = (frame_name(f, executables), FrameClass::of(f));
+            let key = (frame_name(f, names), FrameClass::of(f));
             let e = out.entry(key.clone()).or_default();
             if i == 0 {
                 e.0 += count;
@@ -496,13 +497,13 @@ impl Store {
         self.with_view(|view| {
             let counts = self.stack_counts(view, range, filter)?;
             let files = Self::files_of(view, counts.keys().copied())?;
-            let exes = view.executables(&files)?;
+            let names = names(view.executables(&files)?);
             let mut g = FlameGraph::new();
             let mut ids: Vec<(&u64, &u64)> = counts.iter().collect();
             ids.sort_unstable();
             for (&s, &c) in ids {
                 let frames = view.stack(s)?;
-                g.add_stack(&frames, &exes, c, 0);
+                g.add_stack(&frames, &names, c, 0);
             }
             g.sort();
             Ok(g)
@@ -530,8 +531,8 @@ impl Store {
         self.with_view(|view| {
             let counts = self.stack_counts(view, range, filter)?;
             let files = Self::files_of(view, counts.keys().copied())?;
-            let exes = view.executables(&files)?;
-            let stats = function_stats(view, &counts, &exes)?;
+            let names = names(view.executables(&files)?);
+            let stats = function_stats(view, &counts, &names)?;
             let mut out: Vec<FunctionStat> = stats
                 .into_iter()
                 .map(|((name, class), (self_count, total))| FunctionStat {
@@ -571,8 +572,10 @@ impl Store {
                     b: cb.get(&id).copied().unwrap_or(0),
                 });
             }
-            let fa = function_stats(view, &ca, &executables)?;
-            let fb = function_stats(view, &cb, &executables)?;
+            let ctx = names(executables);
+            let fa = function_stats(view, &ca, &ctx)?;
+            let fb = function_stats(view, &cb, &ctx)?;
+            let executables = ctx.executables;
             let keys: BTreeSet<&(Arc<str>, FrameClass)> = fa.keys().chain(fb.keys()).collect();
             let mut functions: Vec<DiffFunction> = keys
                 .into_iter()
@@ -654,9 +657,10 @@ impl Store {
                     }
                 }
             }
-            let mut frame_types: Vec<String> = classes
+            let mut frame_types: Vec<String> = CLASSES
                 .into_iter()
-                .map(|c| c.as_str().to_string())
+                .filter(|c| classes.contains(c))
+                .map(|c| class_name(c).to_string())
                 .collect();
             for k in kinds {
                 if !frame_types.iter().any(|t| t == k) {

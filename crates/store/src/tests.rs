@@ -452,7 +452,11 @@ fn top_functions_count_self_and_total_once_per_sample() {
     assert_eq!((get("recurse").self_count, get("recurse").total), (0, 6));
     assert_eq!(get("vfs_write").class, FrameClass::Kernel);
     assert_eq!(get("dumps").class, FrameClass::Interpreted);
-    assert_eq!(get("[unwind error native 3]").class, FrameClass::Error);
+    let err = format!(
+        "<unwinding aborted due to error {}>",
+        profile::error_name(3)
+    );
+    assert_eq!(get(&err).class, FrameClass::Error);
     let by_total = store
         .top_functions_by(r, &filter(), 2, TopBy::Total)
         .unwrap();

@@ -13,7 +13,9 @@ const S: u64 = 1_000_000_000;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| web::DEFAULT_LISTEN.to_string());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| web::DEFAULT_LISTEN.to_string());
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path(), StoreConfig::default())?;
     let end = store.now_unix_ns() / BUCKET_NS * BUCKET_NS;
@@ -29,7 +31,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.ingest(&demo_profile("demo-host", start, 1 + i / 120))?;
     }
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    eprintln!("serving http://{} (data in {})", listener.local_addr()?, dir.path().display());
+    eprintln!(
+        "serving http://{} (data in {})",
+        listener.local_addr()?,
+        dir.path().display()
+    );
     axum::serve(listener, web::router(Arc::new(store))).await?;
     Ok(())
 }

@@ -185,7 +185,7 @@ fn node_json(g: &FlameGraph, i: u32, min_count: u64, diff: bool) -> Value {
         .collect();
     let mut v = json!({
         "n": &*n.name,
-        "k": n.class.as_str(),
+        "k": store::class_name(n.class),
         "v": n.total,
         "s": n.self_count,
     });
@@ -268,7 +268,7 @@ async fn top(State(store): State<Arc<Store>>, Query(q): Params) -> Result<Json<V
             .map(|f| {
                 json!({
                     "name": &*f.name,
-                    "kind": f.class.as_str(),
+                    "kind": store::class_name(f.class),
                     "self": f.self_count,
                     "total": f.total,
                 })
@@ -296,7 +296,7 @@ async fn diff(State(store): State<Arc<Store>>, Query(q): Params) -> Result<Json<
             .map(|f| {
                 json!({
                     "name": &*f.name,
-                    "kind": f.class.as_str(),
+                    "kind": store::class_name(f.class),
                     "a_self": f.a_self,
                     "b_self": f.b_self,
                     "a_total": f.a_total,
