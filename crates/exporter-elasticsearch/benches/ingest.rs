@@ -79,6 +79,36 @@ fn encode_only(schema: Schema, n: u64) -> Row {
     }
 }
 
+/// The spool alone: durable pushes (fsync), 4 threads sharing group commits.
+fn spool_only(n: u64) -> Row {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let spool =
+        std::sync::Arc::new(exporter_elasticsearch::Spool::open(dir.path(), 1 << 34).unwrap());
+    let payload = realistic_request("bench-host", 0, PROCESSES, SAMPLES).encode_to_vec();
+    let start = Instant::now();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (spool, payload) = (spool.clone(), payload.clone());
+            std::thread::spawn(move || {
+                for i in (t..n).step_by(4) {
+                    spool.push(i, &payload).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    Row {
+        name: "spool push only (fsync, 4 threads)".into(),
+        secs: start.elapsed().as_secs_f64(),
+        requests: n,
+        samples: n * (PROCESSES * SAMPLES) as u64,
+        documents: 0,
+    }
+}
+
 async fn end_to_end(n: u64, gzip: bool, checks: bool) -> Row {
     let server = ContractServer::start().await;
     server.set_lenient(!checks);
@@ -152,6 +182,7 @@ fn main() {
         encode_only(Schema::Otel, 400),
         encode_only(Schema::Ecs, 400),
     ];
+    rows.push(spool_only(200));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(4)
