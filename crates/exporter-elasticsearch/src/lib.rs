@@ -1,6 +1,6 @@
 //! Elasticsearch exporter for OTLP CPU profiles (collector side).
 //!
-//! - [`encode`]: pure OTLP → Elasticsearch document encoding: OTel data
+//! - [`mod@encode`]: pure OTLP → Elasticsearch document encoding: OTel data
 //!   streams (`profiling-*.otel-default`) by default, legacy ECS indices as an
 //!   option. Ids and encodings are those of `/reference/elasticsearch.md`.
 //! - [`bulk`]: NDJSON `_bulk` client; per-item outcomes (409 = success).
