@@ -164,7 +164,9 @@ fn run(w: &Workload, total_samples: u64) -> Vec<(String, String)> {
     row("flame graph last 5 min", ms(d));
 
     drop(store);
+    let t = Instant::now();
     let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+    row("reopen (with integrity check)", ms(t.elapsed()));
     let t = Instant::now();
     let g = store.flamegraph(hour, &all).unwrap();
     assert_eq!(g.total(), stored);

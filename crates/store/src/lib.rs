@@ -396,11 +396,7 @@ impl Store {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir)?;
         let path = dir.join(DB_FILE);
-        let db = Database::builder()
-            // The file is the source of truth; the page cache only needs to
-            // hold the hot dictionaries and the newest buckets.
-            .set_cache_size(64 << 20)
-            .create(&path)?;
+        let db = open_database(&path)?;
         let txn = db.begin_write()?;
         {
             let mut meta = txn.open_table(META)?;
@@ -725,6 +721,40 @@ impl Store {
             _ => None,
         };
         Ok(bounds)
+    }
+}
+
+/// Opens the redb file, verifying it.
+///
+/// redb trusts a file it did not see damaged: a page scribbled over by a
+/// disk or another program can make it panic (`unreachable!`) on first
+/// read. The integrity check (checksums of every committed page) turns that
+/// into [`StoreError::Corrupt`] at open, for the price of reading the file
+/// once at start-up; a panic inside redb's open is caught as well.
+fn open_database(path: &Path) -> Result<Database> {
+    let path = path.to_path_buf();
+    let opened = std::panic::catch_unwind(move || {
+        Database::builder()
+            // The file is the source of truth; the page cache only needs to
+            // hold the hot dictionaries and the newest buckets.
+            .set_cache_size(64 << 20)
+            .set_check_integrity_on_open(true)
+            .create(&path)
+    });
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(m)))) => {
+            Err(StoreError::Corrupt(m))
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(panic) => Err(StoreError::Corrupt(format!(
+            "the database file could not be read: {}",
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "redb panicked".into())
+        ))),
     }
 }
 

@@ -655,3 +655,30 @@ fn lowering_the_cap_compacts_the_file() {
     assert_eq!(store.count(last, &filter()).unwrap(), 300);
     assert_eq!(store.count(range(T0, T0 + 10 * S), &filter()).unwrap(), 0);
 }
+
+#[test]
+fn a_damaged_file_is_an_error_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = open(dir.path());
+        for i in 0..20 {
+            store
+                .ingest(&demo_profile("h1", T0 + i * 10 * S, 1))
+                .unwrap();
+        }
+    }
+    let path = dir.path().join(DB_FILE);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let len = bytes.len();
+    // Scribble over 32 KiB in the middle of the file (the B-tree pages).
+    for b in &mut bytes[len / 3..len / 3 + 32 * 1024] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let clock = Arc::new(FakeClock(AtomicU64::new(T0)));
+    let e = Store::open_with_clock(dir.path(), StoreConfig::default(), clock).unwrap_err();
+    assert!(
+        matches!(e, StoreError::Corrupt(_) | StoreError::Db(_)),
+        "{e}"
+    );
+}
