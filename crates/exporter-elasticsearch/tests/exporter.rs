@@ -614,7 +614,7 @@ async fn real_kill_9_then_reopen_delivers_everything_accepted() {
     assert_eq!(accepted.len(), 15, "child accepted requests");
     // Let some deliveries happen (through the storm), then SIGKILL.
     wait_until("partial delivery", Duration::from_secs(20), || {
-        server.stats().created > 0
+        server.count(index::OTEL_EVENTS_ALL) > 0
     })
     .await;
     child.kill().unwrap(); // SIGKILL
