@@ -230,6 +230,39 @@ fn main() {
         }
         let st = c.stats();
         c.shutdown().await.unwrap();
+        // Where the CPU goes, stage by stage, in-process (no network).
+        let stage = |name: &str, f: &mut dyn FnMut()| {
+            let iters = 40;
+            let t0 = cpu_time();
+            for _ in 0..iters {
+                f();
+            }
+            let ms = (cpu_time() - t0).as_secs_f64() * 1e3 / iters as f64;
+            println!("  {name:<44} {ms:>7.2} ms/request");
+        };
+        println!("in-process stages:");
+        stage("protobuf decode (prost)", &mut || {
+            std::hint::black_box(ExportProfilesServiceRequest::decode(pb.as_slice()).unwrap());
+        });
+        stage("gunzip", &mut || {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(pb_gz.as_slice()), &mut out).unwrap();
+            std::hint::black_box(out);
+        });
+        stage("OTLP/JSON parse (prost-reflect)", &mut || {
+            std::hint::black_box(otlp::json::from_json(&json).unwrap());
+        });
+        stage("otlp::validate", &mut || otlp::validate(&req).unwrap());
+        stage("otlp::decode_lenient (validate + model)", &mut || {
+            std::hint::black_box(otlp::decode_lenient(&req).unwrap());
+        });
+        let model = otlp::decode(&req).unwrap().remove(0).1;
+        stage("profile::pprof::encode (sink, gzipped)", &mut || {
+            std::hint::black_box(profile::pprof::encode(&model));
+        });
+        stage("otlp::encode (agent side)", &mut || {
+            std::hint::black_box(encode(std::slice::from_ref(&model), &ResourceInfo::default()));
+        });
         println!(
             "collector: {} requests, {} rejected, {} profiles, {} pprof files written",
             st.requests, st.requests_rejected, st.profiles_accepted, st.files_written

@@ -55,8 +55,9 @@ use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfil
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::profiles::v1development as pb;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use profile::{Profile, Sample};
+use profile::{Executable, Profile, Sample};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// Instrumentation scope name of the profiles we produce.
@@ -73,7 +74,15 @@ pub struct ResourceInfo {
 
 /// Encodes `profiles` into one request with one shared dictionary.
 pub fn encode(profiles: &[Profile], resource: &ResourceInfo) -> ExportProfilesServiceRequest {
-    let mut d = Dict::new();
+    // One dictionary for the request: a file's mapping comes from whichever
+    // profile describes it (the first one that does).
+    let mut exes: FxMap<FileId, &Executable> = FxMap::default();
+    for p in profiles {
+        for (id, e) in &p.executables {
+            exes.entry(*id).or_insert(e);
+        }
+    }
+    let mut d = Dict::new(exes);
     let mut resource_profiles = Vec::new();
     for p in profiles {
         for (key, samples) in group_by_process(p) {
@@ -97,7 +106,7 @@ struct ProcKey {
 
 fn group_by_process(p: &Profile) -> Vec<(ProcKey, Vec<&Sample>)> {
     let mut order: Vec<(ProcKey, Vec<&Sample>)> = Vec::new();
-    let mut index: HashMap<ProcKey, usize> = HashMap::new();
+    let mut index: FxMap<ProcKey, usize> = FxMap::default();
     for s in &p.samples {
         let key = ProcKey {
             pid: s.labels.pid,
@@ -180,9 +189,9 @@ fn encode_process(
     }
 
     let mut accs: Vec<Acc> = Vec::new();
-    let mut merge: HashMap<(i32, Vec<i32>), usize> = HashMap::new();
+    let mut merge: FxMap<(i32, Vec<i32>), usize> = FxMap::default();
     // Stacks repeat across samples: remember the frames slice we encoded.
-    let mut stack_cache: HashMap<*const Frame, i32> = HashMap::new();
+    let mut stack_cache: FxMap<*const Frame, i32> = FxMap::default();
     for s in samples {
         if s.count == 0 {
             continue;
@@ -193,7 +202,7 @@ fn encode_process(
             // slices share dangling pointers).
             Some(&i) if !s.frames.is_empty() => i,
             _ => {
-                let i = d.stack(p, &s.frames);
+                let i = d.stack(&s.frames);
                 stack_cache.insert(ptr, i);
                 i
             }
@@ -298,6 +307,35 @@ fn encode_process(
     }
 }
 
+/// FxHash (rustc's hasher): the dictionary hashes every frame's strings, and
+/// SipHash was most of the encoding time. The input is the agent's own
+/// symbolized data, not a remote peer's, so hash flooding is not a concern
+/// here (the decoder, which reads the network, keeps SipHash).
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
 /// Attribute values we write (the dictionary dedups on them).
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum AttrVal {
@@ -316,19 +354,24 @@ enum MapKey {
 }
 
 /// The dictionary under construction, each table with a dedup index.
-struct Dict {
+struct Dict<'p> {
+    /// Executables of every profile in the request, by FileId.
+    exes: FxMap<FileId, &'p Executable>,
     strings: Vec<String>,
-    string_idx: HashMap<String, i32>,
+    string_idx: FxMap<String, i32>,
     attrs: Vec<pb::KeyValueAndUnit>,
-    attr_idx: HashMap<(i32, AttrVal), i32>,
+    attr_idx: FxMap<(i32, AttrVal), i32>,
     functions: Vec<pb::Function>,
-    function_idx: HashMap<pb::Function, i32>,
+    function_idx: FxMap<pb::Function, i32>,
     mappings: Vec<pb::Mapping>,
-    mapping_idx: HashMap<MapKey, i32>,
+    mapping_idx: FxMap<MapKey, i32>,
     locations: Vec<pb::Location>,
-    location_idx: HashMap<LocKey, i32>,
+    location_idx: FxMap<LocKey, i32>,
     stacks: Vec<pb::Stack>,
-    stack_idx: HashMap<Vec<i32>, i32>,
+    stack_idx: FxMap<Vec<i32>, i32>,
+    /// Location of a run of frames (an unwound frame and its inlines),
+    /// so repeated frames skip building lines and attributes again.
+    group_idx: FxMap<Box<[Frame]>, i32>,
 }
 
 /// Table sizes are bounded by what one request can hold; an index beyond
@@ -338,21 +381,23 @@ fn idx(len: usize) -> i32 {
     i32::try_from(len).unwrap_or(i32::MAX)
 }
 
-impl Dict {
-    fn new() -> Self {
+impl<'p> Dict<'p> {
+    fn new(exes: FxMap<FileId, &'p Executable>) -> Self {
         let mut d = Dict {
+            exes,
             strings: vec![String::new()],
-            string_idx: HashMap::new(),
+            string_idx: FxMap::default(),
             attrs: vec![pb::KeyValueAndUnit::default()],
-            attr_idx: HashMap::new(),
+            attr_idx: FxMap::default(),
             functions: vec![pb::Function::default()],
-            function_idx: HashMap::new(),
+            function_idx: FxMap::default(),
             mappings: vec![pb::Mapping::default()],
-            mapping_idx: HashMap::new(),
+            mapping_idx: FxMap::default(),
             locations: vec![pb::Location::default()],
-            location_idx: HashMap::new(),
+            location_idx: FxMap::default(),
             stacks: vec![pb::Stack::default()],
-            stack_idx: HashMap::new(),
+            stack_idx: FxMap::default(),
+            group_idx: FxMap::default(),
         };
         d.string_idx.insert(String::new(), 0);
         d.function_idx.insert(pb::Function::default(), 0);
@@ -426,7 +471,7 @@ impl Dict {
         i
     }
 
-    fn mapping(&mut self, p: &Profile, key: MapKey) -> i32 {
+    fn mapping(&mut self, key: MapKey) -> i32 {
         if let Some(&i) = self.mapping_idx.get(&key) {
             return i;
         }
@@ -435,7 +480,7 @@ impl Dict {
         };
         let mut m = pb::Mapping::default();
         let mut attrs = vec![self.attr_str(keys::BUILD_ID_HTLHASH, &id.to_hex())];
-        match p.executables.get(&id) {
+        match self.exes.get(&id).copied() {
             Some(exe) => {
                 m.memory_start = exe.vaddr_start;
                 m.memory_limit = exe.vaddr_end;
@@ -458,7 +503,7 @@ impl Dict {
 
     /// The location of one unwound frame: `group` is its inlined frames,
     /// innermost first, then the frame itself.
-    fn location(&mut self, p: &Profile, group: &[Frame]) -> i32 {
+    fn location(&mut self, group: &[Frame]) -> i32 {
         let outer = &group[group.len() - 1];
         let ft = outer.frame_type;
         let kind = ft.kind();
@@ -466,14 +511,14 @@ impl Dict {
             0
         } else if kind == Some(FrameKind::Kernel) {
             let id = outer.file_id.unwrap_or(FileId::UNKNOWN_KERNEL);
-            self.mapping(p, MapKey::Kernel(id))
+            self.mapping(MapKey::Kernel(id))
         } else {
             match outer.file_id {
                 Some(id)
                     if matches!(kind, Some(FrameKind::Native) | Some(FrameKind::Go))
-                        || p.executables.contains_key(&id) =>
+                        || self.exes.contains_key(&id) =>
                 {
-                    self.mapping(p, MapKey::File(id))
+                    self.mapping(MapKey::File(id))
                 }
                 _ => 0,
             }
@@ -520,7 +565,7 @@ impl Dict {
         i
     }
 
-    fn stack(&mut self, p: &Profile, frames: &[Frame]) -> i32 {
+    fn stack(&mut self, frames: &[Frame]) -> i32 {
         let mut locs = Vec::with_capacity(frames.len());
         let mut i = 0;
         while i < frames.len() {
@@ -531,7 +576,16 @@ impl Dict {
             {
                 j += 1;
             }
-            locs.push(self.location(p, &frames[i..=j]));
+            let group = &frames[i..=j];
+            let loc = match self.group_idx.get(group) {
+                Some(&l) => l,
+                None => {
+                    let l = self.location(group);
+                    self.group_idx.insert(group.into(), l);
+                    l
+                }
+            };
+            locs.push(loc);
             i = j + 1;
         }
         if let Some(&i) = self.stack_idx.get(&locs) {

@@ -416,3 +416,38 @@ fn zero_indices_into_empty_tables_decode() {
     assert_eq!(d[0].1.samples[0].count, 3);
     assert!(d[0].1.samples[0].frames.is_empty());
 }
+
+#[test]
+fn several_profiles_share_one_dictionary() {
+    // The first profile lacks the executables the second describes: the
+    // shared mapping still carries the file's name and range.
+    let mut first = realistic(10, 8);
+    first.executables.clear();
+    let second = realistic(10, 8);
+    let req = encode(&[first.clone(), second.clone()], &ResourceInfo::default());
+    validate(&req).unwrap();
+    let d = req.dictionary.as_ref().unwrap();
+    let app: Vec<_> = d
+        .mapping_table
+        .iter()
+        .filter(|m| {
+            m.attribute_indices.iter().any(|&a| {
+                matches!(&d.attribute_table[a as usize].value.as_ref().unwrap().value,
+                    Some(any_value::Value::StringValue(s)) if *s == app_id().to_hex())
+            })
+        })
+        .collect();
+    assert_eq!(app.len(), 1);
+    assert_eq!(str_of(&req, app[0].filename_strindex), "app");
+    // 3 processes per profile, each its own resource.
+    assert_eq!(req.resource_profiles.len(), 6);
+    let decoded = decode(&req).unwrap();
+    let (a, b) = decoded.split_at(3);
+    let samples = |h: &[(otlp::DecodedResource, Profile)]| {
+        h.iter()
+            .flat_map(|(_, p)| p.samples.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(aggregate(&samples(a)), aggregate(&first.samples));
+    assert_eq!(aggregate(&samples(b)), aggregate(&second.samples));
+}
