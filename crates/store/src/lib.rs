@@ -33,6 +33,24 @@
 //! file is compacted. Both run on ingest (and on [`Store::maintain`]); see
 //! the `maintain` module.
 //!
+//! # Use
+//!
+//! ```no_run
+//! use store::{Filter, Store, StoreConfig, TimeRange};
+//! # fn demo(profile: &profile::Profile) -> store::Result<()> {
+//! let store = Store::open("/var/lib/ebpf-profiler", StoreConfig::default())?;
+//! store.ingest(profile)?;
+//! let now = store.now_unix_ns();
+//! let last_hour = TimeRange::new(now - 3_600_000_000_000, now)?;
+//! let graph = store.flamegraph(last_hour, &Filter::default())?;
+//! let top = store.top_functions(last_hour, &Filter::default(), 20)?;
+//! # Ok(()) }
+//! ```
+//!
+//! Every method blocks on file I/O (and ingest on an fsync): async callers
+//! run them with `tokio::task::spawn_blocking`. One process opens a data
+//! directory at a time (redb locks the file).
+//!
 //! [redb]: https://docs.rs/redb
 
 mod codec;

@@ -471,6 +471,7 @@ let loadSeq = 0;
 async function load() {
   const seq = ++loadSeq;
   document.body.dataset.state = "loading";
+  $("summary").textContent = "Loading…";
   showError("");
   syncControls();
   try {

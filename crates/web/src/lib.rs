@@ -29,7 +29,18 @@
 //!
 //! The router binds nothing itself: the collector serves it on
 //! `--http-listen`, by default on loopback only ([`DEFAULT_LISTEN`]), as the
-//! UI has no authentication.
+//! UI has no authentication:
+//!
+//! ```no_run
+//! # async fn serve(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let store = Arc::new(store::Store::open(dir, store::StoreConfig::default())?);
+//! let listener = tokio::net::TcpListener::bind(web::DEFAULT_LISTEN).await?;
+//! axum::serve(listener, web::router(store.clone())).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! `cargo run -p web --example demo` serves it over synthetic data.
 
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};

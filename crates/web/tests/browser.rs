@@ -313,7 +313,10 @@ fn page_in_headless_chromium() {
 
     // 6. A range without data says so and offers the stored range; a bad
     //    parameter shows the API's error instead of a blank page.
-    let dom = run_chromium(&format!("{base}/?from=1000&to=2000"), &["--dump-dom".into()]);
+    let dom = run_chromium(
+        &format!("{base}/?from=1000&to=2000"),
+        &["--dump-dom".into()],
+    );
     assert_eq!(attr(&dom, "<body", "data-state"), Some("ready"));
     assert_eq!(attr(&dom, "<body", "data-total"), Some("0"));
     assert!(dom.contains("No samples in this range"), "{dom}");
@@ -321,7 +324,10 @@ fn page_in_headless_chromium() {
     let dom = run_chromium(&format!("{base}/?pid=abc"), &["--dump-dom".into()]);
     assert_eq!(attr(&dom, "<body", "data-state"), Some("error"));
     let err = &dom[dom.find("id=\"error\"").unwrap()..];
-    assert!(err[..err.find("</div>").unwrap()].contains("pid=\"abc\" is not a valid number"), "{err}");
+    assert!(
+        err[..err.find("</div>").unwrap()].contains("pid=\"abc\" is not a valid number"),
+        "{err}"
+    );
 
     // The screenshot of the default view, for a person to look at.
     let shot = artifacts().join("web-flamegraph.png");
