@@ -682,3 +682,36 @@ fn a_damaged_file_is_an_error_at_open() {
         "{e}"
     );
 }
+
+#[test]
+fn a_busy_bucket_spills_into_more_chunks_and_still_sums_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    let gen = Synthetic {
+        processes: 50,
+        threads: 8,
+        ..Synthetic::default()
+    };
+    let pool = gen.stack_pool();
+    let mut rng = testdata::Rng::new(11);
+    let mut want: HashMap<(Vec<Frame>, SampleLabels), u64> = HashMap::new();
+    for _ in 0..8 {
+        // Every profile lands in the same 10 s bucket.
+        let p = gen.profile(&pool, &mut rng, "h1", T0, 10 * S, 6000);
+        for s in &p.samples {
+            *want.entry((s.frames.to_vec(), s.labels.clone())).or_default() += s.count;
+        }
+        store.ingest(&p).unwrap();
+    }
+    let st = store.stats().unwrap();
+    assert!(st.sample_chunks >= 2, "64 KiB chunks: {st:?}");
+    let got = store.merged(range(T0, T0 + 10 * S), &filter()).unwrap();
+    let got: HashMap<(Vec<Frame>, SampleLabels), u64> = got
+        .samples
+        .iter()
+        .map(|s| ((s.frames.to_vec(), s.labels.clone()), s.count))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "per (stack, labels) counts differ");
+    assert_eq!(st.total_samples, 8 * 6000);
+}
