@@ -98,6 +98,7 @@ pub async fn serve(
     ingest: Arc<Ingest>,
     max_bytes: usize,
     limit: Arc<tokio::sync::Semaphore>,
+    timeout: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let svc = ProfilesServiceServer::new(Service {
@@ -108,6 +109,7 @@ pub async fn serve(
     let checker = ingest.clone();
     let svc = InterceptedService::new(svc, move |req| check_version(&checker, req));
     tonic::transport::Server::builder()
+        .timeout(timeout)
         .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
             limit,
         ))

@@ -9,7 +9,8 @@
 //!
 //! Responses follow OTLP/HTTP: 200 with an `ExportProfilesServiceResponse`,
 //! errors with a `google.rpc.Status` (code 3 `INVALID_ARGUMENT`, 8
-//! `RESOURCE_EXHAUSTED` for 413), both in the request's content type
+//! `RESOURCE_EXHAUSTED` for 413, 4 `DEADLINE_EXCEEDED` for 408, 12
+//! `UNIMPLEMENTED` for 415), both in the request's content type
 //! (protobuf or JSON). A 413 is sent without reading the body; hyper then
 //! closes the connection, so a client stops sending early.
 
@@ -34,6 +35,7 @@ pub const PATH: &str = "/v1development/profiles";
 struct AppState {
     ingest: Arc<Ingest>,
     max_bytes: usize,
+    timeout: std::time::Duration,
 }
 
 /// `google.rpc.Status`, the OTLP/HTTP error body.
@@ -46,6 +48,7 @@ struct RpcStatus {
 }
 
 const INVALID_ARGUMENT: i32 = 3;
+const DEADLINE_EXCEEDED: i32 = 4;
 const RESOURCE_EXHAUSTED: i32 = 8;
 const UNIMPLEMENTED: i32 = 12;
 
@@ -53,6 +56,7 @@ fn error(status: StatusCode, format: Option<BodyFormat>, message: String) -> Res
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => RESOURCE_EXHAUSTED,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => UNIMPLEMENTED,
+        StatusCode::REQUEST_TIMEOUT => DEADLINE_EXCEEDED,
         _ => INVALID_ARGUMENT,
     };
     match format {
@@ -178,7 +182,14 @@ async fn export(State(st): State<AppState>, headers: HeaderMap, body: Body) -> R
             None => return reject(StatusCode::BAD_REQUEST, "invalid Content-Length".into()),
         }
     }
-    let bytes = match Limited::new(body, st.max_bytes).collect().await {
+    let read = tokio::time::timeout(st.timeout, Limited::new(body, st.max_bytes).collect());
+    let Ok(read) = read.await else {
+        return reject(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("request body not received within {:?}", st.timeout),
+        );
+    };
+    let bytes = match read {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return reject(
@@ -229,6 +240,7 @@ pub async fn serve(
     ingest: Arc<Ingest>,
     max_bytes: usize,
     limit: Arc<tokio::sync::Semaphore>,
+    timeout: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let app = Router::new()
@@ -238,7 +250,11 @@ pub async fn serve(
         .layer(tower::limit::GlobalConcurrencyLimitLayer::with_semaphore(
             limit,
         ))
-        .with_state(AppState { ingest, max_bytes });
+        .with_state(AppState {
+            ingest,
+            max_bytes,
+            timeout,
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

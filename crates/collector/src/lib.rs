@@ -20,7 +20,9 @@
 //!   (`OUT_OF_RANGE`/`RESOURCE_EXHAUSTED`).
 //! * Concurrency: at most [`Config::max_concurrent_requests`] requests are
 //!   handled at once across both receivers (others wait), so request memory
-//!   stays bounded however many clients connect.
+//!   stays bounded however many clients connect; a client that stalls is
+//!   cut off after [`Config::request_timeout`] (HTTP 408, gRPC
+//!   `CANCELLED`/`DEADLINE_EXCEEDED`).
 //! * Validation: [`otlp::validate`]; a malformed request is refused whole
 //!   with the reason (gRPC `INVALID_ARGUMENT`, HTTP 400 with a
 //!   `google.rpc.Status` body in the request's content type). Profiles the
@@ -69,6 +71,10 @@ pub struct Config {
     /// (backpressure). Bounds request memory to about this many times
     /// `max_request_bytes` (twice that for gzip bodies).
     pub max_concurrent_requests: usize,
+    /// Longest a client may take to send a request body (HTTP) or to have
+    /// a call handled (gRPC). A slow or stalled client would otherwise hold
+    /// one of the `max_concurrent_requests` slots for ever.
+    pub request_timeout: Duration,
 }
 
 /// 32 MiB, what upstream's collector accepts.
@@ -84,6 +90,7 @@ impl Default for Config {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_buffered_samples: 5_000_000,
             max_concurrent_requests: 4,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -127,6 +134,7 @@ impl Collector {
                 ingest.clone(),
                 config.max_request_bytes,
                 limit.clone(),
+                config.request_timeout,
                 wait(stopped.clone()),
             )));
         }
@@ -140,6 +148,7 @@ impl Collector {
                 ingest.clone(),
                 config.max_request_bytes,
                 limit.clone(),
+                config.request_timeout,
                 wait(stopped.clone()),
             )));
         }

@@ -771,3 +771,46 @@ async fn concurrent_requests_beyond_the_limit_wait() {
     assert_eq!(r.status, 200);
     c.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_stalled_upload_times_out_and_frees_its_slot() {
+    let dir = temp_dir("stalled");
+    let c = Collector::start(Config {
+        grpc_listen: None,
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
+        output_dir: dir,
+        flush_interval: Duration::from_secs(3600),
+        max_concurrent_requests: 1,
+        request_timeout: Duration::from_millis(400),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let addr = c.http_addr.unwrap();
+    let body = request(5, "node-h").encode_to_vec();
+    // Headers and half the body, then nothing.
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {PATH} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&body[..body.len() / 2]).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stalled.read_to_end(&mut buf))
+        .await
+        .expect("the collector answers a stalled upload")
+        .unwrap();
+    let r = parse_response(&buf);
+    assert_eq!(r.status, 408);
+    assert_eq!(status_of(&r).code, 4);
+    // The only slot is free again.
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        http_post(addr, &[("Content-Type", "application/x-protobuf")], &body),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    c.shutdown().await.unwrap();
+}
