@@ -98,10 +98,12 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Parses an OTLP/JSON `ExportProfilesServiceRequest`. Unknown fields are
-/// rejected (a misspelt field would otherwise silently drop data).
+/// ignored, as the OTLP specification requires of JSON receivers (so that
+/// fields added by newer senders do not break older receivers, as with
+/// binary protobuf).
 pub fn from_json(body: &[u8]) -> Result<ExportProfilesServiceRequest, JsonError> {
     let desc = descriptor()?;
-    let options = DeserializeOptions::new().deny_unknown_fields(true);
+    let options = DeserializeOptions::new().deny_unknown_fields(false);
     // The hex fields need a detour through `Value` (several times the body
     // in memory); most bodies have none and are read in one pass. A field
     // name could also hide behind a JSON escape (`\u0074raceId`): then it
@@ -225,11 +227,20 @@ mod tests {
     }
 
     #[test]
+    fn unknown_fields_are_ignored() {
+        let req = from_json(
+            br#"{"resourceProfile": [], "dictionary": {"newTable": [1, 2], "stringTable": [""]}}"#,
+        )
+        .unwrap();
+        assert!(req.resource_profiles.is_empty());
+        assert_eq!(req.dictionary.unwrap().string_table, vec![String::new()]);
+    }
+
+    #[test]
     fn bad_json_is_a_clear_error() {
         for (body, want) in [
             (&b"{"[..], "EOF"),
             (b"[]", "invalid type"),
-            (b"{\"resourceProfile\": []}", "resourceProfile"),
             (
                 b"{\"dictionary\": {\"linkTable\": [{\"traceId\": \"xyz\"}]}}",
                 "traceId",
