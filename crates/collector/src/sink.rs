@@ -4,7 +4,9 @@
 //! `unknown-host`) and the process (`pid-N`, else `service-NAME`, else
 //! `exe-NAME`, else `unknown`) — and merged: samples appended, executables
 //! united, the window widened to cover all. [`Sink::flush`] writes each
-//! buffer as `DIR/HOST/SOURCE-STARTMS-SEQ.pb.gz` through
+//! buffer as `DIR/HOST/SOURCE-STARTMS-SEQ.pb.gz` (STARTMS: the data's
+//! window start in Unix ms; SEQ: a flush counter seeded from the clock at
+//! start, so names never repeat across restarts) through
 //! `profile::pprof::encode`, via a temporary name and a rename, so readers
 //! never see half a file.
 //!
@@ -74,7 +76,14 @@ impl Sink {
             dir,
             max_samples,
             stats,
-            state: Mutex::new(State::default()),
+            // Sequence numbers start from the wall clock (ms) so that a
+            // restarted collector never reuses a file name.
+            state: Mutex::new(State {
+                seq: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                ..State::default()
+            }),
         }
     }
 
