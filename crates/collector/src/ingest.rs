@@ -52,6 +52,9 @@ pub struct Stats {
     pub bytes_received: AtomicU64,
     /// pprof files written by the sink.
     pub files_written: AtomicU64,
+    /// pprof files the sink failed to write (their profiles are lost; the
+    /// error is logged).
+    pub write_errors: AtomicU64,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -64,6 +67,7 @@ pub struct StatsSnapshot {
     pub samples_accepted: u64,
     pub bytes_received: u64,
     pub files_written: u64,
+    pub write_errors: u64,
 }
 
 /// Body formats the receivers accept.
@@ -108,6 +112,7 @@ impl Ingest {
             samples_accepted: l(&s.samples_accepted),
             bytes_received: l(&s.bytes_received),
             files_written: l(&s.files_written),
+            write_errors: l(&s.write_errors),
         }
     }
 

@@ -143,6 +143,7 @@ impl Sink {
                     written.push(path);
                 }
                 Err(e) => {
+                    self.stats.write_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!("writing {}: {e}", dir.join(&name).display());
                     first_err.get_or_insert(e);
                 }
@@ -185,6 +186,25 @@ mod tests {
         assert_eq!(sanitize(""), "_");
         assert_eq!(sanitize("a/b\\c\0d"), "a_b_c_d");
         assert_eq!(sanitize(&"x".repeat(500)).len(), 64);
+    }
+
+    #[test]
+    fn unwritable_directory_is_an_error_and_counted() {
+        let base = std::env::temp_dir().join(format!("sink-err-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        // A file where the host directory should be.
+        std::fs::write(base.join("h"), b"not a directory").unwrap();
+        let stats = Arc::new(Stats::default());
+        let sink = Sink::new(base.clone(), 100, stats.clone());
+        let res = DecodedResource {
+            host_name: Some("h".into()),
+            pid: Some(1),
+            ..Default::default()
+        };
+        sink.add(&res, Profile::default()).unwrap();
+        assert!(sink.flush().is_err());
+        assert_eq!(stats.write_errors.load(Ordering::Relaxed), 1);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
