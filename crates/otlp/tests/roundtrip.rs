@@ -451,3 +451,35 @@ fn several_profiles_share_one_dictionary() {
     assert_eq!(aggregate(&samples(a)), aggregate(&first.samples));
     assert_eq!(aggregate(&samples(b)), aggregate(&second.samples));
 }
+
+#[test]
+fn unusable_resource_or_labels_reject_only_that_profile() {
+    let p = realistic(10, 8);
+    let mut req = encode(std::slice::from_ref(&p), &ResourceInfo::default());
+    req.resource_profiles[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes[0]
+        .value = Some(otlp::proto::common::v1::AnyValue {
+        value: Some(any_value::Value::StringValue("not-a-pid".into())),
+    });
+    let l = decode_lenient(&req).unwrap();
+    assert_eq!(l.profiles.len(), 2);
+    assert_eq!(l.rejected.len(), 1);
+    assert!(
+        l.rejected[0].reason.contains("process.pid \"not-a-pid\""),
+        "{:?}",
+        l.rejected
+    );
+    // A decimal string pid is fine.
+    req.resource_profiles[0]
+        .resource
+        .as_mut()
+        .unwrap()
+        .attributes[0]
+        .value = Some(otlp::proto::common::v1::AnyValue {
+        value: Some(any_value::Value::StringValue("100".into())),
+    });
+    assert_eq!(decode(&req).unwrap()[0].0.pid, Some(100));
+}

@@ -468,3 +468,46 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Index slots set to arbitrary values near the table bounds, and tables
+    /// truncated (emptied too): whatever `validate` accepts, decode handles
+    /// without panicking; whatever it refuses, it names.
+    #[test]
+    fn validated_means_decodable(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), -2i32..3), 0..6),
+        truncate in prop::option::of((0usize..7, 0usize..4)),
+    ) {
+        let mut req = base();
+        {
+            let mut s = slots(&mut req);
+            for (pick, delta) in &edits {
+                let k = pick.index(s.len());
+                let (slot, len) = &mut s[k];
+                // Around 0 and around the end of the table.
+                **slot = if *delta < 0 { *delta + 2 } else { *len as i32 - 1 + *delta };
+            }
+        }
+        if let Some((table, keep)) = truncate {
+            let d = dict(&mut req);
+            match table {
+                0 => d.mapping_table.truncate(keep),
+                1 => d.location_table.truncate(keep),
+                2 => d.function_table.truncate(keep),
+                3 => d.link_table.truncate(keep),
+                4 => d.string_table.truncate(keep),
+                5 => d.attribute_table.truncate(keep),
+                _ => d.stack_table.truncate(keep),
+            }
+        }
+        match validate(&req) {
+            Ok(()) => {
+                let l = decode_lenient(&req).unwrap();
+                prop_assert_eq!(l.profiles.len() + l.rejected.len(), 3);
+            }
+            Err(e) => prop_assert!(!e.message().is_empty()),
+        }
+    }
+}
