@@ -207,7 +207,8 @@ async fn wait(mut stopped: watch::Receiver<bool>) {
     }
 }
 
-/// `ebpf-profiler collector`: serves until Ctrl-C (SIGINT), then flushes.
+/// `ebpf-profiler collector`: serves until SIGINT (Ctrl-C) or SIGTERM (what
+/// service managers send), then stops accepting and writes what is buffered.
 pub async fn run(config: Config) -> Result<(), Error> {
     let c = Collector::start(config).await?;
     if let Some(a) = c.grpc_addr {
@@ -216,7 +217,11 @@ pub async fn run(config: Config) -> Result<(), Error> {
     if let Some(a) = c.http_addr {
         tracing::info!("OTLP profiles HTTP receiver on http://{a}/v1development/profiles");
     }
-    tokio::signal::ctrl_c().await?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     let files = c.shutdown().await?;
     tracing::info!("collector stopped; {} file(s) written at exit", files.len());
     Ok(())

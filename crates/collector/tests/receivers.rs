@@ -814,3 +814,31 @@ async fn a_stalled_upload_times_out_and_frees_its_slot() {
     assert_eq!(r.status, 200);
     c.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn run_reports_setup_errors_instead_of_serving() {
+    // Output directory that cannot be created.
+    let file = temp_dir("run-errors");
+    std::fs::write(&file, b"a file").unwrap();
+    let e = collector::run(Config {
+        output_dir: file.join("sub"),
+        grpc_listen: Some("127.0.0.1:0".parse().unwrap()),
+        http_listen: None,
+        ..Config::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("creating output directory"), "{e}");
+    // A port already taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let e = collector::run(Config {
+        output_dir: temp_dir("run-errors-2"),
+        grpc_listen: None,
+        http_listen: Some(taken.local_addr().unwrap()),
+        ..Config::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("binding HTTP"), "{e}");
+    std::fs::remove_file(&file).unwrap();
+}
