@@ -99,7 +99,7 @@ pub const DB_FILE: &str = "profiles.redb";
 
 /// Version of the record layouts; a file written by another layout is
 /// refused rather than misread.
-const FORMAT_VERSION: u64 = 1;
+const FORMAT_VERSION: u64 = 2;
 
 /// A bucket's last chunk is rewritten with new entries merged in while it
 /// is smaller than this; past it, a new chunk is started. This bounds the
@@ -126,11 +126,30 @@ pub(crate) const LABEL_INDEX: MultimapTableDefinition<u64, u64> =
 pub(crate) const EXECUTABLES: TableDefinition<u128, &[u8]> = TableDefinition::new("executables");
 /// Sample chunks: `chunk_key(bucket, n)` → `codec::encode_chunk` entries.
 pub(crate) const SAMPLES: TableDefinition<u64, &[u8]> = TableDefinition::new("samples");
+/// Rollups of [`ROLLUP_BUCKETS`] buckets: `chunk_key(bucket / 60, n)` →
+/// entries `(stack, 0, count)` (samples per stack, labels dropped) and
+/// `(0, labels, count)` (samples per label set). See [`ROLLUP_BUCKETS`].
+pub(crate) const ROLLUPS: TableDefinition<u64, &[u8]> = TableDefinition::new("rollups");
+
+/// Buckets per rollup (10 minutes).
+///
+/// Why rollups: a query reads every entry of its range, so a week-long
+/// range would decode a week of per-thread entries. Most views (the
+/// unfiltered flame graph, top functions, diff, the filter lists) need only
+/// samples per stack and which label sets occur, which a rollup keeps for a
+/// fraction of the size. Queries use the rollups for the whole 10-minute
+/// spans inside their range when the filter has no label conditions, and
+/// the raw buckets for the edges. A rollup is kept only while every bucket
+/// it sums is stored: eviction deletes the rollups it touches and
+/// `first_rollup` remembers where complete rollups start.
+pub const ROLLUP_BUCKETS: u32 = 60;
 
 const META_VERSION: &str = "format_version";
 const META_NEXT_ID: &str = "next_id";
 const META_TOTAL_SAMPLES: &str = "total_samples";
 const META_ENTRIES: &str = "entries";
+/// First rollup number whose buckets are all stored (see [`ROLLUPS`]).
+pub(crate) const META_FIRST_ROLLUP: &str = "first_rollup";
 
 /// How long data is kept and how large the file may grow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,6 +338,8 @@ pub struct StoreStats {
     pub sample_entries: u64,
     /// Chunks they are stored in.
     pub sample_chunks: u64,
+    /// Rollup chunks (see [`ROLLUP_BUCKETS`]).
+    pub rollup_chunks: u64,
     pub stacks: u64,
     pub frames: u64,
     pub label_sets: u64,
@@ -445,6 +466,7 @@ impl Store {
             txn.open_multimap_table(LABEL_INDEX)?;
             txn.open_table(EXECUTABLES)?;
             txn.open_table(SAMPLES)?;
+            txn.open_table(ROLLUPS)?;
         }
         txn.commit()?;
         Ok(Store {
@@ -608,6 +630,9 @@ impl Store {
             drop(d);
 
             let mut samples = txn.open_table(SAMPLES)?;
+            let mut rollups = txn.open_table(ROLLUPS)?;
+            let first_rollup = meta.get(META_FIRST_ROLLUP)?.map_or(0, |v| v.value());
+            let mut rollup: BTreeMap<u32, HashMap<(u64, u64), u64>> = BTreeMap::new();
             let mut added = 0u64;
             let mut new_entries = 0u64;
             for (b, counts) in per_bucket {
@@ -616,36 +641,23 @@ impl Store {
                 entries.sort_unstable();
                 added = entries.iter().fold(added, |a, e| a.saturating_add(e.2));
                 stats.entries += entries.len();
-                let last = samples
-                    .range(chunk_key(b, 0)..=chunk_key(b, u32::MAX))?
-                    .next_back()
-                    .transpose()?
-                    .map(|(k, v)| (k.value(), v.value().to_vec()));
-                let (key, merged, new) = match last {
-                    Some((k, bytes)) if bytes.len() < CHUNK_MERGE_BYTES => {
-                        let mut old = Vec::new();
-                        decode_chunk(&bytes, &mut old)?;
-                        let merged = merge_entries(&old, &entries);
-                        let new = merged.len() - old.len();
-                        (k, merged, new)
+                let r = b / ROLLUP_BUCKETS;
+                if u64::from(r) >= first_rollup {
+                    let m = rollup.entry(r).or_default();
+                    for &(s, l, c) in &entries {
+                        *m.entry((s, 0)).or_default() += c;
+                        *m.entry((0, l)).or_default() += c;
                     }
-                    Some((k, _)) => {
-                        if split_chunk_key(k).1 == u32::MAX {
-                            return Err(StoreError::Invalid(format!(
-                                "bucket {b} has no room for another chunk"
-                            )));
-                        }
-                        let n = entries.len();
-                        (k + 1, entries, n)
-                    }
-                    None => {
-                        let n = entries.len();
-                        (chunk_key(b, 0), entries, n)
-                    }
-                };
-                samples.insert(key, encode_chunk(&merged).as_slice())?;
+                }
+                let new = merge_into_bucket(&mut samples, b, entries)?;
                 new_entries += new as u64;
                 stats.new_entries += new;
+            }
+            for (r, counts) in rollup {
+                let mut entries: Vec<Entry> =
+                    counts.into_iter().map(|((s, l), c)| (s, l, c)).collect();
+                entries.sort_unstable();
+                merge_into_bucket(&mut rollups, r, entries)?;
             }
 
             let mut exes = txn.open_table(EXECUTABLES)?;
@@ -706,6 +718,7 @@ impl Store {
             total_samples: meta.get(META_TOTAL_SAMPLES)?.map_or(0, |v| v.value()),
             sample_entries: meta.get(META_ENTRIES)?.map_or(0, |v| v.value()),
             sample_chunks: samples.len()?,
+            rollup_chunks: txn.open_table(ROLLUPS)?.len()?,
             stacks: txn.open_table(STACKS)?.len()?,
             frames: txn.open_table(FRAMES)?.len()?,
             label_sets: txn.open_table(LABELS)?.len()?,
@@ -740,6 +753,45 @@ impl Store {
         };
         Ok(bounds)
     }
+}
+
+/// Merges sorted `entries` into the last chunk of `bucket` in `table` (the
+/// raw samples or the rollups), or starts a new chunk when that one is full.
+/// Returns how many entries were new.
+fn merge_into_bucket(
+    table: &mut Table<'_, u64, &'static [u8]>,
+    bucket: u32,
+    entries: Vec<Entry>,
+) -> Result<usize> {
+    let last = table
+        .range(chunk_key(bucket, 0)..=chunk_key(bucket, u32::MAX))?
+        .next_back()
+        .transpose()?
+        .map(|(k, v)| (k.value(), v.value().to_vec()));
+    let (key, merged, new) = match last {
+        Some((k, bytes)) if bytes.len() < CHUNK_MERGE_BYTES => {
+            let mut old = Vec::new();
+            decode_chunk(&bytes, &mut old)?;
+            let merged = merge_entries(&old, &entries);
+            let new = merged.len() - old.len();
+            (k, merged, new)
+        }
+        Some((k, _)) => {
+            if split_chunk_key(k).1 == u32::MAX {
+                return Err(StoreError::Invalid(format!(
+                    "bucket {bucket} has no room for another chunk"
+                )));
+            }
+            let n = entries.len();
+            (k + 1, entries, n)
+        }
+        None => {
+            let n = entries.len();
+            (chunk_key(bucket, 0), entries, n)
+        }
+    };
+    table.insert(key, encode_chunk(&merged).as_slice())?;
+    Ok(new)
 }
 
 /// Opens the redb file, verifying it.

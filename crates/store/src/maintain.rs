@@ -29,7 +29,8 @@ use crate::codec::{bucket_start_key, chunk_header, decode_chunk, fnv1a64, split_
 use crate::records;
 use crate::{
     Result, Store, WriterCaches, BUCKET_NS, EXECUTABLES, FRAMES, FRAME_INDEX, LABELS, LABEL_INDEX,
-    META, META_ENTRIES, META_TOTAL_SAMPLES, SAMPLES, STACKS, STACK_INDEX, STRINGS, STRING_INDEX,
+    META, META_ENTRIES, META_FIRST_ROLLUP, META_TOTAL_SAMPLES, ROLLUPS, ROLLUP_BUCKETS, SAMPLES,
+    STACKS, STACK_INDEX, STRINGS, STRING_INDEX,
 };
 use libpf::FileId;
 use redb::{
@@ -227,7 +228,19 @@ fn evict_before(txn: &WriteTransaction, end_bucket: u32) -> Result<(u64, u64)> {
     }
     drop(samples);
     subtract_totals(txn, entries, count)?;
+    drop_rollups_before(txn, end_bucket.div_ceil(ROLLUP_BUCKETS))?;
     Ok((entries, count))
+}
+
+/// Deletes the rollups that summed evicted buckets (number below `end`):
+/// a partial rollup would undercount, so queries read raw buckets there.
+fn drop_rollups_before(txn: &WriteTransaction, end: u32) -> Result<()> {
+    let mut rollups = txn.open_table(ROLLUPS)?;
+    rollups.retain_in(..bucket_start_key(end), |_, _| false)?;
+    let mut meta = txn.open_table(META)?;
+    let first = meta.get(META_FIRST_ROLLUP)?.map_or(0, |v| v.value());
+    meta.insert(META_FIRST_ROLLUP, first.max(u64::from(end)))?;
+    Ok(())
 }
 
 fn evict_all(txn: &WriteTransaction) -> Result<(u64, u64)> {
@@ -241,6 +254,7 @@ fn evict_all(txn: &WriteTransaction) -> Result<(u64, u64)> {
     }
     drop(samples);
     subtract_totals(txn, entries, count)?;
+    drop_rollups_before(txn, u32::MAX)?;
     Ok((entries, count))
 }
 

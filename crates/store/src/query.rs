@@ -11,7 +11,8 @@ use crate::codec::{bucket_start_key, decode_chunk, Entry};
 use crate::flame::{class_name, frame_name, names, parse_class, FlameGraph, FrameClass, CLASSES};
 use crate::records::{self, LabelSet};
 use crate::{
-    Result, Store, StoreError, TimeRange, EXECUTABLES, FRAMES, LABELS, SAMPLES, STACKS, STRINGS,
+    Result, Store, StoreError, TimeRange, EXECUTABLES, FRAMES, LABELS, META, META_FIRST_ROLLUP,
+    ROLLUPS, ROLLUP_BUCKETS, SAMPLES, STACKS, STRINGS,
 };
 use libpf::{FileId, Frame, FrameKind};
 use profile::{Executable, Profile, Sample};
@@ -84,6 +85,17 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Whether any condition is on labels (everything but the frame type):
+    /// such queries cannot use the rollups, which drop labels.
+    pub fn has_label_conditions(&self) -> bool {
+        self.host.is_some()
+            || self.container.is_some()
+            || self.process_name.is_some()
+            || self.pid.is_some()
+            || self.thread.is_some()
+            || self.tid.is_some()
+    }
+
     fn matches_labels(&self, l: &LabelSet) -> bool {
         fn eq(want: &Option<String>, have: &str) -> bool {
             want.as_deref().is_none_or(|w| w == have)
@@ -203,12 +215,19 @@ pub struct KnownValues {
 
 /// Decoding caches of one read transaction.
 pub(crate) struct View {
+    dict: Dict,
+    samples: ReadOnlyTable<u64, &'static [u8]>,
+    rollups: ReadOnlyTable<u64, &'static [u8]>,
+    first_rollup: u64,
+}
+
+/// The dictionary tables of a snapshot with their decoding caches.
+struct Dict {
     strings: ReadOnlyTable<u64, &'static [u8]>,
     frames: ReadOnlyTable<u64, &'static [u8]>,
     stacks: ReadOnlyTable<u64, &'static [u8]>,
     labels: ReadOnlyTable<u64, &'static [u8]>,
     executables: ReadOnlyTable<u128, &'static [u8]>,
-    samples: ReadOnlyTable<u64, &'static [u8]>,
     string_cache: HashMap<u64, Arc<str>>,
     frame_cache: HashMap<u64, Frame>,
     stack_cache: HashMap<u64, Arc<[Frame]>>,
@@ -222,19 +241,40 @@ fn missing(what: &str, id: u64) -> StoreError {
 impl View {
     pub(crate) fn new(txn: &ReadTransaction) -> Result<View> {
         Ok(View {
-            strings: txn.open_table(STRINGS)?,
-            frames: txn.open_table(FRAMES)?,
-            stacks: txn.open_table(STACKS)?,
-            labels: txn.open_table(LABELS)?,
-            executables: txn.open_table(EXECUTABLES)?,
+            dict: Dict {
+                strings: txn.open_table(STRINGS)?,
+                frames: txn.open_table(FRAMES)?,
+                stacks: txn.open_table(STACKS)?,
+                labels: txn.open_table(LABELS)?,
+                executables: txn.open_table(EXECUTABLES)?,
+                string_cache: HashMap::new(),
+                frame_cache: HashMap::new(),
+                stack_cache: HashMap::new(),
+                label_cache: HashMap::new(),
+            },
             samples: txn.open_table(SAMPLES)?,
-            string_cache: HashMap::new(),
-            frame_cache: HashMap::new(),
-            stack_cache: HashMap::new(),
-            label_cache: HashMap::new(),
+            rollups: txn.open_table(ROLLUPS)?,
+            first_rollup: txn
+                .open_table(META)?
+                .get(META_FIRST_ROLLUP)?
+                .map_or(0, |v| v.value()),
         })
     }
 
+    pub(crate) fn stack(&mut self, id: u64) -> Result<Arc<[Frame]>> {
+        self.dict.stack(id)
+    }
+
+    pub(crate) fn labels(&mut self, id: u64) -> Result<Arc<LabelSet>> {
+        self.dict.labels(id)
+    }
+
+    fn executables(&self, files: &BTreeSet<FileId>) -> Result<BTreeMap<FileId, Executable>> {
+        self.dict.executables(files)
+    }
+}
+
+impl Dict {
     fn string(
         strings: &ReadOnlyTable<u64, &'static [u8]>,
         cache: &mut HashMap<u64, Arc<str>>,
@@ -305,50 +345,105 @@ impl View {
         }
         Ok(out)
     }
+}
 
-    /// Calls `f(stack id, label-set id, count)` for every row in `range`
-    /// (already clamped to live buckets) that passes `filter`.
+impl View {
+    /// Where to read buckets `[first, end)`: raw bucket ranges and rollup
+    /// ranges (in rollup numbers), see [`ROLLUP_BUCKETS`].
+    pub(crate) fn plan(&self, buckets: (u64, u64), rollups_ok: bool) -> Vec<Segment> {
+        let (first, end) = buckets;
+        if first >= end {
+            return Vec::new();
+        }
+        let per = u64::from(ROLLUP_BUCKETS);
+        let r_lo = first.div_ceil(per).max(self.first_rollup);
+        let r_hi = end / per;
+        if !rollups_ok || r_lo >= r_hi {
+            return vec![Segment::Raw(first, end)];
+        }
+        let mut plan = Vec::with_capacity(3);
+        if first < r_lo * per {
+            plan.push(Segment::Raw(first, r_lo * per));
+        }
+        plan.push(Segment::Rollup(r_lo, r_hi));
+        if r_hi * per < end {
+            plan.push(Segment::Raw(r_hi * per, end));
+        }
+        plan
+    }
+
+    /// Calls `f(chunk entries, is rollup)` for every chunk of the plan.
+    fn chunks(
+        samples: &ReadOnlyTable<u64, &'static [u8]>,
+        rollups: &ReadOnlyTable<u64, &'static [u8]>,
+        plan: &[Segment],
+        mut f: impl FnMut(&[Entry], bool) -> Result<()>,
+    ) -> Result<()> {
+        let mut entries: Vec<Entry> = Vec::new();
+        for seg in plan {
+            let (table, first, end, rollup) = match *seg {
+                Segment::Raw(a, b) => (samples, a, b, false),
+                Segment::Rollup(a, b) => (rollups, a, b, true),
+            };
+            if first >= end || first > u64::from(u32::MAX) {
+                continue;
+            }
+            let lo = bucket_start_key(first as u32);
+            let rows = if end > u64::from(u32::MAX) {
+                table.range(lo..)?
+            } else {
+                table.range(lo..bucket_start_key(end as u32))?
+            };
+            for row in rows {
+                let (_, v) = row?;
+                entries.clear();
+                decode_chunk(v.value(), &mut entries)?;
+                f(&entries, rollup)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f(stack id, label-set id, count)` for every entry in `buckets`
+    /// (already clamped to live buckets) that passes `filter`. With
+    /// `need_labels` false and no label conditions the rollups may be used,
+    /// and then the label-set id passed is 0.
     fn scan(
         &mut self,
         buckets: (u64, u64),
         filter: &Filter,
+        need_labels: bool,
         mut f: impl FnMut(u64, u64, u64),
     ) -> Result<()> {
-        let (first, end) = buckets;
-        if first >= end || first > u64::from(u32::MAX) {
-            return Ok(());
-        }
-        let lo = bucket_start_key(first as u32);
+        let plan = self.plan(buckets, !need_labels && !filter.has_label_conditions());
         let mut label_ok: HashMap<u64, bool> = HashMap::new();
         let mut stack_ok: HashMap<u64, bool> = HashMap::new();
-        let rows = if end > u64::from(u32::MAX) {
-            self.samples.range(lo..)?
-        } else {
-            self.samples.range(lo..bucket_start_key(end as u32))?
-        };
-        let mut entries: Vec<Entry> = Vec::new();
-        for row in rows {
-            let (_, v) = row?;
-            entries.clear();
-            decode_chunk(v.value(), &mut entries)?;
-            for &(stack, labels, count) in &entries {
-                let ok = match label_ok.get(&labels) {
-                    Some(&ok) => ok,
-                    None => {
-                        let l = self.labels(labels)?;
-                        let ok = filter.matches_labels(&l);
-                        label_ok.insert(labels, ok);
-                        ok
+        let dict = &mut self.dict;
+        Self::chunks(&self.samples, &self.rollups, &plan, |entries, rollup| {
+            for &(stack, labels, count) in entries {
+                if rollup {
+                    if stack == 0 {
+                        continue; // a per-label-set total
                     }
-                };
-                if !ok {
-                    continue;
+                } else {
+                    let ok = match label_ok.get(&labels) {
+                        Some(&ok) => ok,
+                        None => {
+                            let l = dict.labels(labels)?;
+                            let ok = filter.matches_labels(&l);
+                            label_ok.insert(labels, ok);
+                            ok
+                        }
+                    };
+                    if !ok {
+                        continue;
+                    }
                 }
                 if let Some(ft) = filter.frame_type {
                     let ok = match stack_ok.get(&stack) {
                         Some(&ok) => ok,
                         None => {
-                            let s = self.stack(stack)?;
+                            let s = dict.stack(stack)?;
                             let ok = s.iter().any(|fr| ft.matches(fr));
                             stack_ok.insert(stack, ok);
                             ok
@@ -358,11 +453,37 @@ impl View {
                         continue;
                     }
                 }
-                f(stack, labels, count);
+                f(stack, if rollup { 0 } else { labels }, count);
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
+
+    /// Stack ids and label-set ids present in `buckets` (rollups allowed).
+    fn ids(&self, buckets: (u64, u64)) -> Result<(HashSet<u64>, HashSet<u64>)> {
+        let plan = self.plan(buckets, true);
+        let mut stacks = HashSet::new();
+        let mut labels = HashSet::new();
+        Self::chunks(&self.samples, &self.rollups, &plan, |entries, rollup| {
+            for &(s, l, _) in entries {
+                if !rollup || s != 0 {
+                    stacks.insert(s);
+                }
+                if !rollup || s == 0 {
+                    labels.insert(l);
+                }
+            }
+            Ok(())
+        })?;
+        Ok((stacks, labels))
+    }
+}
+
+/// A part of a query's range: raw buckets or rollups, `[first, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Segment {
+    Raw(u64, u64),
+    Rollup(u64, u64),
 }
 
 /// (self, total) samples per (function name, class).
@@ -395,7 +516,7 @@ fn function_stats(
 
 impl Store {
     /// Runs `f` on a snapshot view of the store.
-    fn with_view<T>(&self, f: impl FnOnce(&mut View) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_view<T>(&self, f: impl FnOnce(&mut View) -> Result<T>) -> Result<T> {
         let db = self.db();
         let txn = db.begin_read()?;
         let mut view = View::new(&txn)?;
@@ -403,7 +524,7 @@ impl Store {
     }
 
     /// Bucket numbers of `range`, without expired buckets.
-    fn live_buckets(&self, range: TimeRange) -> (u64, u64) {
+    pub(crate) fn live_buckets(&self, range: TimeRange) -> (u64, u64) {
         let (first, end) = range.buckets();
         let first = first.max(self.first_live_bucket(self.clock.now_unix_ns()));
         (first.min(u64::from(u32::MAX) + 1), end)
@@ -416,7 +537,7 @@ impl Store {
         filter: &Filter,
     ) -> Result<HashMap<u64, u64>> {
         let mut counts: HashMap<u64, u64> = HashMap::new();
-        view.scan(self.live_buckets(range), filter, |s, _, c| {
+        view.scan(self.live_buckets(range), filter, false, |s, _, c| {
             *counts.entry(s).or_default() += c
         })?;
         Ok(counts)
@@ -439,7 +560,7 @@ impl Store {
     pub fn merged(&self, range: TimeRange, filter: &Filter) -> Result<Profile> {
         self.with_view(|view| {
             let mut rows: HashMap<(u64, u64), u64> = HashMap::new();
-            view.scan(self.live_buckets(range), filter, |s, l, c| {
+            view.scan(self.live_buckets(range), filter, true, |s, l, c| {
                 *rows.entry((s, l)).or_default() += c
             })?;
             let mut keys: Vec<((u64, u64), u64)> = rows.into_iter().collect();
@@ -487,7 +608,7 @@ impl Store {
     pub fn count(&self, range: TimeRange, filter: &Filter) -> Result<u64> {
         self.with_view(|view| {
             let mut n = 0u64;
-            view.scan(self.live_buckets(range), filter, |_, _, c| n += c)?;
+            view.scan(self.live_buckets(range), filter, false, |_, _, c| n += c)?;
             Ok(n)
         })
     }
@@ -626,12 +747,7 @@ impl Store {
     /// The values filters can take in `range` (all filters ignored).
     pub fn known_values(&self, range: TimeRange) -> Result<KnownValues> {
         self.with_view(|view| {
-            let mut label_ids: HashSet<u64> = HashSet::new();
-            let mut stack_ids: HashSet<u64> = HashSet::new();
-            view.scan(self.live_buckets(range), &Filter::default(), |s, l, _| {
-                label_ids.insert(l);
-                stack_ids.insert(s);
-            })?;
+            let (stack_ids, label_ids) = view.ids(self.live_buckets(range))?;
             let mut hosts = BTreeSet::new();
             let mut containers = BTreeSet::new();
             let mut processes = BTreeSet::new();

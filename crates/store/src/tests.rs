@@ -1,4 +1,5 @@
 use super::*;
+use crate::flame;
 use crate::testdata::{self, demo_profile, native, Synthetic};
 use profile::Sample;
 use std::collections::BTreeSet;
@@ -699,7 +700,9 @@ fn a_busy_bucket_spills_into_more_chunks_and_still_sums_exactly() {
         // Every profile lands in the same 10 s bucket.
         let p = gen.profile(&pool, &mut rng, "h1", T0, 10 * S, 6000);
         for s in &p.samples {
-            *want.entry((s.frames.to_vec(), s.labels.clone())).or_default() += s.count;
+            *want
+                .entry((s.frames.to_vec(), s.labels.clone()))
+                .or_default() += s.count;
         }
         store.ingest(&p).unwrap();
     }
@@ -714,4 +717,142 @@ fn a_busy_bucket_spills_into_more_chunks_and_still_sums_exactly() {
     assert_eq!(got.len(), want.len());
     assert!(got == want, "per (stack, labels) counts differ");
     assert_eq!(st.total_samples, 8 * 6000);
+}
+
+/// A flame graph as sorted "path total self" lines, independent of the
+/// order nodes were created in.
+fn canon(g: &FlameGraph) -> Vec<String> {
+    fn walk(g: &FlameGraph, i: u32, path: &str, out: &mut Vec<String>) {
+        let n = &g.nodes[i as usize];
+        let p = format!("{path};{}[{:?}]", n.name, n.class);
+        out.push(format!("{p} {} {}", n.total, n.self_count));
+        for &c in &n.children {
+            walk(g, c, &p, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(g, 0, "", &mut out);
+    out.sort();
+    out
+}
+
+/// The flame graph of a merged profile (the raw-bucket answer).
+fn graph_of(p: &Profile) -> FlameGraph {
+    let names = flame::names(p.executables.clone());
+    let mut g = FlameGraph::new();
+    for s in &p.samples {
+        g.add_stack(&s.frames, &names, s.count, 0);
+    }
+    g.sort();
+    g
+}
+
+#[test]
+fn rollups_answer_exactly_like_raw_buckets() {
+    use crate::query::Segment;
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig {
+        retention: Duration::from_secs(3 * 3600),
+        ..StoreConfig::default()
+    };
+    let (store, clock) = open_at(dir.path(), config, T0 + 3 * 3600 * S);
+    let gen = Synthetic {
+        stacks: 200,
+        processes: 5,
+        threads: 2,
+        ..Synthetic::default()
+    };
+    let pool = gen.stack_pool();
+    let mut rng = testdata::Rng::new(5);
+    // Three hours, one profile per 100 s, plus the demo every 10 minutes.
+    for i in 0..108u64 {
+        let start = T0 + i * 100 * S;
+        store
+            .ingest(&gen.profile(
+                &pool,
+                &mut rng,
+                &format!("h{}", i % 2),
+                start,
+                100 * S,
+                1500,
+            ))
+            .unwrap();
+        if i % 6 == 0 {
+            store
+                .ingest(&demo_profile("h9", start + 50 * S, 1))
+                .unwrap();
+        }
+    }
+    assert!(store.stats().unwrap().rollup_chunks >= 18);
+
+    let kernel = Filter {
+        frame_type: Some("kernel".parse().unwrap()),
+        ..filter()
+    };
+    let check = |store: &Store, r: TimeRange| {
+        let raw = store.merged(r, &filter()).unwrap();
+        assert_eq!(store.count(r, &filter()).unwrap(), raw.total_samples());
+        assert_eq!(
+            canon(&store.flamegraph(r, &filter()).unwrap()),
+            canon(&graph_of(&raw))
+        );
+        let raw_k = store.merged(r, &kernel).unwrap();
+        assert_eq!(store.count(r, &kernel).unwrap(), raw_k.total_samples());
+        let top = store.top_functions(r, &filter(), 5).unwrap();
+        let g = graph_of(&raw);
+        for f in &top {
+            let self_sum: u64 = g
+                .find(&f.name)
+                .iter()
+                .map(|&i| g.nodes[i as usize].self_count)
+                .sum();
+            assert_eq!(f.self_count, self_sum, "{}", f.name);
+        }
+        let known = store.known_values(r).unwrap();
+        let processes: BTreeSet<String> = raw
+            .samples
+            .iter()
+            .map(|s| s.labels.process_name.to_string())
+            .collect();
+        assert_eq!(known.processes, processes.into_iter().collect::<Vec<_>>());
+    };
+    // Ranges that start and end inside rollups, cover several, or none.
+    let ranges = [
+        range(T0 + 123 * S, T0 + 8231 * S),
+        range(T0, T0 + 3 * 3600 * S),
+        range(T0 + 600 * S, T0 + 1200 * S),
+        range(T0 + 3000 * S, T0 + 3100 * S),
+        TimeRange::ALL,
+    ];
+    for r in ranges {
+        check(&store, r);
+    }
+    // The long range really reads rollups.
+    let plan = store
+        .with_view(|v| Ok(v.plan(store.live_buckets(ranges[0]), true)))
+        .unwrap();
+    assert!(
+        matches!(plan.as_slice(), [Segment::Raw(..), Segment::Rollup(a, b), Segment::Raw(..)] if b - a >= 10),
+        "{plan:?}"
+    );
+
+    // Retention cuts into the middle of a rollup: that rollup is dropped,
+    // and answers stay exact.
+    clock
+        .0
+        .store(T0 + 4 * 3600 * S + 1234 * S, Ordering::SeqCst);
+    let before = store.stats().unwrap().rollup_chunks;
+    let m = store.maintain().unwrap();
+    assert!(m.expired_samples > 0);
+    assert!(store.stats().unwrap().rollup_chunks < before);
+    for r in ranges {
+        check(&store, r);
+    }
+    // Late data for a bucket whose rollup was dropped stays raw-only and
+    // is still counted.
+    let late = demo_profile("late", T0 + 3600 * S + 1240 * S, 1);
+    store.ingest(&late).unwrap();
+    for r in ranges {
+        check(&store, r);
+    }
 }
