@@ -1,6 +1,6 @@
 //! Overhead of ebpf-profiler next to its peers, measured in the same run.
 //!
-//! Two copies of a fixed-work program without frame pointers keep both CPUs
+//! Two copies of a fixed-work program with a 24-frame stack keep both CPUs
 //! busy; each profiler samples the whole system meanwhile. Configurations
 //! are interleaved round by round and medians reported, since identical runs
 //! here differ by 1–2 %. Columns: workload slowdown against no profiler, the
@@ -21,20 +21,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+/// A fixed amount of work under a 24-frame deep stack. Built WITH frame
+/// pointers (leaf included) so that the frame-pointer peers (perf -g,
+/// bpftrace ustack) unwind it completely too: the BPF cost per sample is then
+/// compared for the same full stacks.
 const WORKLOAD: &str = r#"
 #include <stdint.h>
 #include <stdlib.h>
-#include <stdio.h>
 volatile uint64_t sink;
 #define F __attribute__((noinline, noipa))
 F uint64_t leaf(uint64_t n) { uint64_t x = n | 1; for (uint64_t i = 0; i < 2000; i++) x = x * 6364136223846793005ull + i; return x; }
-F uint64_t f4(uint64_t n) { uint64_t r = leaf(n); sink = r; return r + 1; }
-F uint64_t f3(uint64_t n) { uint64_t r = f4(n); sink = r; return r + 1; }
-F uint64_t f2(uint64_t n) { uint64_t r = f3(n); sink = r; return r + 1; }
-F uint64_t f1(uint64_t n) { uint64_t r = f2(n); sink = r; return r + 1; }
+F uint64_t deep(int d, uint64_t n) { uint64_t r = d == 0 ? leaf(n) : deep(d - 1, n + 1); sink = r; return r + 1; }
 int main(int argc, char **argv) {
     uint64_t iters = strtoull(argv[1], 0, 10), acc = 0;
-    for (uint64_t i = 0; i < iters; i++) acc += f1(i);
+    for (uint64_t i = 0; i < iters; i++) acc += deep(20, i);
     sink = acc;
     return 0;
 }
@@ -236,7 +236,12 @@ fn build_workload() -> PathBuf {
     std::fs::write(&src, WORKLOAD).unwrap();
     let exe = dir.join("fixed_work");
     let ok = Command::new("gcc")
-        .args(["-O2", "-fomit-frame-pointer", "-o"])
+        .args([
+            "-O2",
+            "-fno-omit-frame-pointer",
+            "-mno-omit-leaf-frame-pointer",
+            "-o",
+        ])
         .arg(&exe)
         .arg(&src)
         .status()
