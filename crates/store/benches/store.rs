@@ -117,8 +117,11 @@ fn run(w: &Workload, total_samples: u64) -> Vec<(String, String)> {
         ),
     );
     row(
-        "bucket entries / chunks",
-        format!("{} / {}", st.sample_entries, st.sample_chunks),
+        "entries / chunks / rollup chunks",
+        format!(
+            "{} / {} / {}",
+            st.sample_entries, st.sample_chunks, st.rollup_chunks
+        ),
     );
     row(
         "stacks/frames/labels/strings",

@@ -18,7 +18,9 @@
 //! * `labels`: one record per distinct (host, frequency, [`SampleLabels`]) → id;
 //! * `executables`: [`profile::Executable`] by FileId;
 //! * `samples`: per 10-second bucket, chunks of (stack id, label-set id,
-//!   count) entries, delta-varint encoded (see `codec::encode_chunk`).
+//!   count) entries, delta-varint encoded (see `codec::encode_chunk`);
+//! * `rollups`: per 10 minutes, samples per stack and per label set, which
+//!   answer label-free queries over long ranges (see [`ROLLUP_BUCKETS`]).
 //!
 //! Each dictionary has a hash index (FNV-1a of the record → ids) for dedup
 //! on ingest. Per-sample timestamps are reduced to their bucket: queries are
