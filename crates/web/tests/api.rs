@@ -57,6 +57,11 @@ async fn page_and_assets_are_self_contained() {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
+    let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
     let html = String::from_utf8(body).unwrap();
     assert!(html.contains(r#"<script src="/assets/app.js">"#));
     assert!(html.contains(r#"href="/assets/app.css""#));
