@@ -34,8 +34,6 @@ pub enum LoadError {
     },
     #[error("map {0} is missing from the eBPF object or has the wrong type: {1}")]
     Map(&'static str, String),
-    #[error("cannot memory-map the unwind row array: {0}")]
-    Mmap(io::Error),
 }
 
 /// The running kernel's release, for error messages.
@@ -120,13 +118,36 @@ impl Default for LoadOptions {
     }
 }
 
-/// The unwind row array, written through a shared memory mapping.
+/// The unwind row array, written with batched updates.
+///
+/// One `BPF_MAP_UPDATE_BATCH` call writes thousands of rows (libLLVM has
+/// ~950k), where aya's per-element `set` would make a syscall per row. A
+/// memory mapping of the array would be faster still, but the kernel maps
+/// (and counts in the agent's RSS) the whole preallocated array at once.
+/// aya 0.14 has no batch API, hence the raw syscall.
 pub struct RowArray {
-    map: memmap2::MmapMut,
+    array: aya::maps::Array<MapData, [u8; 8]>,
     capacity: u32,
-    // Keeps the map alive while it is mapped.
-    _data: MapData,
 }
+
+/// `union bpf_attr` for the BPF_MAP_*_BATCH commands (linux/bpf.h).
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// `BPF_MAP_UPDATE_BATCH` from linux/bpf.h's `enum bpf_cmd`.
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+/// Rows per syscall: bounds the key and value buffers (768 KiB).
+const ROWS_PER_BATCH: usize = 65536;
 
 impl RowArray {
     pub fn capacity(&self) -> u32 {
@@ -134,21 +155,46 @@ impl RowArray {
     }
 
     /// Writes `rows` at index `start`. The caller allocated the range.
-    pub fn write(&mut self, start: u32, rows: &[UnwindRow]) {
-        let mut at = start as usize * UnwindRow::SIZE;
-        for r in rows {
-            // Cannot fail: the slice has exactly SIZE bytes.
-            let _ = r.write_to(&mut self.map[at..at + UnwindRow::SIZE]);
-            at += UnwindRow::SIZE;
+    pub fn write(&mut self, start: u32, rows: &[UnwindRow]) -> io::Result<()> {
+        use aya::maps::IterableMap;
+        use std::os::fd::AsRawFd;
+        let fd = self.array.map().fd().as_fd().as_raw_fd();
+        for (n, chunk) in rows.chunks(ROWS_PER_BATCH).enumerate() {
+            let first = start as usize + n * ROWS_PER_BATCH;
+            let keys: Vec<u32> = (first..first + chunk.len()).map(|k| k as u32).collect();
+            let mut values = vec![0u8; chunk.len() * UnwindRow::SIZE];
+            for (r, out) in chunk.iter().zip(values.chunks_exact_mut(UnwindRow::SIZE)) {
+                // Cannot fail: the slice has exactly SIZE bytes.
+                let _ = r.write_to(out);
+            }
+            let mut attr = BatchAttr {
+                keys: keys.as_ptr() as u64,
+                values: values.as_ptr() as u64,
+                count: chunk.len() as u32,
+                map_fd: fd as u32,
+                ..BatchAttr::default()
+            };
+            // SAFETY: attr points at valid key and value buffers of `count`
+            // elements that outlive the call; the size passed is attr's.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    BPF_MAP_UPDATE_BATCH,
+                    &mut attr as *mut BatchAttr,
+                    std::mem::size_of::<BatchAttr>() as u32,
+                )
+            };
+            if rc < 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
+        Ok(())
     }
 
     /// Reads row `index` back (tests and debugging).
     pub fn read(&self, index: u32) -> Option<UnwindRow> {
-        let at = index as usize * UnwindRow::SIZE;
-        self.map
-            .get(at..at + UnwindRow::SIZE)
-            .and_then(|b| UnwindRow::from_bytes(b).ok())
+        let bytes = self.array.get(&index, 0).ok()?;
+        UnwindRow::from_bytes(&bytes).ok()
     }
 }
 
@@ -187,31 +233,10 @@ where
     T::try_from(map).map_err(|e| LoadError::Map(spec.name, chain(&e)))
 }
 
-fn mmap_rows(map: aya::maps::Map, capacity: u32) -> Result<RowArray, LoadError> {
-    let aya::maps::Map::Array(data) = map else {
-        return Err(LoadError::Map(
-            maps::UNWIND_ROWS.name,
-            "not an array".into(),
-        ));
-    };
-    let fd = data
-        .fd()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(LoadError::Mmap)?;
-    let file = std::fs::File::from(fd);
-    let len = capacity as usize * UnwindRow::SIZE;
-    // SAFETY: the array map is created with BPF_F_MMAPABLE and lives as long
-    // as `_data`; the eBPF side only reads it, and a torn row read during an
-    // update is bounded by the verifier-checked unwinder (worst case: one
-    // sample ends with an error frame).
-    let map =
-        unsafe { memmap2::MmapOptions::new().len(len).map_mut(&file) }.map_err(LoadError::Mmap)?;
-    Ok(RowArray {
-        map,
-        capacity,
-        _data: data,
-    })
+fn row_array(map: aya::maps::Map, capacity: u32) -> Result<RowArray, LoadError> {
+    let array = aya::maps::Array::try_from(map)
+        .map_err(|e| LoadError::Map(maps::UNWIND_ROWS.name, chain(&e)))?;
+    Ok(RowArray { array, capacity })
 }
 
 impl Sampler {
@@ -295,8 +320,10 @@ impl Sampler {
             exe_tables: take(&mut ebpf, &maps::EXE_TABLES)?,
             mappings: take(&mut ebpf, &maps::MAPPINGS)?,
             processes: take(&mut ebpf, &maps::PROCESSES)?,
-            rows: mmap_rows(rows_map, opts.max_unwind_rows)?,
+            rows: row_array(rows_map, opts.max_unwind_rows)?,
         };
+        drop(btf);
+        release_freed_memory();
         let outputs = Outputs {
             traces: take(&mut ebpf, &maps::TRACES)?,
             events: take(&mut ebpf, &maps::EVENTS)?,
@@ -357,6 +384,14 @@ impl Sampler {
             })
             .collect()
     }
+}
+
+/// Returns freed heap memory to the kernel. Parsing kernel BTF or a large
+/// unwind table leaves tens of MB in malloc's free lists, which would count
+/// in the agent's RSS for the rest of its life.
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks glibc's own arenas.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// Sums a per-CPU metric.

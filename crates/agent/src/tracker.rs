@@ -530,6 +530,10 @@ impl Tracker {
                 None
             }
         };
+        drop(data);
+        if rows.is_some_and(|(_, n)| n > 100_000) {
+            crate::loader::release_freed_memory();
+        }
         Some(Executable {
             info,
             segments,
@@ -557,7 +561,12 @@ impl Tracker {
             return None;
         };
         // Rows first, then the table entry that makes them visible.
-        maps.rows.write(start, rows);
+        if let Err(e) = maps.rows.write(start, rows) {
+            self.alloc.release(start, len);
+            self.stats.table_errors += 1;
+            tracing::warn!(path = %info.path.display(), error = %e, "writing unwind rows failed");
+            return None;
+        }
         let table = ExeTable {
             row_start: start,
             row_count: len,

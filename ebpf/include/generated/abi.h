@@ -26,8 +26,8 @@
 #define NATIVE_FRAME_WORDS 2ull
 /* Largest CFA offset a row can hold; larger ones make the row invalid. */
 #define MAX_CFA_OFFSET 65535ull
-/* Unread bytes in the traces ring buffer past which a sample wakes the reader; below it the reader polls on its own timer (a wakeup per sample costs several µs of BPF time). */
-#define TRACES_WAKEUP_BYTES 2097152ull
+/* Unread bytes in the traces ring buffer past which a sample wakes the reader (a quarter of its default size); below it the reader polls on its own timer (a wakeup per sample costs several µs of BPF time). */
+#define TRACES_WAKEUP_BYTES 524288ull
 
 /* How a row computes the caller's registers. */
 enum unwind_rule_kind {

@@ -9,10 +9,10 @@
 #include "metrics.h"
 #include "programs.h"
 
-/* Trace records, header then used frame words. */
+/* Trace records, header then used frame words. Userspace drains it every 100 ms; 2 MiB holds seconds of samples at 999 Hz on a few CPUs and is raised at load time for big hosts. */
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
-    __uint(max_entries, 8388608);
+    __uint(max_entries, 2097152);
 } traces SEC(".maps");
 
 /* pid_event records. */
@@ -29,13 +29,12 @@ struct {
     __uint(max_entries, METRIC_COUNT);
 } metrics SEC(".maps");
 
-/* Rows of every loaded executable; userspace allocates ranges and writes them through a memory mapping of the array (one copy, no syscall per row). */
+/* Rows of every loaded executable; userspace allocates ranges and writes each table with batched updates. */
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __type(key, __u32);
     __type(value, struct unwind_row);
     __uint(max_entries, 4194304);
-    __uint(map_flags, BPF_F_MMAPABLE);
 } unwind_rows SEC(".maps");
 
 /* Executable id to its rows. */
