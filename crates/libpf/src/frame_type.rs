@@ -81,7 +81,10 @@ mod tests {
     #[test]
     fn semconv_strings() {
         assert_eq!(FrameType::NATIVE.to_string(), "native");
-        assert_eq!(FrameType::from_kind(FrameKind::Python).to_string(), "cpython");
+        assert_eq!(
+            FrameType::from_kind(FrameKind::Python).to_string(),
+            "cpython"
+        );
         assert_eq!(FrameType::from_kind(FrameKind::Hotspot).to_string(), "jvm");
         assert_eq!(FrameType::from_kind(FrameKind::V8).to_string(), "v8js");
         assert_eq!(FrameType::from_kind(FrameKind::PhpJit).to_string(), "php");

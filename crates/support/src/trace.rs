@@ -98,7 +98,10 @@ impl fmt::Display for DecodeError {
                 write!(f, "frame at word {at_word} has length 0")
             }
             DecodeError::FrameOverruns { at_word, length } => {
-                write!(f, "frame at word {at_word} (length {length}) runs past the record")
+                write!(
+                    f,
+                    "frame at word {at_word} (length {length}) runs past the record"
+                )
             }
             DecodeError::BadNativeFrame { at_word } => {
                 write!(f, "native frame at word {at_word} has no executable id")
@@ -154,7 +157,10 @@ pub fn decode_trace(bytes: &[u8]) -> Result<RawTrace, DecodeError> {
         }
         let end = at + length as usize;
         if end > data.len() {
-            return Err(DecodeError::FrameOverruns { at_word: at, length });
+            return Err(DecodeError::FrameOverruns {
+                at_word: at,
+                length,
+            });
         }
         let flags = h.flags() as u8;
         let kind = h.kind() as u8;
@@ -211,7 +217,8 @@ pub fn encode_trace(t: &RawTrace) -> Vec<u8> {
                 } else {
                     0
                 };
-                words.push(FrameHeader::pack(*address, 2, flags as u64, FrameKind::Native as u64).0);
+                words
+                    .push(FrameHeader::pack(*address, 2, flags as u64, FrameKind::Native as u64).0);
                 words.push(*exe_id);
             }
             RawFrame::Error { kind, code } => {
@@ -320,10 +327,7 @@ mod tests {
             d.error(),
             Some((FrameKind::Native, ErrorCode::NativeNoMapping as u32))
         );
-        assert_eq!(
-            d.frames[2].error(),
-            Some(Ok(ErrorCode::NativeNoMapping))
-        );
+        assert_eq!(d.frames[2].error(), Some(Ok(ErrorCode::NativeNoMapping)));
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub const PID_REPORT_INTERVAL_NS: u64 = 1000000000;
 pub const NATIVE_FRAME_WORDS: u64 = 2;
 /// Largest CFA offset a row can hold; larger ones make the row invalid.
 pub const MAX_CFA_OFFSET: u64 = 65535;
+/// Unread bytes in the traces ring buffer past which a sample wakes the reader (a quarter of its default size); below it the reader polls on its own timer (a wakeup per sample costs several µs of BPF time).
+pub const TRACES_WAKEUP_BYTES: u64 = 524288;
 
 /// How a row computes the caller's registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -129,6 +131,60 @@ impl core::str::FromStr for UnwindRuleKind {
             "signal" => Ok(Self::Signal),
             "end_of_stack" => Ok(Self::EndOfStack),
             _ => Err(libpf::generated::UnknownName { kind: "UnwindRuleKind", name: s.to_string() }),
+        }
+    }
+}
+
+/// Bits of process_info.flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum ProcessFlag {
+    /// Excluded by the recording's filter: its samples are counted as filtered and never unwound.
+    Excluded = 1,
+}
+
+impl ProcessFlag {
+    /// Every value, in spec order.
+    pub const ALL: [Self; 1] = [Self::Excluded];
+
+    /// The name in the spec.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Excluded => "excluded",
+        }
+    }
+
+    /// The description in the spec.
+    pub const fn description(self) -> &'static str {
+        match self {
+            Self::Excluded => "Excluded by the recording's filter: its samples are counted as filtered and never unwound.",
+        }
+    }
+
+}
+
+impl TryFrom<u32> for ProcessFlag {
+    type Error = libpf::generated::UnknownValue;
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        match value {
+            1 => Ok(Self::Excluded),
+            _ => Err(libpf::generated::UnknownValue { kind: "ProcessFlag", value: value as u64 }),
+        }
+    }
+}
+
+impl core::fmt::Display for ProcessFlag {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl core::str::FromStr for ProcessFlag {
+    type Err = libpf::generated::UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "excluded" => Ok(Self::Excluded),
+            _ => Err(libpf::generated::UnknownName { kind: "ProcessFlag", name: s.to_string() }),
         }
     }
 }
@@ -616,12 +672,18 @@ pub struct MappingValue {
     pub exe_id: u64,
     /// Subtracted from a process address to get the ELF virtual address.
     pub bias: u64,
+    /// First process address of the whole mapping (not just this prefix): the unwinder reuses the value for the next frame while the PC stays inside, skipping a trie lookup.
+    pub start: u64,
+    /// End (exclusive) of the whole mapping.
+    pub end: u64,
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<MappingValue>() == 16);
+    assert!(core::mem::size_of::<MappingValue>() == 32);
     assert!(core::mem::offset_of!(MappingValue, exe_id) == 0);
     assert!(core::mem::offset_of!(MappingValue, bias) == 8);
+    assert!(core::mem::offset_of!(MappingValue, start) == 16);
+    assert!(core::mem::offset_of!(MappingValue, end) == 24);
 };
 
 impl Default for MappingValue {
@@ -629,13 +691,15 @@ impl Default for MappingValue {
         Self {
             exe_id: 0,
             bias: 0,
+            start: 0,
+            end: 0,
         }
     }
 }
 
 impl MappingValue {
     /// Size in bytes, as the C side sees it.
-    pub const SIZE: usize = 16;
+    pub const SIZE: usize = 32;
 
     /// Writes the struct's bytes into the start of `out`.
     pub fn write_to(&self, out: &mut [u8]) -> Result<(), ShortBuffer> {
@@ -644,6 +708,8 @@ impl MappingValue {
         }
         out[0..8].copy_from_slice(&self.exe_id.to_le_bytes());
         out[8..16].copy_from_slice(&self.bias.to_le_bytes());
+        out[16..24].copy_from_slice(&self.start.to_le_bytes());
+        out[24..32].copy_from_slice(&self.end.to_le_bytes());
         Ok(())
     }
 
@@ -663,6 +729,8 @@ impl MappingValue {
         let mut v = Self::default();
         v.exe_id = u64::from_le_bytes(read_array(bytes, 0));
         v.bias = u64::from_le_bytes(read_array(bytes, 8));
+        v.start = u64::from_le_bytes(read_array(bytes, 16));
+        v.end = u64::from_le_bytes(read_array(bytes, 24));
         Ok(v)
     }
 }
@@ -673,7 +741,7 @@ impl MappingValue {
 pub struct ProcessInfo {
     /// Address space id whose mappings this process uses (shared with the parent after fork).
     pub asid: u32,
-    /// Reserved, zero.
+    /// process_flag bits.
     pub flags: u32,
 }
 
@@ -822,13 +890,13 @@ pub struct MapSpec {
 pub mod maps {
     use super::MapSpec;
 
-    /// Trace records, header then used frame words.
+    /// Trace records, header then used frame words. Userspace drains it every 100 ms; 2 MiB holds seconds of samples at 999 Hz on a few CPUs and is raised at load time for big hosts.
     pub const TRACES: MapSpec = MapSpec {
         name: "traces",
         kind: "ringbuf",
         key_size: 0,
         value_size: 0,
-        max_entries: 8388608,
+        max_entries: 2097152,
     };
 
     /// pid_event records.
@@ -849,7 +917,7 @@ pub mod maps {
         max_entries: 37,
     };
 
-    /// Rows of every loaded executable; userspace allocates ranges and writes them through a memory mapping of the array (one copy, no syscall per row).
+    /// Rows of every loaded executable; userspace allocates ranges and writes each table with batched updates.
     pub const UNWIND_ROWS: MapSpec = MapSpec {
         name: "unwind_rows",
         kind: "array",
@@ -872,7 +940,7 @@ pub mod maps {
         name: "mappings",
         kind: "lpm_trie",
         key_size: 16,
-        value_size: 16,
+        value_size: 32,
         max_entries: 524288,
     };
 
@@ -911,6 +979,6 @@ pub mod maps {
 pub mod globals {
     /// 1: also record samples of idle CPUs (pid 0). (u32)
     pub const INCLUDE_IDLE: &str = "include_idle";
-    /// 1: only processes in the processes map are sampled; others are counted as filtered, never unwound or reported. (u32)
+    /// 1: a filter selects processes: samples of processes not yet in the processes map are dropped (and the PID reported so userspace can decide), never unwound. (u32)
     pub const FILTER_ENABLED: &str = "filter_enabled";
 }
