@@ -7,7 +7,7 @@
 //! must succeed in a target directory of its own.
 
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
@@ -33,16 +33,6 @@ pub fn forbidden_reason(name: &str) -> Option<String> {
     None
 }
 
-/// The dependency graph from `cargo metadata`, normal and build edges only.
-pub struct Graph {
-    /// package id → (name, version)
-    pub names: BTreeMap<String, (String, String)>,
-    /// package id → dependency ids
-    pub edges: BTreeMap<String, Vec<String>>,
-    /// workspace members that declare themselves pure: name → id
-    pub pure: BTreeMap<String, String>,
-}
-
 /// The host's target triple: dependencies for other platforms (windows-sys,
 /// js-sys…) are never built here and do not count.
 fn host_triple() -> Result<String, String> {
@@ -56,11 +46,11 @@ fn host_triple() -> Result<String, String> {
         .ok_or_else(|| "rustc -vV printed no host triple".to_string())
 }
 
-pub fn graph(root: &Path) -> Result<Graph, String> {
+/// Workspace members that declare themselves pure.
+pub fn pure_crates(root: &Path) -> Result<Vec<String>, String> {
     let out = Command::new(env!("CARGO"))
         .current_dir(root)
-        .args(["metadata", "--format-version", "1", "--filter-platform"])
-        .arg(host_triple()?)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
         .output()
         .map_err(|e| format!("cargo metadata: {e}"))?;
     if !out.status.success() {
@@ -70,86 +60,89 @@ pub fn graph(root: &Path) -> Result<Graph, String> {
         ));
     }
     let meta: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    let members: BTreeSet<&str> = meta["workspace_members"]
+    let mut names: Vec<String> = meta["packages"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(Value::as_str)
+        .filter(|p| p["metadata"]["ebpf-profiler"]["pure"].as_bool() == Some(true))
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
         .collect();
-    let mut names = BTreeMap::new();
-    let mut pure = BTreeMap::new();
-    for p in meta["packages"].as_array().into_iter().flatten() {
-        let id = p["id"].as_str().unwrap_or_default().to_string();
-        let name = p["name"].as_str().unwrap_or_default().to_string();
-        if members.contains(id.as_str())
-            && p["metadata"]["ebpf-profiler"]["pure"].as_bool() == Some(true)
-        {
-            pure.insert(name.clone(), id.clone());
-        }
-        names.insert(
-            id,
-            (name, p["version"].as_str().unwrap_or_default().to_string()),
-        );
-    }
-    let mut edges = BTreeMap::new();
-    for node in meta["resolve"]["nodes"].as_array().into_iter().flatten() {
-        let id = node["id"].as_str().unwrap_or_default().to_string();
-        let deps = node["deps"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|d| {
-                d["dep_kinds"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|k| matches!(k["kind"].as_str(), None | Some("build")))
-            })
-            .filter_map(|d| d["pkg"].as_str().map(str::to_string))
-            .collect();
-        edges.insert(id, deps);
-    }
-    Ok(Graph { names, edges, pure })
+    names.sort();
+    Ok(names)
 }
 
-/// The closure of `start` and, for each forbidden package in it, the path
-/// from `start` to it.
-pub fn closure(g: &Graph, start: &str) -> (usize, Vec<Vec<String>>) {
-    let mut parent: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut seen = BTreeSet::from([start]);
-    let mut queue = VecDeque::from([start]);
+/// The dependency tree of one crate as `cargo build -p CRATE` resolves it
+/// (its own default features, normal and build edges, this platform only —
+/// a workspace-wide graph would unify features other crates enable):
+/// (depth, package name) in tree order.
+pub fn tree(root: &Path, krate: &str) -> Result<Vec<(usize, String)>, String> {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args([
+            "tree",
+            "-p",
+            krate,
+            "-e",
+            "normal,build",
+            "--prefix",
+            "depth",
+            "--target",
+        ])
+        .arg(host_triple()?)
+        .output()
+        .map_err(|e| format!("cargo tree: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo tree -p {krate} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(parse_tree(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Parses `cargo tree --prefix depth` output.
+pub fn parse_tree(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let digits = l.chars().take_while(char::is_ascii_digit).count();
+            let depth = l[..digits].parse().ok()?;
+            let name = l[digits..].split_whitespace().next()?.to_string();
+            Some((depth, name))
+        })
+        .collect()
+}
+
+/// The number of distinct packages below the root, and for each forbidden
+/// package the path from the root to it.
+pub fn closure(tree: &[(usize, String)]) -> (usize, Vec<Vec<String>>) {
+    let mut stack: Vec<String> = Vec::new();
+    let mut seen = BTreeSet::new();
     let mut bad = Vec::new();
-    while let Some(id) = queue.pop_front() {
-        if forbidden_reason(&g.names[id].0).is_some() {
-            let mut path = vec![g.names[id].0.clone()];
-            let mut cur = id;
-            while let Some(p) = parent.get(cur) {
-                path.push(g.names[*p].0.clone());
-                cur = p;
-            }
-            path.reverse();
-            bad.push(path);
+    for (depth, name) in tree {
+        stack.truncate(*depth);
+        stack.push(name.clone());
+        if *depth > 0 {
+            seen.insert(name.clone());
         }
-        for dep in g.edges.get(id).into_iter().flatten() {
-            if seen.insert(dep) {
-                parent.insert(dep, id);
-                queue.push_back(dep);
-            }
+        if forbidden_reason(name).is_some()
+            && !bad.iter().any(|p: &Vec<String>| p.last() == Some(name))
+        {
+            bad.push(stack.clone());
         }
     }
-    (seen.len() - 1, bad)
+    (seen.len(), bad)
 }
 
 /// Runs the whole check; returns an error naming every offending path.
 pub fn run(root: &Path, build: bool) -> Result<(), String> {
-    let g = graph(root)?;
-    if g.pure.is_empty() {
+    let pure = pure_crates(root)?;
+    if pure.is_empty() {
         return Err("no crate declares [package.metadata.ebpf-profiler] pure = true".into());
     }
     let mut failures = Vec::new();
     println!("{:<24} {:>8}  result", "pure crate", "closure");
-    for (name, id) in &g.pure {
-        let (size, bad) = closure(&g, id);
+    for name in &pure {
+        let (size, bad) = closure(&tree(root, name)?);
         let verdict = if bad.is_empty() {
             "ok"
         } else {
@@ -167,23 +160,25 @@ pub fn run(root: &Path, build: bool) -> Result<(), String> {
     }
     if failures.is_empty() && build {
         let target = root.join("target").join("purity");
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.current_dir(root)
-            .env("CC", "/bin/false")
-            .env("CXX", "/bin/false")
-            .env("CARGO_TARGET_DIR", &target)
-            .args(["build", "--quiet"]);
-        for name in g.pure.keys() {
-            cmd.args(["-p", name]);
+        // One build per crate: building them together would unify their
+        // features, which is not what a user of one crate gets.
+        for name in &pure {
+            let status = Command::new(env!("CARGO"))
+                .current_dir(root)
+                .env("CC", "/bin/false")
+                .env("CXX", "/bin/false")
+                .env("CARGO_TARGET_DIR", &target)
+                .args(["build", "--quiet", "-p", name])
+                .status()
+                .map_err(|e| format!("cargo build: {e}"))?;
+            if !status.success() {
+                failures.push(format!(
+                    "CC=/bin/false CXX=/bin/false cargo build -p {name} failed"
+                ));
+            }
         }
-        let status = cmd.status().map_err(|e| format!("cargo build: {e}"))?;
-        if !status.success() {
-            failures.push(format!(
-                "CC=/bin/false CXX=/bin/false cargo build -p {} failed",
-                g.pure.keys().cloned().collect::<Vec<_>>().join(" -p ")
-            ));
-        } else {
-            println!("CC=/bin/false CXX=/bin/false cargo build: ok");
+        if failures.is_empty() {
+            println!("CC=/bin/false CXX=/bin/false cargo build -p <each>: ok");
         }
     }
     if failures.is_empty() {
@@ -196,6 +191,19 @@ pub fn run(root: &Path, build: bool) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_paths_in_a_tree() {
+        let tree = parse_tree(
+            "0libpf v0.1.0 (/x)\n1sha2 v0.10.9\n2cfg-if v1.0.5\n1foo v1.0.0\n2cc v1.2.0\n",
+        );
+        let (size, bad) = closure(&tree);
+        assert_eq!(size, 4);
+        assert_eq!(
+            bad,
+            vec![vec!["libpf".to_string(), "foo".into(), "cc".into()]]
+        );
+    }
 
     #[test]
     fn classifies_crates() {
