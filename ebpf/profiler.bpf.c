@@ -238,6 +238,11 @@ static __always_inline int native_step(struct unwind_state *s)
         cfa = s->sp + 8 + ((pc & 15) >= row->cfa_offset ? 8 : 0);
         break;
     case UNWIND_RULE_KIND_SIGNAL: {
+        /* The handler "returned" to the trampoline's first instruction (its
+         * FDE starts a byte early so the lookup above found it): this frame
+         * is the trampoline itself, not a call site. */
+        s->record.frames[words & (MAX_FRAME_WORDS - 1)] =
+            frame_header_pack(vaddr, NATIVE_FRAME_WORDS, 0, FRAME_TYPE_NATIVE);
         __u64 regs[3];
         if (bpf_probe_read_user(&regs[0], 8, (void *)(s->sp + UCONTEXT_RBP)) ||
             bpf_probe_read_user(&regs[1], 8, (void *)(s->sp + UCONTEXT_RSP)) ||

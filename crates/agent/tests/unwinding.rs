@@ -408,3 +408,114 @@ int main(void) { for (;;) { uint64_t r = vdso_outer(); sink = r; } }
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Compiles a small C program (no frame pointers) into a temp dir.
+fn build_c(name: &str, source: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("unwind-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source).unwrap();
+    let exe = dir.join(name);
+    assert!(Command::new("gcc")
+        .args(["-O2", "-fomit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .expect("gcc is needed")
+        .success());
+    exe
+}
+
+/// Records `exe` for `seconds` and returns its profile (symbolized with
+/// debug info, which names libc's local functions such as __restore_rt).
+fn record_exe(exe: &std::path::Path, seconds: u64) -> Profile {
+    let _g = lock();
+    let mut child = Command::new(exe).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut opts = options(Target::pids(vec![child.id()]), 199, seconds);
+    opts.debug_info = true;
+    let rec = record::record(
+        &opts,
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .unwrap();
+    child.kill().ok();
+    child.wait().ok();
+    rec.profile
+}
+
+#[test]
+fn stacks_deeper_than_128_frames_unwind_through_tail_calls() {
+    require_root();
+    // 200 frames of recursion: 13 batches of 16 frames, 12 tail calls.
+    let exe = build_c(
+        "deep",
+        r#"#include <stdint.h>
+volatile uint64_t sink;
+__attribute__((noinline, noipa)) uint64_t spin(void) { uint64_t x = 1; for (int i = 0; i < 100000; i++) x = x * 3 + i; return x; }
+__attribute__((noinline, noipa)) uint64_t down(int d) { uint64_t r = d == 0 ? spin() : down(d - 1); sink = r; return r + 1; }
+int main(void) { for (;;) { uint64_t r = down(200); sink = r; } }
+"#,
+    );
+    let p = record_exe(&exe, 3);
+    let total: u64 = p.samples.iter().map(|s| s.count).sum();
+    let deep: u64 = p
+        .samples
+        .iter()
+        .filter(|s| {
+            let names = root_first(&p, s);
+            let downs = names.iter().filter(|n| *n == "down").count();
+            // main, 201 `down` frames, the leaf: complete to the root.
+            downs == 201 && names.iter().any(|n| n == "main") && names.last().is_some_and(|n| n == "spin")
+        })
+        .map(|s| s.count)
+        .sum();
+    assert!(total >= 50, "{total} samples");
+    assert!(
+        deep as f64 >= 0.99 * total as f64,
+        "full 203-frame stacks in {deep} of {total} samples"
+    );
+}
+
+#[test]
+fn signal_handler_frames_unwind_through_the_signal_trampoline() {
+    require_root();
+    // The handler spins; its caller is the kernel's signal frame, and under
+    // it the interrupted code: main -> waiting -> (signal) -> on_alarm.
+    let exe = build_c(
+        "sig",
+        r#"#include <signal.h>
+#include <stdint.h>
+#include <unistd.h>
+volatile uint64_t sink;
+volatile int fired;
+__attribute__((noinline, noipa)) void on_alarm(int sig) { uint64_t x = sig; for (long i = 0; i < 200000000L; i++) x = x * 7 + i; sink = x; fired = 1; }
+__attribute__((noinline, noipa)) void waiting(void) { fired = 0; while (!fired) { sink++; } }
+int main(void) {
+    struct sigaction sa = {0};
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, 0);
+    for (;;) { ualarm(1000, 0); waiting(); }
+}
+"#,
+    );
+    let p = record_exe(&exe, 3);
+    let in_handler: Vec<&Sample> = p
+        .samples
+        .iter()
+        .filter(|s| s.frames.first().is_some_and(|f| p.frame_name(f) == "on_alarm"))
+        .collect();
+    let total: u64 = in_handler.iter().map(|s| s.count).sum();
+    let through: u64 = in_handler
+        .iter()
+        .filter(|s| root_first(&p, s).join(";").contains("main;waiting;__restore_rt;on_alarm"))
+        .map(|s| s.count)
+        .sum();
+    assert!(total >= 50, "{total} samples in the handler");
+    assert!(
+        through as f64 >= 0.99 * total as f64,
+        "handler samples unwound through __restore_rt into the interrupted code: {through} of {total}; e.g. {:?}",
+        in_handler.first().map(|s| root_first(&p, s))
+    );
+}
