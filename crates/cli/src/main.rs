@@ -1,5 +1,6 @@
 //! `ebpf-profiler`: the command-line front end.
 
+mod agent_cmd;
 mod duration;
 
 use agent::loader::LoadOptions;
@@ -27,6 +28,8 @@ struct Cli {
 enum Command {
     /// Profile the machine (or some processes) for a while and write the result.
     Record(RecordArgs),
+    /// Profile the whole machine continuously and export OTLP profiles to a collector (gRPC or HTTP).
+    Agent(agent_export::config::AgentArgs),
     /// Print the FileID of each file (the executable identity backends key on).
     Fileid {
         /// Files to identify.
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         Command::Fileid { paths } => fileid(&paths),
         Command::Stackdeltas { path } => stackdeltas(&path),
         Command::Record(args) => run_record(args),
+        Command::Agent(args) => agent_cmd::run(args),
         Command::Symbolize { path, addresses } => symbolize(&path, &addresses),
     }
 }
