@@ -22,6 +22,8 @@ use tonic::{Request, Response, Status};
 
 struct Service {
     ingest: Arc<Ingest>,
+    /// Delay suggested to clients refused because an exporter is full.
+    retry_after: std::time::Duration,
 }
 
 #[tonic::async_trait]
@@ -42,6 +44,18 @@ impl ProfilesService for Service {
         match res {
             Ok(r) => Ok(Response::new(r)),
             Err(IngestError::TooLarge(m)) => Err(Status::resource_exhausted(m)),
+            Err(IngestError::Busy(m)) => {
+                let details = exporter_otlp::otlp::retry_details(
+                    tonic::Code::Unavailable,
+                    &m,
+                    self.retry_after,
+                );
+                Err(Status::with_details(
+                    tonic::Code::Unavailable,
+                    m,
+                    details.into(),
+                ))
+            }
             Err(IngestError::Invalid(m)) | Err(IngestError::Unsupported(m)) => {
                 Err(Status::invalid_argument(m))
             }
@@ -99,10 +113,12 @@ pub async fn serve(
     max_bytes: usize,
     limit: Arc<tokio::sync::Semaphore>,
     timeout: std::time::Duration,
+    retry_after: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let svc = ProfilesServiceServer::new(Service {
         ingest: ingest.clone(),
+        retry_after,
     })
     .max_decoding_message_size(max_bytes)
     .accept_compressed(CompressionEncoding::Gzip);

@@ -36,6 +36,8 @@ struct AppState {
     ingest: Arc<Ingest>,
     max_bytes: usize,
     timeout: std::time::Duration,
+    /// `Retry-After` sent with 503 when an exporter is full.
+    retry_after: std::time::Duration,
 }
 
 /// `google.rpc.Status`, the OTLP/HTTP error body.
@@ -51,12 +53,14 @@ const INVALID_ARGUMENT: i32 = 3;
 const DEADLINE_EXCEEDED: i32 = 4;
 const RESOURCE_EXHAUSTED: i32 = 8;
 const UNIMPLEMENTED: i32 = 12;
+const UNAVAILABLE: i32 = 14;
 
 fn error(status: StatusCode, format: Option<BodyFormat>, message: String) -> Response {
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => RESOURCE_EXHAUSTED,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => UNIMPLEMENTED,
         StatusCode::REQUEST_TIMEOUT => DEADLINE_EXCEEDED,
+        StatusCode::SERVICE_UNAVAILABLE => UNAVAILABLE,
         _ => INVALID_ARGUMENT,
     };
     match format {
@@ -219,11 +223,19 @@ async fn export(State(st): State<AppState>, headers: HeaderMap, body: Body) -> R
     .await;
     match result {
         Ok(Ok(r)) => success(format, &r),
+        Ok(Err(IngestError::Busy(m))) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, Some(format), m);
+            let secs = st.retry_after.as_secs().max(1);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            r
+        }
         Ok(Err(e)) => {
             let status = match &e {
                 IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
                 IngestError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 IngestError::Invalid(_) => StatusCode::BAD_REQUEST,
+                IngestError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             };
             error(status, Some(format), e.to_string())
         }
@@ -241,6 +253,7 @@ pub async fn serve(
     max_bytes: usize,
     limit: Arc<tokio::sync::Semaphore>,
     timeout: std::time::Duration,
+    retry_after: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let app = Router::new()
@@ -254,6 +267,7 @@ pub async fn serve(
             ingest,
             max_bytes,
             timeout,
+            retry_after,
         });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -1,6 +1,7 @@
 //! What both receivers share: body decoding with limits, validation,
 //! handing profiles to the sink, partial success, counters.
 
+use crate::pipeline::{Pipeline, Refusal};
 use crate::sink::Sink;
 use crate::Config;
 use otlp::{
@@ -22,14 +23,19 @@ pub enum IngestError {
     TooLarge(String),
     /// Content type or encoding we do not speak. HTTP 415.
     Unsupported(String),
+    /// Retryable: an exporter's spool is full (or it is shutting down, or
+    /// its disk failed). gRPC `UNAVAILABLE` with a `RetryInfo`, HTTP 503
+    /// with `Retry-After`; nothing of the request was kept.
+    Busy(String),
 }
 
 impl std::fmt::Display for IngestError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            IngestError::Invalid(m) | IngestError::TooLarge(m) | IngestError::Unsupported(m) => {
-                f.write_str(m)
-            }
+            IngestError::Invalid(m)
+            | IngestError::TooLarge(m)
+            | IngestError::Unsupported(m)
+            | IngestError::Busy(m) => f.write_str(m),
         }
     }
 }
@@ -55,6 +61,9 @@ pub struct Stats {
     /// pprof files the sink failed to write (their profiles are lost; the
     /// error is logged).
     pub write_errors: AtomicU64,
+    /// Requests refused retryably because an exporter could not take them
+    /// (its spool full); per exporter in [`crate::ExporterStats`].
+    pub requests_refused_busy: AtomicU64,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -68,6 +77,7 @@ pub struct StatsSnapshot {
     pub bytes_received: u64,
     pub files_written: u64,
     pub write_errors: u64,
+    pub requests_refused_busy: u64,
 }
 
 /// Body formats the receivers accept.
@@ -79,7 +89,8 @@ pub enum BodyFormat {
 
 /// The receivers' shared state.
 pub struct Ingest {
-    sink: Arc<Sink>,
+    sink: Option<Arc<Sink>>,
+    pipeline: Pipeline,
     stats: Arc<Stats>,
     max_request_bytes: usize,
 }
@@ -88,17 +99,28 @@ pub struct Ingest {
 const MAX_REASONS: usize = 3;
 
 impl Ingest {
-    pub fn new(config: &Config) -> Self {
+    /// Starts the exporters of `config` (inside a tokio runtime).
+    pub fn new(config: &Config) -> Result<Self, crate::Error> {
         let stats = Arc::new(Stats::default());
-        Self {
-            sink: Arc::new(Sink::new(
+        let s2 = stats.clone();
+        let pipeline = Pipeline::start(&config.exporters, &config.data_dir, || {
+            Arc::new(Sink::new(
                 config.output_dir.clone(),
                 config.max_buffered_samples,
-                stats.clone(),
-            )),
+                s2,
+            ))
+        })?;
+        Ok(Self {
+            sink: pipeline.pprof().cloned(),
+            pipeline,
             stats,
             max_request_bytes: config.max_request_bytes,
-        }
+        })
+    }
+
+    /// The exporters.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -113,6 +135,7 @@ impl Ingest {
             bytes_received: l(&s.bytes_received),
             files_written: l(&s.files_written),
             write_errors: l(&s.write_errors),
+            requests_refused_busy: l(&s.requests_refused_busy),
         }
     }
 
@@ -124,7 +147,9 @@ impl Ingest {
     /// Writes the buffered profiles (on a blocking thread: pprof encoding
     /// and file I/O).
     pub async fn flush(&self) -> std::io::Result<Vec<PathBuf>> {
-        let sink = self.sink.clone();
+        let Some(sink) = self.sink.clone() else {
+            return Ok(Vec::new());
+        };
         tokio::task::spawn_blocking(move || sink.flush())
             .await
             .map_err(std::io::Error::other)?
@@ -174,6 +199,19 @@ impl Ingest {
                 )));
             }
         };
+        if !decoded.profiles.is_empty() {
+            match self.pipeline.export(&req) {
+                Ok(()) => {}
+                Err(Refusal::Busy(m)) => {
+                    s.requests_refused_busy.fetch_add(1, Ordering::Relaxed);
+                    return Err(IngestError::Busy(m));
+                }
+                Err(Refusal::TooLarge(m)) => {
+                    s.requests_rejected.fetch_add(1, Ordering::Relaxed);
+                    return Err(IngestError::TooLarge(m));
+                }
+            }
+        }
         let mut reasons: Vec<String> = decoded
             .rejected
             .iter()
@@ -183,7 +221,11 @@ impl Ingest {
         let mut accepted = 0u64;
         for (res, profile) in decoded.profiles {
             let n = profile.samples.len() as u64;
-            match self.sink.add(&res, profile) {
+            let added = match &self.sink {
+                Some(sink) => sink.add(&res, profile),
+                None => Ok(()),
+            };
+            match added {
                 Ok(()) => {
                     accepted += 1;
                     s.samples_accepted.fetch_add(n, Ordering::Relaxed);

@@ -34,12 +34,15 @@
 //!
 //! Architecture invariant: built only from pure crates (no C toolchain).
 
+pub mod config;
 mod grpc;
 mod http;
 mod ingest;
+pub mod pipeline;
 pub mod sink;
 
 pub use ingest::{Ingest, IngestError, Stats, StatsSnapshot};
+pub use pipeline::{ExporterKind, ExporterSpec, ExporterStats, OnFull};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -75,6 +78,17 @@ pub struct Config {
     /// a call handled (gRPC). A slow or stalled client would otherwise hold
     /// one of the `max_concurrent_requests` slots for ever.
     pub request_timeout: Duration,
+    /// Where requests go (see [`pipeline`]). The library default is the
+    /// pprof sink alone; the `collector` command defaults to the store.
+    pub exporters: Vec<ExporterSpec>,
+    /// Spools (`DATA_DIR/spool/NAME`) and the embedded store (`DATA_DIR/store`).
+    pub data_dir: PathBuf,
+    /// Where the web page is served when a store exporter is configured;
+    /// `None`: not served.
+    pub web_listen: Option<SocketAddr>,
+    /// Delay suggested to clients refused because an exporter is full
+    /// (HTTP `Retry-After`, gRPC `RetryInfo`).
+    pub retry_after: Duration,
 }
 
 /// 32 MiB, what upstream's collector accepts.
@@ -91,6 +105,14 @@ impl Default for Config {
             max_buffered_samples: 5_000_000,
             max_concurrent_requests: 4,
             request_timeout: Duration::from_secs(30),
+            exporters: vec![ExporterSpec {
+                name: "pprof".into(),
+                on_full: OnFull::Refuse,
+                kind: ExporterKind::Pprof,
+            }],
+            data_dir: PathBuf::from("data"),
+            web_listen: None,
+            retry_after: Duration::from_secs(5),
         }
     }
 }
@@ -102,6 +124,9 @@ pub struct Collector {
     pub grpc_addr: Option<SocketAddr>,
     /// The address the HTTP receiver is bound to.
     pub http_addr: Option<SocketAddr>,
+    /// The address the web page is served on (store exporter and
+    /// [`Config::web_listen`]).
+    pub web_addr: Option<SocketAddr>,
     ingest: Arc<Ingest>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<Result<(), Error>>>,
@@ -110,13 +135,22 @@ pub struct Collector {
 impl Collector {
     /// Binds the receivers and starts serving and flushing.
     pub async fn start(config: Config) -> Result<Self, Error> {
-        std::fs::create_dir_all(&config.output_dir).map_err(|e| {
-            format!(
-                "creating output directory {}: {e}",
-                config.output_dir.display()
-            )
-        })?;
-        let ingest = Arc::new(Ingest::new(&config));
+        if config.exporters.is_empty() {
+            return Err("no exporter configured".into());
+        }
+        let pprof = config
+            .exporters
+            .iter()
+            .any(|e| matches!(e.kind, ExporterKind::Pprof));
+        if pprof {
+            std::fs::create_dir_all(&config.output_dir).map_err(|e| {
+                format!(
+                    "creating output directory {}: {e}",
+                    config.output_dir.display()
+                )
+            })?;
+        }
+        let ingest = Arc::new(Ingest::new(&config)?);
         let (stop, stopped) = watch::channel(false);
         let limit = Arc::new(tokio::sync::Semaphore::new(
             config.max_concurrent_requests.max(1),
@@ -135,6 +169,7 @@ impl Collector {
                 config.max_request_bytes,
                 limit.clone(),
                 config.request_timeout,
+                config.retry_after,
                 wait(stopped.clone()),
             )));
         }
@@ -149,8 +184,23 @@ impl Collector {
                 config.max_request_bytes,
                 limit.clone(),
                 config.request_timeout,
+                config.retry_after,
                 wait(stopped.clone()),
             )));
+        }
+        let mut web_addr = None;
+        if let (Some(addr), Some(store)) = (config.web_listen, ingest.pipeline().store()) {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("binding the web page on {addr}: {e}"))?;
+            web_addr = Some(listener.local_addr()?);
+            let stop = wait(stopped.clone());
+            tasks.push(tokio::spawn(async move {
+                axum::serve(listener, web::router(store))
+                    .with_graceful_shutdown(stop)
+                    .await?;
+                Ok(())
+            }));
         }
         let flusher = ingest.clone();
         let interval = config.flush_interval.max(Duration::from_millis(10));
@@ -172,6 +222,7 @@ impl Collector {
         Ok(Self {
             grpc_addr,
             http_addr,
+            web_addr,
             ingest,
             stop,
             tasks,
@@ -183,19 +234,38 @@ impl Collector {
         self.ingest.stats()
     }
 
+    /// Counters of each exporter, in configuration order.
+    pub fn exporter_stats(&self) -> Vec<ExporterStats> {
+        self.ingest.pipeline().stats(&self.ingest.stats())
+    }
+
+    /// The embedded store, when a store exporter is configured.
+    pub fn store(&self) -> Option<Arc<store::Store>> {
+        self.ingest.pipeline().store()
+    }
+
     /// Writes what is buffered now; returns the files written.
     pub async fn flush(&self) -> Result<Vec<PathBuf>, Error> {
         Ok(self.ingest.flush().await?)
     }
 
-    /// Stops the receivers (in-flight requests finish), then writes what is
-    /// buffered.
+    /// Stops the receivers (in-flight requests finish), writes what the
+    /// pprof sink buffers, and lets each spooled exporter deliver for up to
+    /// its shutdown timeout (the rest stays in its spool for the next start).
     pub async fn shutdown(self) -> Result<Vec<PathBuf>, Error> {
         let _ = self.stop.send(true);
+        let mut first_err = None;
         for t in self.tasks {
-            t.await??;
+            if let Err(e) = t.await.map_err(Error::from).and_then(|r| r) {
+                first_err.get_or_insert(e);
+            }
         }
-        Ok(self.ingest.flush().await?)
+        let files = self.ingest.flush().await;
+        self.ingest.pipeline().shutdown().await;
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        Ok(files?)
     }
 }
 
@@ -216,6 +286,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
     }
     if let Some(a) = c.http_addr {
         tracing::info!("OTLP profiles HTTP receiver on http://{a}/v1development/profiles");
+    }
+    if let Some(a) = c.web_addr {
+        tracing::info!("web page on http://{a}/");
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -145,7 +145,7 @@ struct Inner<D> {
 /// delivered for the next queue opened on the same directory.
 pub struct Queue<D: Destination> {
     inner: Arc<Inner<D>>,
-    task: Option<JoinHandle<()>>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl<D: Destination> Queue<D> {
@@ -170,7 +170,7 @@ impl<D: Destination> Queue<D> {
         let task = handle.spawn(drain(inner.clone()));
         Ok(Self {
             inner,
-            task: Some(task),
+            task: std::sync::Mutex::new(Some(task)),
         })
     }
 
@@ -224,12 +224,15 @@ impl<D: Destination> Queue<D> {
     }
 
     /// Stops accepting, keeps delivering for up to `shutdown_timeout`, then
-    /// stops; the rest stays on disk for the next start.
-    pub async fn shutdown(mut self) -> Metrics {
+    /// stops; the rest stays on disk for the next start. Later `enqueue`s
+    /// answer `Closed`. Takes `&self` so a queue shared by request handlers
+    /// can be stopped once they are done.
+    pub async fn shutdown(&self) -> Metrics {
         self.inner.stopping.store(true, Relaxed);
         self.inner.wake.notify_one();
         self.inner.stop.notify_waiters();
-        if let Some(task) = self.task.take() {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
             let limit = self.inner.config.shutdown_timeout + Duration::from_secs(5);
             if tokio::time::timeout(limit, task).await.is_err() {
                 tracing::warn!(
@@ -244,7 +247,12 @@ impl<D: Destination> Queue<D> {
 
 impl<D: Destination> Drop for Queue<D> {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        if let Some(task) = self
+            .task
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             task.abort();
         }
     }
