@@ -1,6 +1,7 @@
 //! `ebpf-profiler`: the command-line front end.
 
 mod agent_cmd;
+mod collector_cmd;
 mod duration;
 
 use agent::loader::LoadOptions;
@@ -30,6 +31,8 @@ enum Command {
     Record(RecordArgs),
     /// Profile the whole machine continuously and export OTLP profiles to a collector (gRPC or HTTP).
     Agent(agent_export::config::AgentArgs),
+    /// Receive OTLP profiles from agents; keep them in the embedded store (web page) or export them.
+    Collector(collector_cmd::CollectorArgs),
     /// Print the FileID of each file (the executable identity backends key on).
     Fileid {
         /// Files to identify.
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Command::Stackdeltas { path } => stackdeltas(&path),
         Command::Record(args) => run_record(args),
         Command::Agent(args) => agent_cmd::run(args),
+        Command::Collector(args) => collector_cmd::run(args),
         Command::Symbolize { path, addresses } => symbolize(&path, &addresses),
     }
 }

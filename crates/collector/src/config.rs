@@ -188,8 +188,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("duration {s:?} is too large"))
 }
 
-/// A listen address, or `None` for `"off"`.
-fn listen(key: &str, v: &str) -> Result<Option<SocketAddr>, String> {
+/// A listen address, or `None` for `"off"`; `key` names it in the error.
+pub fn listen(key: &str, v: &str) -> Result<Option<SocketAddr>, String> {
     if v.eq_ignore_ascii_case("off") {
         return Ok(None);
     }
