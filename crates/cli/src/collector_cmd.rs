@@ -104,14 +104,14 @@ async fn serve(config: collector::Config) -> Result<(), collector::Error> {
         r = tokio::signal::ctrl_c() => r?,
         _ = term.recv() => {}
     }
-    let before = c.stats();
-    let stats = c.exporter_stats();
-    c.shutdown().await?;
+    eprintln!("collector: stopping (delivering what the exporters can in their shutdown time)");
+    let stopped = c.shutdown_with_stats().await?;
+    let t = stopped.stats;
     eprintln!(
         "collector: {} requests, {} refused as invalid, {} refused while an exporter was full",
-        before.requests, before.requests_rejected, before.requests_refused_busy
+        t.requests, t.requests_rejected, t.requests_refused_busy
     );
-    for s in stats {
+    for s in stopped.exporters {
         eprintln!(
             "collector: exporter {} ({}): accepted {}, delivered {}, refused (full) {}, dropped (full) {}, failed {}, left in spool {}",
             s.name, s.kind, s.accepted, s.delivered, s.refused_full, s.dropped_full, s.failed, s.spool_entries

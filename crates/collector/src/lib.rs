@@ -253,6 +253,12 @@ impl Collector {
     /// pprof sink buffers, and lets each spooled exporter deliver for up to
     /// its shutdown timeout (the rest stays in its spool for the next start).
     pub async fn shutdown(self) -> Result<Vec<PathBuf>, Error> {
+        self.shutdown_with_stats().await.map(|s| s.files)
+    }
+
+    /// [`Collector::shutdown`], also returning the final counters (spool
+    /// figures as left on disk for the next start).
+    pub async fn shutdown_with_stats(self) -> Result<Stopped, Error> {
         let _ = self.stop.send(true);
         let mut first_err = None;
         for t in self.tasks {
@@ -265,8 +271,22 @@ impl Collector {
         if let Some(e) = first_err {
             return Err(e);
         }
-        Ok(files?)
+        let stats = self.ingest.stats();
+        Ok(Stopped {
+            files: files?,
+            exporters: self.ingest.pipeline().stats(&stats),
+            stats,
+        })
     }
+}
+
+/// What [`Collector::shutdown_with_stats`] reports.
+#[derive(Debug)]
+pub struct Stopped {
+    /// pprof files written at exit.
+    pub files: Vec<PathBuf>,
+    pub stats: StatsSnapshot,
+    pub exporters: Vec<ExporterStats>,
 }
 
 async fn wait(mut stopped: watch::Receiver<bool>) {

@@ -172,6 +172,8 @@ enum Running {
         /// Taken out at shutdown (which consumes the exporter); request
         /// handlers share the read side.
         exporter: std::sync::RwLock<Option<exporter_elasticsearch::Exporter>>,
+        /// Its counters at shutdown, for the final report.
+        last: std::sync::Mutex<Option<exporter_elasticsearch::Metrics>>,
         max_bytes: u64,
     },
     Otlp(exporter_otlp::Exporter),
@@ -247,6 +249,7 @@ impl Pipeline {
                     Running::Store { queue, store }
                 }
                 ExporterKind::Elasticsearch(config) => Running::Es {
+                    last: std::sync::Mutex::new(None),
                     max_bytes: config.spool_max_bytes,
                     exporter: std::sync::RwLock::new(Some(
                         exporter_elasticsearch::Exporter::new((**config).clone(), &spool_dir)
@@ -312,9 +315,10 @@ impl Pipeline {
                 Running::Es {
                     exporter,
                     max_bytes,
+                    ..
                 } => {
                     // 8 bytes of seed per entry, as the ES spool counts.
-                    let used = es_metrics(exporter).map_or(0, |m| m.spool_bytes);
+                    let used = es_metrics(exporter, None).map_or(0, |m| m.spool_bytes);
                     if size + 8 > *max_bytes {
                         Err(EnqueueError::Spool(SpoolError::TooLarge {
                             size,
@@ -446,9 +450,9 @@ impl Pipeline {
                         s.kind = "otlp";
                         queue_stats(&mut s, &queue.metrics());
                     }
-                    Running::Es { exporter, .. } => {
+                    Running::Es { exporter, last, .. } => {
                         s.kind = "elasticsearch";
-                        let m = es_metrics(exporter).unwrap_or_default();
+                        let m = es_metrics(exporter, Some(last)).unwrap_or_default();
                         s.delivered = m.sent;
                         s.retried = m.retried;
                         s.failed += m.rejected;
@@ -475,11 +479,12 @@ impl Pipeline {
                 Running::Otlp(queue) => stops.push(Box::pin(async move {
                     queue.shutdown().await;
                 })),
-                Running::Es { exporter, .. } => {
+                Running::Es { exporter, last, .. } => {
                     let taken = exporter.write().unwrap_or_else(|p| p.into_inner()).take();
                     if let Some(x) = taken {
                         stops.push(Box::pin(async move {
-                            x.shutdown().await;
+                            let m = x.shutdown().await;
+                            *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(m);
                         }));
                     }
                 }
@@ -489,13 +494,17 @@ impl Pipeline {
     }
 }
 
+/// The live exporter's metrics, or (after shutdown) the last ones.
 fn es_metrics(
     x: &std::sync::RwLock<Option<exporter_elasticsearch::Exporter>>,
+    last: Option<&std::sync::Mutex<Option<exporter_elasticsearch::Metrics>>>,
 ) -> Option<exporter_elasticsearch::Metrics> {
-    x.read()
+    let live = x
+        .read()
         .unwrap_or_else(|p| p.into_inner())
         .as_ref()
-        .map(|e| e.metrics())
+        .map(|e| e.metrics());
+    live.or_else(|| last.and_then(|l| l.lock().unwrap_or_else(|p| p.into_inner()).clone()))
 }
 
 /// Runs the futures concurrently on this task (no extra dependency).
