@@ -132,7 +132,6 @@ pub fn mapping_bias(segments: &[Segment], start: u64, file_offset: u64) -> Optio
 /// An executable whose table is (or could not be) in the row array.
 #[derive(Debug)]
 struct Executable {
-    info: Arc<FileInfo>,
     segments: Vec<Segment>,
     /// Rows in the array, `None` when the table could not be loaded.
     rows: Option<(u32, u32)>,
@@ -193,6 +192,10 @@ pub struct Tracker {
     next_asid: u32,
     /// Executable id of the vDSO, once read.
     vdso: Option<u64>,
+    /// Labels and files to drop once they have been unused for a while.
+    forgotten: std::collections::VecDeque<(std::time::Instant, Forget)>,
+    /// How long to keep them; `None` (a bounded recording) keeps them all.
+    forget_after: Option<std::time::Duration>,
     alloc: RangeAllocator,
     proc_root: PathBuf,
     pub stats: TrackerStats,
@@ -215,10 +218,20 @@ impl Tracker {
             spaces: HashMap::new(),
             next_asid: 1,
             vdso: None,
+            forgotten: std::collections::VecDeque::new(),
+            forget_after: None,
             alloc: RangeAllocator::new(row_capacity),
             proc_root: PathBuf::from("/proc"),
             stats: TrackerStats::default(),
         }
+    }
+
+    /// A continuous agent resolves traces every few seconds: labels of exited
+    /// processes and files of unloaded executables can go after `after`, so
+    /// its memory does not grow with every PID and binary it ever saw. A
+    /// recording keeps them all (it resolves once, at the end).
+    pub fn set_forget_after(&mut self, after: Option<std::time::Duration>) {
+        self.forget_after = after;
     }
 
     /// The file behind an executable id seen in a trace.
@@ -535,7 +548,6 @@ impl Tracker {
             crate::loader::release_freed_memory();
         }
         Some(Executable {
-            info,
             segments,
             rows,
             refs: 0,
@@ -610,6 +622,10 @@ impl Tracker {
     /// The process exited (or exec'd, before its rescan): drop its state.
     pub fn remove(&mut self, maps: &mut KernelMaps, pid: u32) {
         self.fingerprints.remove(&pid);
+        if self.meta.contains_key(&pid) {
+            self.forgotten
+                .push_back((std::time::Instant::now(), Forget::Meta(pid)));
+        }
         if self.excluded.remove(&pid) {
             let _ = maps.processes.remove(&pid);
         }
@@ -641,6 +657,7 @@ impl Tracker {
     /// being scanned is never reported (the eBPF exit hook only reports
     /// processes it knows).
     pub fn reap(&mut self, maps: &mut KernelMaps) -> usize {
+        self.forget_old();
         let dead: Vec<u32> = self
             .pids
             .keys()
@@ -652,6 +669,39 @@ impl Tracker {
             self.remove(maps, pid);
         }
         dead.len()
+    }
+
+    /// Drops the labels of processes and the open files of executables
+    /// that have been gone for `FORGET_AFTER`: late traces still resolve,
+    /// and a long-running agent does not keep every PID and every binary it
+    /// ever saw.
+    fn forget_old(&mut self) {
+        let Some(after) = self.forget_after else {
+            self.forgotten.clear();
+            return;
+        };
+        while let Some(&(when, what)) = self.forgotten.front() {
+            if when.elapsed() < after {
+                break;
+            }
+            self.forgotten.pop_front();
+            match what {
+                Forget::Meta(pid)
+                    if !self.pids.contains_key(&pid) && !self.excluded.contains(&pid) =>
+                {
+                    self.meta.remove(&pid);
+                }
+                Forget::File(id) if !self.exes.contains_key(&id) => {
+                    if self.files.remove(&id).is_some() {
+                        self.identities.retain(|_, v| *v != id);
+                        if self.vdso == Some(id) {
+                            self.vdso = None;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     fn unref_space(&mut self, maps: &mut KernelMaps, asid: u32) {
@@ -686,7 +736,8 @@ impl Tracker {
                         let _ = maps.exe_tables.remove(&exe_id);
                         self.alloc.release(start, len);
                     }
-                    drop(exe.info);
+                    self.forgotten
+                        .push_back((std::time::Instant::now(), Forget::File(exe_id)));
                 }
             }
         }
@@ -699,6 +750,12 @@ pub fn trie_key(k: &MappingKey) -> aya::maps::lpm_trie::Key<[u8; 12]> {
     let mut data = [0u8; 12];
     data.copy_from_slice(&bytes[4..16]);
     aya::maps::lpm_trie::Key::new(k.prefixlen, data)
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Forget {
+    Meta(u32),
+    File(u64),
 }
 
 /// How /proc/PID/maps names the vDSO.

@@ -434,12 +434,7 @@ fn record_exe(exe: &std::path::Path, seconds: u64) -> Profile {
     std::thread::sleep(Duration::from_millis(200));
     let mut opts = options(Target::pids(vec![child.id()]), 199, seconds);
     opts.debug_info = true;
-    let rec = record::record(
-        &opts,
-        &AtomicBool::new(false),
-        |_| {},
-    )
-    .unwrap();
+    let rec = record::record(&opts, &AtomicBool::new(false), |_| {}).unwrap();
     child.kill().ok();
     child.wait().ok();
     rec.profile
@@ -467,7 +462,9 @@ int main(void) { for (;;) { uint64_t r = down(200); sink = r; } }
             let names = root_first(&p, s);
             let downs = names.iter().filter(|n| *n == "down").count();
             // main, 201 `down` frames, the leaf: complete to the root.
-            downs == 201 && names.iter().any(|n| n == "main") && names.last().is_some_and(|n| n == "spin")
+            downs == 201
+                && names.iter().any(|n| n == "main")
+                && names.last().is_some_and(|n| n == "spin")
         })
         .map(|s| s.count)
         .sum();
@@ -504,12 +501,20 @@ int main(void) {
     let in_handler: Vec<&Sample> = p
         .samples
         .iter()
-        .filter(|s| s.frames.first().is_some_and(|f| p.frame_name(f) == "on_alarm"))
+        .filter(|s| {
+            s.frames
+                .first()
+                .is_some_and(|f| p.frame_name(f) == "on_alarm")
+        })
         .collect();
     let total: u64 = in_handler.iter().map(|s| s.count).sum();
     let through: u64 = in_handler
         .iter()
-        .filter(|s| root_first(&p, s).join(";").contains("main;waiting;__restore_rt;on_alarm"))
+        .filter(|s| {
+            root_first(&p, s)
+                .join(";")
+                .contains("main;waiting;__restore_rt;on_alarm")
+        })
         .map(|s| s.count)
         .sum();
     assert!(total >= 50, "{total} samples in the handler");
@@ -517,5 +522,42 @@ int main(void) {
         through as f64 >= 0.99 * total as f64,
         "handler samples unwound through __restore_rt into the interrupted code: {through} of {total}; e.g. {:?}",
         in_handler.first().map(|s| root_first(&p, s))
+    );
+}
+
+#[test]
+fn a_long_running_session_forgets_exited_processes_and_unloaded_files() {
+    require_root();
+    let _g = lock();
+    let mut w = workloads::spawn(Kind::CChains, None).unwrap();
+    let pid = w.pid();
+    let exe_id = libpf::FileId::from_file(workloads::build(Kind::CChains).unwrap().exe)
+        .unwrap()
+        .hi();
+    let mut session = Session::new(SessionOptions {
+        target: Target::pids(vec![pid]),
+        frequency: 99,
+        load: LoadOptions::default(),
+    })
+    .unwrap();
+    session
+        .tracker
+        .set_forget_after(Some(Duration::from_millis(500)));
+    session.start().unwrap();
+    pump(&mut session, Duration::from_secs(1));
+    assert!(session.tracker.file(exe_id).is_some());
+    assert!(session.tracker.known_meta(pid).is_some());
+    w.kill().ok();
+    pump(&mut session, Duration::from_millis(700));
+    session.reap();
+    pump(&mut session, Duration::from_millis(700));
+    session.reap();
+    assert!(
+        session.tracker.file(exe_id).is_none(),
+        "unloaded file forgotten"
+    );
+    assert!(
+        session.tracker.known_meta(pid).is_none(),
+        "exited process forgotten"
     );
 }
