@@ -691,12 +691,12 @@ impl Tracker {
                 {
                     self.meta.remove(&pid);
                 }
-                Forget::File(id) if !self.exes.contains_key(&id) => {
-                    if self.files.remove(&id).is_some() {
-                        self.identities.retain(|_, v| *v != id);
-                        if self.vdso == Some(id) {
-                            self.vdso = None;
-                        }
+                Forget::File(id)
+                    if !self.exes.contains_key(&id) && self.files.remove(&id).is_some() =>
+                {
+                    self.identities.retain(|_, v| *v != id);
+                    if self.vdso == Some(id) {
+                        self.vdso = None;
                     }
                 }
                 _ => {}
