@@ -83,6 +83,9 @@ pub struct AgentArgs {
     /// Also sample idle CPUs. [default: false]
     #[arg(long, env = "EBPF_PROFILER_INCLUDE_IDLE", num_args = 0..=1, default_missing_value = "true")]
     pub include_idle: Option<bool>,
+    /// `host.name` of every resource (e.g. the Kubernetes node name, since a pod's own hostname is the pod's). [default: the kernel's hostname]
+    #[arg(long, env = "EBPF_PROFILER_HOST_NAME")]
+    pub host_name: Option<String>,
     /// Test aid: write each request's serialized protobuf here after it was delivered.
     #[arg(long, hide = true)]
     pub capture_dir: Option<PathBuf>,
@@ -108,6 +111,7 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
     pub include_idle: Option<bool>,
+    pub host_name: Option<String>,
 }
 
 /// Headers in the file: a list of `NAME=VALUE` or a table.
@@ -145,6 +149,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub metrics_listen: Option<SocketAddr>,
     pub include_idle: bool,
+    /// `None`: the kernel's hostname.
+    pub host_name: Option<String>,
     pub capture_dir: Option<PathBuf>,
 }
 
@@ -261,6 +267,11 @@ impl Settings {
             )?,
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
             include_idle: args.include_idle.or(file.include_idle).unwrap_or(false),
+            host_name: args
+                .host_name
+                .clone()
+                .or_else(|| file.host_name.clone())
+                .filter(|h| !h.trim().is_empty()),
             capture_dir: args.capture_dir.clone(),
         })
     }
@@ -442,6 +453,7 @@ mod tests {
             ("EBPF_PROFILER_FREQUENCY", "60"),
             ("EBPF_PROFILER_HEADERS", "A=1,B=2"),
             ("EBPF_PROFILER_INSECURE_SKIP_VERIFY", "true"),
+            ("EBPF_PROFILER_HOST_NAME", "node-env"),
         ];
         // Environment over file; the file still fills what env leaves out.
         let s = with_env(&vars, || Settings::resolve(&parse(&[]), &f)).unwrap();
@@ -454,6 +466,7 @@ mod tests {
             vec![("A".into(), "1".into()), ("B".into(), "2".into())]
         );
         assert!(s.insecure_skip_verify);
+        assert_eq!(s.host_name.as_deref(), Some("node-env"));
         // Flags over environment.
         let s = with_env(&vars, || {
             Settings::resolve(

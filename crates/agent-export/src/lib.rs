@@ -276,7 +276,11 @@ fn sample_loop(
     };
     let _ = started.send(Ok(cpus));
     let resource = otlp::ResourceInfo {
-        host_name: Some(host_name()).filter(|h| !h.is_empty()),
+        host_name: s
+            .host_name
+            .clone()
+            .or_else(|| Some(host_name()))
+            .filter(|h| !h.is_empty()),
         host_id: machine_id(),
     };
     let mut agg = Aggregator::new(true);
@@ -304,14 +308,22 @@ fn sample_loop(
             let batch = agg.take();
             if !batch.is_empty() {
                 let samples = batch.samples();
+                let t0 = Instant::now();
                 let mut profile = resolver.resolve(&session.tracker, batch);
                 profile.start_unix_ns = window_start;
                 profile.duration_ns = end.saturating_sub(window_start);
                 profile.frequency_hz = s.frequency;
                 profile.host_name = resource.host_name.clone().unwrap_or_default();
+                let t1 = Instant::now();
                 let req = otlp::encode(&[profile], &resource);
                 let bytes = req.encode_to_vec();
-                tracing::debug!(samples, bytes = bytes.len(), "batch queued");
+                tracing::debug!(
+                    samples,
+                    bytes = bytes.len(),
+                    resolve_ms = (t1 - t0).as_millis() as u64,
+                    encode_ms = t1.elapsed().as_millis() as u64,
+                    "batch queued"
+                );
                 let pushed = queue.push(bytes.into(), samples);
                 log_drops(queue, pushed);
             }
