@@ -1,7 +1,6 @@
 //! The `ebpf-profiler collector` binary: crash safety against Elasticsearch
 //! (real `kill -9`), the default web page, and configuration errors.
 
-#[allow(dead_code)]
 #[path = "../../exporter-elasticsearch/tests/support/mod.rs"]
 mod support;
 
