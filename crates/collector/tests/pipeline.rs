@@ -383,3 +383,70 @@ async fn the_web_page_is_served_beside_the_store() {
     assert!(buf.contains("web-host"), "{buf}");
     c.shutdown().await.unwrap();
 }
+
+/// Backpressure crosses collectors: B is full (its forwarder is dead and
+/// its spool holds two requests), so it refuses A's forwarders retryably
+/// with a 1 s delay; A honours it (gRPC `RetryInfo`, HTTP `Retry-After`)
+/// instead of its own 20–200 ms backoff, and keeps everything spooled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_downstream_collector_slows_the_forwarders_to_its_retry_delay() {
+    let (dead, _hole) = black_hole().await;
+    let (req, _) = request("h");
+    let size = req.encoded_len() as u64;
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = Collector::start(Config {
+        grpc_listen: Some("127.0.0.1:0".parse().unwrap()),
+        http_listen: Some("127.0.0.1:0".parse().unwrap()),
+        data_dir: b_dir.path().to_path_buf(),
+        retry_after: Duration::from_secs(1),
+        exporters: vec![otlp_spec(
+            "dead",
+            format!("http://{dead}"),
+            Protocol::Grpc,
+            size * 5 / 2,
+        )],
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let a_dir = tempfile::tempdir().unwrap();
+    let a = start(
+        a_dir.path(),
+        vec![
+            otlp_spec(
+                "fwd-grpc",
+                format!("http://{}", b.grpc_addr.unwrap()),
+                Protocol::Grpc,
+                64 << 20,
+            ),
+            otlp_spec(
+                "fwd-http",
+                format!("http://{}", b.http_addr.unwrap()),
+                Protocol::Http,
+                64 << 20,
+            ),
+        ],
+    )
+    .await;
+    let mut client = grpc(&a).await;
+    for _ in 0..4 {
+        client.export(req.clone()).await.unwrap();
+    }
+    // B takes two requests in all, then refuses.
+    wait_until("B full", Duration::from_secs(10), || {
+        b.stats().requests_refused_busy >= 2
+    })
+    .await;
+    let refused_then = b.stats().requests_refused_busy;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let more = b.stats().requests_refused_busy - refused_then;
+    // About one retry per forwarder per second; 20–200 ms backoff would be 20+.
+    assert!((2..=8).contains(&more), "{more} refusals in 2.5 s");
+    let s = a.exporter_stats();
+    let entries: u64 = s.iter().map(|e| e.spool_entries).sum();
+    let delivered: u64 = s.iter().map(|e| e.delivered).sum();
+    assert_eq!((delivered, entries), (2, 6), "{s:?}");
+    assert!(s.iter().all(|e| e.failed == 0), "{s:?}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
