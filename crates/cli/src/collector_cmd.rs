@@ -113,8 +113,8 @@ async fn serve(config: collector::Config) -> Result<(), collector::Error> {
     );
     for s in stopped.exporters {
         eprintln!(
-            "collector: exporter {} ({}): accepted {}, delivered {}, refused (full) {}, dropped (full) {}, failed {}, left in spool {}",
-            s.name, s.kind, s.accepted, s.delivered, s.refused_full, s.dropped_full, s.failed, s.spool_entries
+            "collector: exporter {} ({}): accepted {}, delivered {}, refused (full) {}, dropped (full) {}, failed {}, profiles refused downstream {}, left in spool {}",
+            s.name, s.kind, s.accepted, s.delivered, s.refused_full, s.dropped_full, s.failed, s.rejected_profiles, s.spool_entries
         );
     }
     Ok(())

@@ -100,6 +100,10 @@ pub struct ExporterStats {
     pub dropped_full: u64,
     /// Entries the destination refused for good, or spool write errors.
     pub failed: u64,
+    /// Profiles inside delivered requests the destination refused (OTLP
+    /// partial success downstream, profiles the store or Elasticsearch
+    /// found unusable).
+    pub rejected_profiles: u64,
     /// Delivery attempts that will be retried.
     pub retried: u64,
     pub spool_bytes: u64,
@@ -456,6 +460,7 @@ impl Pipeline {
                         s.delivered = m.sent;
                         s.retried = m.retried;
                         s.failed += m.rejected;
+                        s.rejected_profiles = m.invalid_profiles;
                         s.spool_bytes = m.spool_bytes;
                         s.spool_entries = m.spool_entries;
                     }
@@ -536,6 +541,7 @@ fn queue_stats(s: &mut ExporterStats, m: &exporter_otlp::Metrics) {
     s.delivered = m.delivered;
     s.retried = m.retried;
     s.failed += m.rejected;
+    s.rejected_profiles = m.rejected_items;
     s.spool_bytes = m.spool_bytes;
     s.spool_entries = m.spool_entries;
 }
