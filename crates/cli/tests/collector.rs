@@ -294,3 +294,86 @@ fn configuration_errors_name_the_file_and_the_key() {
         assert!(help.contains(flag), "{flag} not in {help}");
     }
 }
+
+/// The same for the OTLP forwarder: a relay collector forwards to a central
+/// one that is not running yet, is killed with SIGKILL after accepting, and
+/// restarts; once the central collector comes up it receives every profile
+/// accepted before the kill, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_relay_while_the_next_collector_is_down_loses_nothing() {
+    // A free port for the central collector, which starts only later.
+    let central_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("relay.toml");
+    std::fs::write(
+        &f,
+        format!(
+            r#"data_dir = "{}"
+[receivers]
+grpc_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+[web]
+listen = "off"
+[[exporters]]
+type = "otlp"
+name = "central"
+endpoint = "http://{central_addr}"
+protocol = "grpc"
+timeout = "2s"
+"#,
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let config = f.to_string_lossy().into_owned();
+    let mut relay = Proc::spawn(&["collector", "--config", &config]);
+    let http = relay.addr("OTLP/HTTP on ");
+    const N: u64 = 8;
+    for v in 0..N {
+        let body = realistic_request("host-r", v, PROCESSES, SAMPLES).encode_to_vec();
+        let (status, text) = post(http, "/v1development/profiles", &body).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    relay.child.kill().unwrap(); // SIGKILL
+    relay.child.wait().unwrap();
+
+    let mut relay = Proc::spawn(&["collector", "--config", &config]);
+    relay.wait_line("OTLP/HTTP on ");
+    let out = tempfile::tempdir().unwrap();
+    let central = collector::Collector::start(collector::Config {
+        grpc_listen: Some(central_addr),
+        http_listen: None,
+        output_dir: out.path().to_path_buf(),
+        flush_interval: Duration::from_secs(3600),
+        ..collector::Config::default()
+    })
+    .await
+    .unwrap();
+    let want = N * PROCESSES as u64;
+    let t0 = Instant::now();
+    while central.stats().profiles_accepted < want {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            central.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, lines) = relay.sigterm_and_wait();
+    assert!(status.success(), "{status:?} {lines:?}");
+    let s = central.stats();
+    assert_eq!(
+        (s.requests, s.profiles_accepted),
+        (N, want),
+        "every accepted request once"
+    );
+    let summary = lines
+        .iter()
+        .find(|l| l.contains("exporter central (otlp)"))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(summary.contains("left in spool 0"), "{summary}");
+    central.shutdown().await.unwrap();
+}

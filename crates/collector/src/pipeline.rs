@@ -90,9 +90,10 @@ impl ExporterKind {
 pub struct ExporterStats {
     pub name: String,
     pub kind: &'static str,
-    /// Requests written to this exporter's spool (or buffer, for pprof).
+    /// Requests written to this exporter's spool (pprof: profiles buffered).
     pub accepted: u64,
-    /// Requests delivered (store: ingested; otlp: answered OK; ES: documents sent).
+    /// Requests delivered (store: ingested; otlp: answered OK); ES:
+    /// documents acknowledged; pprof: files written.
     pub delivered: u64,
     /// Requests refused upstream (retryably) because this exporter was full.
     pub refused_full: u64,
