@@ -1,8 +1,11 @@
 //! A spool drained into a destination, with retries.
 //!
 //! [`Queue::reserve`]/[`Queue::enqueue`] put payloads on disk; one tokio task
-//! sends them, oldest first, one at a time (order is kept, and a destination
-//! that is down costs one attempt per backoff period, not one per entry).
+//! sends them, oldest first, one at a time (so a destination that is down
+//! costs one attempt per backoff period, not one per entry, and an entry that
+//! keeps failing retryably holds back the ones behind it rather than being
+//! overtaken). "Oldest" is key order; keys are taken at commit, so requests
+//! committed concurrently may swap places.
 //! Each answer is one of [`Outcome`]:
 //!
 //! * `Delivered`: the entry is removed.
