@@ -83,6 +83,9 @@ pub struct AgentArgs {
     /// Also sample idle CPUs. [default: false]
     #[arg(long, env = "EBPF_PROFILER_INCLUDE_IDLE", num_args = 0..=1, default_missing_value = "true")]
     pub include_idle: Option<bool>,
+    /// Resolve source files, lines and inlined calls from DWARF (else function names from symbol tables only). Costs memory and CPU on hosts running large binaries with debug info. [default: false]
+    #[arg(long, env = "EBPF_PROFILER_DEBUG_INFO", num_args = 0..=1, default_missing_value = "true")]
+    pub debug_info: Option<bool>,
     /// `host.name` of every resource (e.g. the Kubernetes node name, since a pod's own hostname is the pod's). [default: the kernel's hostname]
     #[arg(long, env = "EBPF_PROFILER_HOST_NAME")]
     pub host_name: Option<String>,
@@ -111,6 +114,7 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<String>,
     pub metrics_listen: Option<SocketAddr>,
     pub include_idle: Option<bool>,
+    pub debug_info: Option<bool>,
     pub host_name: Option<String>,
 }
 
@@ -149,6 +153,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub metrics_listen: Option<SocketAddr>,
     pub include_idle: bool,
+    /// Symbolize with DWARF (files, lines, inlines), not only symbol tables.
+    pub debug_info: bool,
     /// `None`: the kernel's hostname.
     pub host_name: Option<String>,
     pub capture_dir: Option<PathBuf>,
@@ -267,6 +273,7 @@ impl Settings {
             )?,
             metrics_listen: args.metrics_listen.or(file.metrics_listen),
             include_idle: args.include_idle.or(file.include_idle).unwrap_or(false),
+            debug_info: args.debug_info.or(file.debug_info).unwrap_or(false),
             host_name: args
                 .host_name
                 .clone()
@@ -430,6 +437,7 @@ mod tests {
             headers = { Authorization = "ApiKey f" }
             insecure-skip-verify = true
             metrics-listen = "127.0.0.1:9464"
+            debug-info = true
             "#,
         );
         let s = with_env(&[], || Settings::resolve(&parse(&[]), &f)).unwrap();
@@ -440,6 +448,7 @@ mod tests {
         assert_eq!(s.headers, vec![("Authorization".into(), "ApiKey f".into())]);
         assert!(s.insecure_skip_verify);
         assert_eq!(s.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(s.debug_info);
         assert!(s.uses_tls());
     }
 

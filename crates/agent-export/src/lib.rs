@@ -284,7 +284,7 @@ fn sample_loop(
         host_id: machine_id(),
     };
     let mut agg = Aggregator::new(true);
-    let mut resolver = Resolver::new(true, true);
+    let mut resolver = Resolver::new(true, s.debug_info);
     let mut window_start = unix_ns();
     let mut deadline = Instant::now() + jittered(s.interval);
     let mut last_metrics = Instant::now() - Duration::from_secs(10);

@@ -55,6 +55,7 @@ fn start_collector(rt: &tokio::runtime::Runtime, grpc: u16, http: u16, out: &Pat
         grpc_listen: Some(SocketAddr::from(([127, 0, 0, 1], grpc))),
         http_listen: Some(SocketAddr::from(([127, 0, 0, 1], http))),
         output_dir: out.to_path_buf(),
+        data_dir: out.join("data"),
         flush_interval: Duration::from_secs(2),
         ..Config::default()
     };
@@ -583,5 +584,68 @@ fn bad_configuration_is_a_clear_error() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("NAME=VALUE"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The deployment files say what the code accepts: the collector ConfigMap
+/// loads as a collector config, `deploy/agent.toml` as agent settings, and
+/// every `EBPF_PROFILER_*` variable they set is one `agent --help` documents.
+#[test]
+fn deployment_files_match_the_code() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let yaml = std::fs::read_to_string(root.join("deploy/kubernetes/collector.yaml")).unwrap();
+    // The block scalar under `collector.toml: |`, indented four spaces.
+    let start =
+        yaml.find("collector.toml: |\n").expect("ConfigMap key") + "collector.toml: |\n".len();
+    let toml: String = yaml[start..]
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    let dir = scratch("deploy");
+    let cfg = dir.join("collector.toml");
+    std::fs::write(&cfg, &toml).unwrap();
+    let c = collector::config::load(&cfg).unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    assert_eq!(c.grpc_listen, Some("0.0.0.0:4317".parse().unwrap()));
+    assert_eq!(c.http_listen, Some("0.0.0.0:4318".parse().unwrap()));
+
+    let args = agent_export::config::AgentArgs {
+        config: Some(root.join("deploy/agent.toml")),
+        ..Default::default()
+    };
+    let s = agent_export::config::Settings::load(&args).unwrap();
+    assert_eq!(s.frequency, 20);
+    assert_eq!(s.interval, Duration::from_secs(5));
+    assert_eq!(s.queue_bytes, 64 << 20);
+
+    let help = Command::new(env!("CARGO_BIN_EXE_ebpf-profiler"))
+        .args(["agent", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let daemonset =
+        std::fs::read_to_string(root.join("deploy/kubernetes/agent-daemonset.yaml")).unwrap();
+    let readme = std::fs::read_to_string(root.join("deploy/README.md")).unwrap();
+    let mut seen = 0;
+    for text in [&daemonset, &readme] {
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("EBPF_PROFILER_")
+                && word != "EBPF_PROFILER_LOG"
+                && !word.ends_with('_')
+            {
+                seen += 1;
+                assert!(
+                    help.contains(&format!("[env: {word}=")),
+                    "{word} is not an agent setting"
+                );
+            }
+        }
+    }
+    assert!(seen >= 10, "the files name the settings");
+    let unit =
+        std::fs::read_to_string(root.join("deploy/systemd/ebpf-profiler-agent.service")).unwrap();
+    assert!(unit.contains(
+        "ExecStart=/usr/local/bin/ebpf-profiler agent --config /etc/ebpf-profiler/agent.toml"
+    ));
     std::fs::remove_dir_all(&dir).ok();
 }
