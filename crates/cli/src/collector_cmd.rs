@@ -88,6 +88,7 @@ async fn serve(config: collector::Config) -> Result<(), collector::Error> {
         .iter()
         .map(|e| format!("{} ({})", e.name, e.kind.type_name()))
         .collect();
+    let web_wanted = config.web_listen.is_some();
     let c = collector::Collector::start(config).await?;
     if let Some(a) = c.grpc_addr {
         eprintln!("collector: OTLP gRPC on {a}");
@@ -99,6 +100,9 @@ async fn serve(config: collector::Config) -> Result<(), collector::Error> {
         eprintln!("collector: web page on http://{a}/");
     }
     eprintln!("collector: exporters {}", names.join(", "));
+    if c.web_addr.is_none() && c.store().is_none() && web_wanted {
+        eprintln!("collector: no store exporter, so no web page (it shows the store)");
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = tokio::signal::ctrl_c() => r?,
