@@ -46,7 +46,7 @@ use std::time::Duration;
 
 /// Where the web page is served by default: loopback only, the page has no
 /// authentication.
-pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:7070";
+pub const DEFAULT_WEB_LISTEN: &str = web::DEFAULT_LISTEN;
 
 /// Exporter types, as written in `type = "…"`.
 pub const EXPORTER_TYPES: [&str; 4] = ["store", "elasticsearch", "otlp", "pprof"];

@@ -2,7 +2,7 @@
 //! data plus the demo workload, for working on the page by hand:
 //!
 //! ```text
-//! cargo run -p web --example demo [ADDR]      # default 127.0.0.1:7474
+//! cargo run -p web --example demo [ADDR]      # default 127.0.0.1:7070
 //! ```
 
 use std::sync::Arc;

@@ -54,7 +54,7 @@ use store::{Filter, FlameGraph, FrameTypeFilter, Store, TimeRange, TopBy};
 
 /// Where the collector serves the UI unless told otherwise: loopback only,
 /// because the UI has no authentication.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7474";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
