@@ -173,7 +173,8 @@ impl Transport {
                     Ok(resp) => delivered(resp.into_inner()),
                     Err(status) => {
                         let reason = format!("gRPC {:?}: {}", status.code(), status.message());
-                        match retry::grpc_retry(status.code(), status.details()) {
+                        let local = std::error::Error::source(&status).is_some();
+                        match retry::grpc_retry(status.code(), status.details(), local) {
                             Some(after) => SendResult::Retry { after, reason },
                             None => SendResult::Refused(reason),
                         }

@@ -126,12 +126,16 @@ pub fn retry_info_delay(status_details: &[u8]) -> Option<Duration> {
 }
 
 /// What to do after a gRPC error: `Some(server delay or None)` to retry,
-/// `None` to give up on the request.
-pub fn grpc_retry(code: tonic::Code, details: &[u8]) -> Option<Option<Duration>> {
+/// `None` to give up on the request. `local`: the status was made on this
+/// side from a connection error (tonic reports an HTTP/2 or TLS failure
+/// after connecting, e.g. a refused client certificate, as `UNKNOWN`
+/// "transport error"); that is an outage, not a verdict on the request.
+pub fn grpc_retry(code: tonic::Code, details: &[u8], local: bool) -> Option<Option<Duration>> {
     use tonic::Code::*;
     let info = retry_info_delay(details);
     match code {
         Cancelled | DeadlineExceeded | Aborted | OutOfRange | Unavailable | DataLoss => Some(info),
+        Unknown | Internal if local => Some(None),
         ResourceExhausted => info.map(Some),
         _ => None,
     }
@@ -205,19 +209,25 @@ mod tests {
         }
         .encode_to_vec();
         assert_eq!(
-            grpc_retry(tonic::Code::ResourceExhausted, &info),
+            grpc_retry(tonic::Code::ResourceExhausted, &info, false),
             Some(Some(Duration::from_millis(2500)))
         );
-        assert_eq!(grpc_retry(tonic::Code::ResourceExhausted, &[]), None);
-        assert_eq!(grpc_retry(tonic::Code::Unavailable, &[]), Some(None));
+        assert_eq!(grpc_retry(tonic::Code::ResourceExhausted, &[], false), None);
+        assert_eq!(grpc_retry(tonic::Code::Unavailable, &[], false), Some(None));
         assert_eq!(
-            grpc_retry(tonic::Code::Unavailable, &info),
+            grpc_retry(tonic::Code::Unavailable, &info, false),
             Some(Some(Duration::from_millis(2500)))
         );
-        assert_eq!(grpc_retry(tonic::Code::InvalidArgument, &info), None);
+        assert_eq!(grpc_retry(tonic::Code::InvalidArgument, &info, true), None);
         assert_eq!(
-            grpc_retry(tonic::Code::Unavailable, b"\xff\xff garbage"),
+            grpc_retry(tonic::Code::Unavailable, b"\xff\xff garbage", false),
             Some(None)
+        );
+        assert_eq!(grpc_retry(tonic::Code::Unknown, &[], true), Some(None));
+        assert_eq!(
+            grpc_retry(tonic::Code::Unknown, &[], false),
+            None,
+            "a server's verdict"
         );
         assert!(http_retryable(429) && http_retryable(503) && !http_retryable(400));
     }
