@@ -310,6 +310,9 @@ fn tls_connector(
     })
 }
 
+/// Longest wait between attempts once shutdown has begun.
+const SHUTDOWN_RETRY: Duration = Duration::from_millis(500);
+
 /// Sends queued batches in order until the queue is closed and empty.
 /// Failures are retried with backoff (the batch stays at the head, where
 /// the queue may drop it if newer data needs the room).
@@ -371,7 +374,16 @@ pub async fn run_exporter(
                 );
                 let d = queue.finish(batch.id, Outcome::Retry);
                 crate::log_drops(&queue, d);
-                tokio::time::sleep(delay).await;
+                // Shutting down: the flush deadline is short, try more often
+                // than a long backoff would, and stop a long wait at once.
+                if queue.is_closed() {
+                    tokio::time::sleep(delay.min(SHUTDOWN_RETRY)).await;
+                } else {
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = queue.wait_closed() => {}
+                    }
+                }
             }
         }
     }

@@ -130,8 +130,23 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<Summary, String>
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
 
+    // Everything that can fail on bad settings, before eBPF is loaded.
+    let _guard = rt.enter();
+    let transport = export::Transport::new(&transport_settings)?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(addr) => Some(
+            rt.block_on(tokio::net::TcpListener::bind(addr))
+                .map_err(|e| format!("metrics-listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| format!("SIGINT handler: {e}"))?;
+
     // Sampling thread: loads eBPF, reports start-up errors, then runs.
-    let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<usize, String>>();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<Result<usize, String>>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let sampler = {
         let (q, m, s, stop) = (
@@ -148,27 +163,39 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<Summary, String>
             })
             .map_err(|e| format!("sampling thread: {e}"))?
     };
-    let cpus = match started_rx.recv() {
-        Ok(Ok(n)) => n,
-        Ok(Err(e)) => {
-            let _ = sampler.join();
-            return Err(e);
-        }
-        Err(_) => {
-            let _ = sampler.join();
-            return Err("sampling thread ended during start-up".into());
-        }
-    };
-    tracing::info!(
-        "sampling {cpus} CPUs at {} Hz; exporting every {:?} (±20 %) to {} over {:?}",
-        settings.frequency,
-        settings.interval,
-        settings.endpoint,
-        settings.protocol
-    );
 
     let result = rt.block_on(async {
-        let transport = export::Transport::new(&transport_settings)?;
+        // Start-up (every process scanned) can take a while: a signal
+        // meanwhile stops the agent too.
+        let started = tokio::select! {
+            r = started_rx => Some(r),
+            _ = term.recv() => None,
+            _ = int.recv() => None,
+        };
+        let sampler_join = || tokio::task::spawn_blocking(move || sampler.join());
+        match started {
+            None => {
+                tracing::info!("stopped during start-up");
+                stop.store(true, Ordering::Relaxed);
+                let _ = sampler_join().await;
+                return Ok(());
+            }
+            Some(Ok(Ok(cpus))) => tracing::info!(
+                "sampling {cpus} CPUs at {} Hz; exporting every {:?} (±20 %) to {} over {:?}",
+                settings.frequency,
+                settings.interval,
+                settings.endpoint,
+                settings.protocol
+            ),
+            Some(Ok(Err(e))) => {
+                let _ = sampler_join().await;
+                return Err(e);
+            }
+            Some(Err(_)) => {
+                let _ = sampler_join().await;
+                return Err("sampling thread ended during start-up".to_string());
+            }
+        }
         let exporter = tokio::spawn(export::run_exporter(
             transport,
             queue.clone(),
@@ -177,11 +204,10 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<Summary, String>
             settings.capture_dir.clone(),
         ));
         let (stop_servers, servers_stopped) = tokio::sync::watch::channel(false);
-        if let Some(addr) = settings.metrics_listen {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("metrics-listen {addr}: {e}"))?;
-            tracing::info!("metrics on http://{}/metrics", listener.local_addr().map_err(|e| e.to_string())?);
+        if let Some(listener) = metrics_listener {
+            if let Ok(a) = listener.local_addr() {
+                tracing::info!("metrics on http://{a}/metrics");
+            }
             let mut rx = servers_stopped.clone();
             let (m, q) = (metrics.clone(), queue.clone());
             tokio::spawn(async move {
@@ -204,10 +230,6 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<Summary, String>
                 }
             });
         }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| format!("SIGTERM handler: {e}"))?;
-        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-            .map_err(|e| format!("SIGINT handler: {e}"))?;
         let flag = stop.clone();
         let flag_set = async move {
             while !flag.load(Ordering::Relaxed) {
@@ -222,7 +244,7 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<Summary, String>
         }
         stop.store(true, Ordering::Relaxed);
         // The sampling thread pushes its last partial interval, then ends.
-        let _ = tokio::task::spawn_blocking(move || sampler.join()).await;
+        let _ = sampler_join().await;
         queue.close();
         let deadline = settings.shutdown_timeout;
         let mut exporter = exporter;
@@ -250,7 +272,7 @@ fn sample_loop(
     queue: &Queue,
     metrics: &Metrics,
     stop: &AtomicBool,
-    started: std::sync::mpsc::Sender<Result<usize, String>>,
+    started: tokio::sync::oneshot::Sender<Result<usize, String>>,
 ) {
     let opts = SessionOptions {
         target: Target::System,

@@ -68,6 +68,8 @@ struct Inner {
 pub struct Queue {
     inner: Mutex<Inner>,
     notify: Notify,
+    /// Set by [`Queue::close`], for waiters other than [`Queue::next`].
+    closed: tokio::sync::watch::Sender<bool>,
     budget: u64,
     pub stats: QueueStats,
 }
@@ -86,6 +88,7 @@ impl Queue {
         Queue {
             inner: Mutex::new(Inner::default()),
             notify: Notify::new(),
+            closed: tokio::sync::watch::Sender::new(false),
             budget,
             stats: QueueStats::default(),
         }
@@ -208,8 +211,19 @@ impl Queue {
     /// No more pushes: [`Queue::next`] returns `None` once empty.
     pub fn close(&self) {
         self.lock().closed = true;
+        self.closed.send_replace(true);
         self.notify.notify_waiters();
         self.notify.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Resolves once the queue is closed (shutdown has begun).
+    pub async fn wait_closed(&self) {
+        let mut rx = self.closed.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
     }
 
     /// Gives up on what is left (shutdown timeout); returns (batches,
@@ -349,7 +363,12 @@ mod tests {
         q.finish(h.id, Outcome::Sent);
         let t = tokio::spawn(async move { q3.next().await.map(|b| b.samples) });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!q.is_closed());
+        let q4 = q.clone();
+        let w = tokio::spawn(async move { q4.wait_closed().await });
         q.close();
         assert_eq!(t.await.unwrap(), None, "close wakes a waiting exporter");
+        w.await.unwrap();
+        assert!(q.is_closed());
     }
 }

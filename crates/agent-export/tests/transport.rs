@@ -172,12 +172,26 @@ async fn export_loop_waits_as_long_as_retry_after_says() {
     let t = Transport::new(&settings(Protocol::Http, format!("http://{addr}"), |_| {})).unwrap();
     let q = Arc::new(Queue::new(1 << 20));
     let m = Arc::new(Metrics::default());
-    q.push(body().into(), 5);
-    q.close();
     let started = Instant::now();
     // Own backoff tiny: only the server's delay can explain the wait.
-    run_exporter(t, q.clone(), m.clone(), Duration::from_millis(10), None).await;
+    let exporter = tokio::spawn(run_exporter(
+        t,
+        q.clone(),
+        m.clone(),
+        Duration::from_millis(10),
+        None,
+    ));
+    q.push(body().into(), 5);
+    while q.stats.sent.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let waited = started.elapsed();
+    q.close();
+    exporter.await.unwrap();
     assert!(waited >= Duration::from_millis(1900), "waited {waited:?}");
     assert_eq!(q.stats.sent.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(
@@ -185,6 +199,36 @@ async fn export_loop_waits_as_long_as_retry_after_says() {
         2
     );
     assert_eq!(fake.seen.lock().unwrap().len(), 3);
+}
+
+/// Shutdown begins while the exporter waits out a long server delay: it
+/// tries again at once instead of sleeping through the flush deadline.
+#[tokio::test]
+async fn shutdown_cuts_a_long_retry_wait_short() {
+    let fake = HttpFake::default();
+    fake.script
+        .lock()
+        .unwrap()
+        .push_back((503, vec![("retry-after", "30".to_string())], vec![]));
+    let addr = http_fake(fake.clone()).await;
+    let t = Transport::new(&settings(Protocol::Http, format!("http://{addr}"), |_| {})).unwrap();
+    let q = Arc::new(Queue::new(1 << 20));
+    let m = Arc::new(Metrics::default());
+    q.push(body().into(), 5);
+    let started = Instant::now();
+    let exporter = tokio::spawn(run_exporter(t, q.clone(), m, Duration::from_secs(60), None));
+    while fake.seen.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    q.close();
+    tokio::time::timeout(Duration::from_secs(5), exporter)
+        .await
+        .expect("the exporter ends soon after close")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(q.stats.sent.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(fake.seen.lock().unwrap().len(), 2);
 }
 
 #[tokio::test]
