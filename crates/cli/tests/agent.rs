@@ -518,7 +518,7 @@ fn tiny_queue_drops_are_counted_exactly() {
             "--max-backoff",
             "1s",
             "--queue-bytes",
-            "24KiB",
+            "8KiB",
         ],
         &dir,
     );
