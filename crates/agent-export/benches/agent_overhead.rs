@@ -128,7 +128,9 @@ fn measure(protocol: &str, endpoint: &str, secs: u64) -> Row {
         .unwrap();
     let pid = child.id();
     let t = Instant::now();
-    while TcpStream::connect(&metrics).is_err() {
+    // Sampling has started once the metrics show eBPF samples (the port is
+    // bound before the programs load).
+    while !sampling(&metrics) {
         assert!(child.try_wait().unwrap().is_none(), "agent exited");
         assert!(t.elapsed() < Duration::from_secs(120), "agent start-up");
         std::thread::sleep(Duration::from_millis(50));
@@ -158,6 +160,23 @@ fn measure(protocol: &str, endpoint: &str, secs: u64) -> Row {
         peak_rss_mb: peak,
         final_rss_mb: rss,
     }
+}
+
+fn sampling(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+    if write!(s, "GET /metrics HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text.lines()
+        .find_map(|l| l.strip_prefix("ebpf_profiler_samples_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
 }
 
 /// Processes created since boot (/proc/stat).

@@ -165,19 +165,39 @@ fn summary(stderr: &str) -> HashMap<String, u64> {
     out
 }
 
-/// Waits until the agent serves its metrics: it has loaded the eBPF
-/// programs, scanned every process and started sampling (a debug build takes
-/// several seconds for that).
+/// Waits until the agent samples: its metrics show eBPF samples (the
+/// metrics port is bound before the eBPF programs load, and served from the
+/// moment sampling starts; a debug build takes seconds to scan every
+/// process first).
 fn wait_started(agent: &mut Agent, metrics_addr: &str) {
     let t = Instant::now();
-    while TcpStream::connect(metrics_addr).is_err() {
+    loop {
         agent.assert_alive();
         assert!(
             t.elapsed() < Duration::from_secs(120),
             "agent did not start within 120 s"
         );
+        if let Some(text) = try_http_get(metrics_addr, "/metrics") {
+            if text
+                .lines()
+                .find_map(|l| l.strip_prefix("ebpf_profiler_samples_total "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_some_and(|n| n > 0)
+            {
+                return;
+            }
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn try_http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
 }
 
 fn http_get(addr: &str, path: &str) -> String {
@@ -647,5 +667,49 @@ fn deployment_files_match_the_code() {
     assert!(unit.contains(
         "ExecStart=/usr/local/bin/ebpf-profiler agent --config /etc/ebpf-profiler/agent.toml"
     ));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// SIGTERM with no collector to flush to: the agent gives up after
+/// `--shutdown-timeout` and counts what it could not deliver.
+#[test]
+fn shutdown_is_bounded_and_counts_what_was_not_delivered() {
+    let _g = lock();
+    let dir = scratch("shutdown");
+    let mut w = workloads::spawn(Kind::CChains, None).unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut agent = start_agent(
+        &[
+            "--metrics-listen",
+            &metrics_addr,
+            "--otlp-endpoint",
+            &format!("http://127.0.0.1:{}", free_port()),
+            "--interval",
+            "1s",
+            "--shutdown-timeout",
+            "2s",
+        ],
+        &dir,
+    );
+    wait_started(&mut agent, &metrics_addr);
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    let stderr = agent.stop();
+    let took = t.elapsed();
+    drop(agent);
+    w.kill().ok();
+    assert!(
+        took < Duration::from_secs(8),
+        "stopped in {took:?} with a 2 s flush deadline"
+    );
+    let s = summary(&stderr);
+    assert!(s["batches.unsent"] >= 2, "{stderr}");
+    assert_eq!(s["batches.sent"], 0, "{stderr}");
+    assert_eq!(
+        s["batches.enqueued"],
+        s["batches.dropped"] + s["batches.unsent"],
+        "{stderr}"
+    );
+    assert!(stderr.contains("not delivered"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
