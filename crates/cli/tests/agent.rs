@@ -371,6 +371,17 @@ fn exports_workload_stacks(protocol: &str) {
     );
     let stderr = agent.stop();
     drop(agent);
+    // What `record` finds for the same running workload, for comparison.
+    let folded = dir.join("record.folded");
+    let o = Command::new(env!("CARGO_BIN_EXE_ebpf-profiler"))
+        .args(["record", "-q", "-F", "99", "-d", "4", "--top", "0", "-p"])
+        .arg(c_chains.pid().to_string())
+        .arg("-o")
+        .arg(&folded)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let recorded = folded_stacks(&std::fs::read_to_string(&folded).unwrap());
     c_chains.kill().ok();
     rust.kill().ok();
     let s = summary(&stderr);
@@ -439,7 +450,36 @@ fn exports_workload_stacks(protocol: &str) {
             misses.join("\n")
         );
     }
+    // The agent's OTLP and `record` agree on where CChains spends its time:
+    // each of its two chains takes about the same share in both.
+    let exported = stacks_of(&decoded, c_chains.pid());
+    let rec_share = workloads::full_chain_share(&recorded, &Kind::CChains.expected_chains());
+    assert!(rec_share >= 0.99, "record: {rec_share}");
+    for chain in Kind::CChains.expected_chains() {
+        let one = std::slice::from_ref(&chain);
+        let (a, r) = (
+            workloads::full_chain_share(&exported, one),
+            workloads::full_chain_share(&recorded, one),
+        );
+        assert!(
+            (a - r).abs() < 0.2 && a > 0.2,
+            "{chain:?}: {:.1}% of the agent's samples, {:.1}% of record's",
+            a * 100.0,
+            r * 100.0
+        );
+    }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Root-first stacks of a folded file (`comm;root;...;leaf count`).
+fn folded_stacks(text: &str) -> Vec<(Vec<String>, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let (stack, n) = l.rsplit_once(' ')?;
+            let frames = stack.split(';').skip(1).map(str::to_string).collect();
+            Some((frames, n.parse().ok()?))
+        })
+        .collect()
 }
 
 #[test]
