@@ -234,6 +234,9 @@ impl Settings {
             }
             (None, None) => 64 << 20,
         };
+        if queue_bytes == 0 {
+            return Err("queue-bytes must be more than 0 (every batch would be dropped)".into());
+        }
         let tls_cert = args.tls_cert.clone().or_else(|| file.tls_cert.clone());
         let tls_key = args.tls_key.clone().or_else(|| file.tls_key.clone());
         if tls_cert.is_some() != tls_key.is_some() {
@@ -554,6 +557,11 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("interval"), "{e}");
         assert!(Cli::try_parse_from(["agent", "--queue-bytes", "12XB"]).is_err());
+        assert!(bad(AgentArgs {
+            queue_bytes: Some(0),
+            ..AgentArgs::default()
+        })
+        .contains("queue-bytes"));
     }
 
     #[test]
