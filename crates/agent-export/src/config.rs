@@ -44,9 +44,12 @@ pub struct AgentArgs {
     /// Export protocol: grpc, or http (POST {endpoint}/v1development/profiles). [default: grpc]
     #[arg(long, env = "EBPF_PROFILER_OTLP_PROTOCOL", value_enum)]
     pub otlp_protocol: Option<Protocol>,
-    /// Extra request header/metadata `NAME=VALUE`, e.g. 'Authorization=ApiKey xyz' (repeatable; the environment variable takes a comma-separated list).
-    #[arg(long = "header", env = "EBPF_PROFILER_HEADERS", value_delimiter = ',')]
+    /// Extra request header/metadata `NAME=VALUE`, e.g. 'Authorization=ApiKey xyz' (repeatable). Environment: EBPF_PROFILER_HEADERS, a comma-separated list of NAME=VALUE.
+    #[arg(long = "header")]
     pub headers: Vec<String>,
+    /// EBPF_PROFILER_HEADERS: comma-separated, unlike the flag (whose values may contain commas).
+    #[arg(long = "headers-from-env", env = "EBPF_PROFILER_HEADERS", hide = true)]
+    pub headers_env: Option<String>,
     /// PEM file of the CA(s) that sign the collector's certificate (default: the system's roots), for https:// endpoints.
     #[arg(long, env = "EBPF_PROFILER_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
@@ -191,6 +194,8 @@ impl Settings {
         }
         let raw_headers: Vec<String> = if !args.headers.is_empty() {
             args.headers.clone()
+        } else if let Some(env) = args.headers_env.as_deref().filter(|e| !e.trim().is_empty()) {
+            env.split(',').map(str::to_string).collect()
         } else {
             match &file.headers {
                 Some(FileHeaders::List(l)) => l.clone(),
@@ -489,6 +494,8 @@ mod tests {
                     "70",
                     "--header",
                     "Authorization=ApiKey a=b",
+                    "--header",
+                    "Accept=a, b",
                     "--insecure-skip-verify=false",
                 ]),
                 &f,
@@ -499,7 +506,11 @@ mod tests {
         assert_eq!(s.frequency, 70);
         assert_eq!(
             s.headers,
-            vec![("Authorization".into(), "ApiKey a=b".into())]
+            vec![
+                ("Authorization".into(), "ApiKey a=b".into()),
+                ("Accept".into(), "a, b".into())
+            ],
+            "flag values keep their commas"
         );
         assert!(!s.insecure_skip_verify);
     }

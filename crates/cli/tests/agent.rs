@@ -695,7 +695,8 @@ fn deployment_files_match_the_code() {
             {
                 seen += 1;
                 assert!(
-                    help.contains(&format!("[env: {word}=")),
+                    help.contains(&format!("[env: {word}="))
+                        || help.contains(&format!("Environment: {word},")),
                     "{word} is not an agent setting"
                 );
             }
