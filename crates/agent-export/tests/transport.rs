@@ -231,6 +231,34 @@ async fn shutdown_cuts_a_long_retry_wait_short() {
     assert_eq!(fake.seen.lock().unwrap().len(), 2);
 }
 
+/// A partial success is a delivery (not retried), with the rejected
+/// profiles counted; a refusal drops the batch for good, counted apart
+/// from queue overflow.
+#[tokio::test]
+async fn partial_success_and_refusal_are_counted() {
+    let fake = HttpFake::default();
+    fake.script.lock().unwrap().extend([
+        (200, vec![], partial(3, "three bad").encode_to_vec()),
+        (400, vec![], b"malformed".to_vec()),
+    ]);
+    let addr = http_fake(fake.clone()).await;
+    let t = Transport::new(&settings(Protocol::Http, format!("http://{addr}"), |_| {})).unwrap();
+    let q = Arc::new(Queue::new(1 << 20));
+    let m = Arc::new(Metrics::default());
+    q.push(body().into(), 4);
+    q.push(body().into(), 6);
+    q.close();
+    run_exporter(t, q.clone(), m.clone(), Duration::from_millis(10), None).await;
+    let l = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(l(&q.stats.sent), 1);
+    assert_eq!(l(&q.stats.samples_sent), 4);
+    assert_eq!(l(&q.stats.rejected), 1);
+    assert_eq!(l(&q.stats.dropped), 0);
+    assert_eq!(l(&m.profiles_rejected), 3);
+    assert_eq!(l(&m.export_failures), 1);
+    assert_eq!(fake.seen.lock().unwrap().len(), 2, "nothing was retried");
+}
+
 #[tokio::test]
 async fn refused_connections_are_retried() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
