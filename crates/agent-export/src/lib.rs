@@ -178,6 +178,8 @@ pub fn run(settings: Settings, stop: Arc<AtomicBool>) -> Result<Summary, String>
                 tracing::info!("stopped during start-up");
                 stop.store(true, Ordering::Relaxed);
                 let _ = sampler_join().await;
+                // Whatever the sampler queued on its way out is not sent.
+                queue.abandon();
                 return Ok(());
             }
             Some(Ok(Ok(cpus))) => tracing::info!(
@@ -309,7 +311,8 @@ fn sample_loop(
     let mut resolver = Resolver::new(true, s.debug_info);
     let mut window_start = unix_ns();
     let mut deadline = Instant::now() + jittered(s.interval);
-    let mut last_metrics = Instant::now() - Duration::from_secs(10);
+    // First metrics update on the first pass.
+    let mut last_metrics: Option<Instant> = None;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let now = Instant::now();
@@ -321,8 +324,8 @@ fn sample_loop(
             );
         }
         session.drain(|_, t| agg.add(t));
-        if last_metrics.elapsed() >= Duration::from_secs(1) || stopping {
-            last_metrics = Instant::now();
+        if stopping || last_metrics.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            last_metrics = Some(Instant::now());
             update_metrics(&session, metrics);
         }
         if stopping || Instant::now() >= deadline {
