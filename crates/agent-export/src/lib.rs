@@ -291,6 +291,14 @@ fn sample_loop(
             return;
         }
     };
+    // Unused tables stay loaded a minute for the next process of the same
+    // binary, and labels/files of what is gone are dropped after that, so a
+    // host that starts many short processes neither rebuilds every table
+    // nor grows the agent's memory.
+    session
+        .tracker
+        .set_forget_after(Some(std::time::Duration::from_secs(60)));
+
     let cpus = match session.start() {
         Ok(n) => n,
         Err(e) => {

@@ -562,7 +562,13 @@ impl Tracker {
         info: &FileInfo,
     ) -> Option<(u32, u32)> {
         let len = rows.len() as u32;
-        let Some(start) = self.alloc.alloc(len) else {
+        let start = match self.alloc.alloc(len) {
+            Some(start) => Some(start),
+            // Tables kept for reuse give way to one that is needed now.
+            None if self.unload_unused(maps) > 0 => self.alloc.alloc(len),
+            None => None,
+        };
+        let Some(start) = start else {
             self.stats.table_errors += 1;
             tracing::warn!(
                 path = %info.path.display(),
@@ -657,7 +663,7 @@ impl Tracker {
     /// being scanned is never reported (the eBPF exit hook only reports
     /// processes it knows).
     pub fn reap(&mut self, maps: &mut KernelMaps) -> usize {
-        self.forget_old();
+        self.forget_old(maps);
         let dead: Vec<u32> = self
             .pids
             .keys()
@@ -675,7 +681,7 @@ impl Tracker {
     /// that have been gone for `FORGET_AFTER`: late traces still resolve,
     /// and a long-running agent does not keep every PID and every binary it
     /// ever saw.
-    fn forget_old(&mut self) {
+    fn forget_old(&mut self, maps: &mut KernelMaps) {
         let Some(after) = self.forget_after else {
             self.forgotten.clear();
             return;
@@ -698,6 +704,9 @@ impl Tracker {
                     if self.vdso == Some(id) {
                         self.vdso = None;
                     }
+                }
+                Forget::Table(id) if self.exes.get(&id).is_some_and(|e| e.refs == 0) => {
+                    self.unload(maps, id);
                 }
                 _ => {}
             }
@@ -730,17 +739,44 @@ impl Tracker {
                 None => false,
             };
             if unused {
-                if let Some(exe) = self.exes.remove(&exe_id) {
-                    if let Some((start, len)) = exe.rows {
-                        // Hide the table before its rows can be reused.
-                        let _ = maps.exe_tables.remove(&exe_id);
-                        self.alloc.release(start, len);
-                    }
+                if self.forget_after.is_some() {
+                    // A continuous session keeps the table a while: the next
+                    // short-lived process of the same binary (a compiler, a
+                    // shell tool) reuses it instead of rebuilding it.
                     self.forgotten
-                        .push_back((std::time::Instant::now(), Forget::File(exe_id)));
+                        .push_back((std::time::Instant::now(), Forget::Table(exe_id)));
+                } else {
+                    self.unload(maps, exe_id);
                 }
             }
         }
+    }
+
+    /// Removes an executable's table from the kernel and frees its rows.
+    fn unload(&mut self, maps: &mut KernelMaps, exe_id: u64) {
+        if let Some(exe) = self.exes.remove(&exe_id) {
+            if let Some((start, len)) = exe.rows {
+                // Hide the table before its rows can be reused.
+                let _ = maps.exe_tables.remove(&exe_id);
+                self.alloc.release(start, len);
+            }
+            self.forgotten
+                .push_back((std::time::Instant::now(), Forget::File(exe_id)));
+        }
+    }
+
+    /// Unloads every table no process uses any more (row array pressure).
+    fn unload_unused(&mut self, maps: &mut KernelMaps) -> usize {
+        let idle: Vec<u64> = self
+            .exes
+            .iter()
+            .filter(|(_, e)| e.refs == 0)
+            .map(|(&id, _)| id)
+            .collect();
+        for &id in &idle {
+            self.unload(maps, id);
+        }
+        idle.len()
     }
 }
 
@@ -755,6 +791,8 @@ pub fn trie_key(k: &MappingKey) -> aya::maps::lpm_trie::Key<[u8; 12]> {
 #[derive(Clone, Copy, Debug)]
 enum Forget {
     Meta(u32),
+    /// A table no process uses: unloaded if still unused when due.
+    Table(u64),
     File(u64),
 }
 

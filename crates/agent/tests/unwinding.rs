@@ -561,3 +561,40 @@ fn a_long_running_session_forgets_exited_processes_and_unloaded_files() {
         "exited process forgotten"
     );
 }
+
+#[test]
+fn a_long_running_session_reuses_the_table_of_a_binary_that_comes_back() {
+    require_root();
+    let _g = lock();
+    let mut session = Session::new(SessionOptions {
+        target: Target::System,
+        frequency: 99,
+        load: LoadOptions::default(),
+    })
+    .unwrap();
+    session
+        .tracker
+        .set_forget_after(Some(Duration::from_secs(30)));
+    session.start().unwrap();
+    let exe_id = libpf::FileId::from_file(workloads::build(Kind::CChains).unwrap().exe)
+        .unwrap()
+        .hi();
+    let mut w = workloads::spawn(Kind::CChains, None).unwrap();
+    pump(&mut session, Duration::from_secs(1));
+    w.kill().ok();
+    pump(&mut session, Duration::from_millis(500));
+    session.reap();
+    assert!(
+        session.has_table(exe_id),
+        "kept loaded while no process maps it"
+    );
+    let loaded = session.tracker.stats.tables_loaded;
+    let mut again = workloads::spawn(Kind::CChains, None).unwrap();
+    pump(&mut session, Duration::from_secs(1));
+    assert!(session.tracker.is_tracked(again.pid()));
+    again.kill().ok();
+    assert_eq!(
+        session.tracker.stats.tables_loaded, loaded,
+        "the second process reused the table instead of building it again"
+    );
+}
