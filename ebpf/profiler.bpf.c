@@ -57,6 +57,11 @@ struct unwind_state {
     __u32 cache_valid;
     struct mapping_value mapping;
     struct exe_table table;
+    /* The row found for the last PC (see native_step). */
+    __u64 row_cache_pc;
+    struct unwind_row row_cache;
+    __u32 row_cache_return_address;
+    __u32 row_cache_valid;
     struct trace_record record;
 };
 
@@ -205,26 +210,40 @@ static __always_inline int native_step(struct unwind_state *s)
         push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_PC_OUT_OF_RANGE);
         return 1;
     }
-    const struct exe_table *t = &s->table;
-    if (t->row_count == 0) {
-        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_UNWIND_INFO);
-        return 1;
+    /* Recursion returns to the same call site frame after frame: remember
+     * the last PC's row and skip the search when it comes again. */
+    struct unwind_row r;
+    if (s->row_cache_valid && s->row_cache_pc == pc &&
+        s->row_cache_return_address == s->return_address) {
+        r = s->row_cache;
+    } else {
+        const struct exe_table *t = &s->table;
+        if (t->row_count == 0) {
+            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_UNWIND_INFO);
+            return 1;
+        }
+        long found = find_row(t, (__u32)lookup);
+        if (found == -2) {
+            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_BAD_TABLE);
+            return 1;
+        }
+        if (found < 0) {
+            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_UNWIND_INFO_INVALID);
+            return 1;
+        }
+        __u32 idx = t->row_start + (__u32)found;
+        const struct unwind_row *row = bpf_map_lookup_elem(&unwind_rows, &idx);
+        if (!row) {
+            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_BAD_TABLE);
+            return 1;
+        }
+        r = *row;
+        s->row_cache = r;
+        s->row_cache_pc = pc;
+        s->row_cache_return_address = s->return_address;
+        s->row_cache_valid = 1;
     }
-    long found = find_row(t, (__u32)lookup);
-    if (found == -2) {
-        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_BAD_TABLE);
-        return 1;
-    }
-    if (found < 0) {
-        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_UNWIND_INFO_INVALID);
-        return 1;
-    }
-    __u32 idx = t->row_start + (__u32)found;
-    const struct unwind_row *row = bpf_map_lookup_elem(&unwind_rows, &idx);
-    if (!row) {
-        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_BAD_TABLE);
-        return 1;
-    }
+    const struct unwind_row *row = &r;
 
     __u64 cfa;
     switch (row->kind) {
@@ -270,17 +289,29 @@ static __always_inline int native_step(struct unwind_state *s)
         return 1;
     }
     __u64 ra;
-    if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8))) {
-        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_RETURN_ADDRESS);
-        return 1;
-    }
-    if (row->fp_offset != 0) {
-        __u64 fp;
-        if (bpf_probe_read_user(&fp, sizeof(fp), (void *)(cfa + (__s64)row->fp_offset * 8))) {
-            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_FRAME_POINTER);
+    if (row->fp_offset == -2) {
+        /* The usual frame-pointer prologue (push %rbp after the call): the
+         * saved rbp sits right below the return address, one read for both. */
+        __u64 pair[2];
+        if (bpf_probe_read_user(pair, sizeof(pair), (void *)(cfa - 16))) {
+            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_RETURN_ADDRESS);
             return 1;
         }
-        s->fp = fp;
+        s->fp = pair[0];
+        ra = pair[1];
+    } else {
+        if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8))) {
+            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_RETURN_ADDRESS);
+            return 1;
+        }
+        if (row->fp_offset != 0) {
+            __u64 fp;
+            if (bpf_probe_read_user(&fp, sizeof(fp), (void *)(cfa + (__s64)row->fp_offset * 8))) {
+                push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_FRAME_POINTER);
+                return 1;
+            }
+            s->fp = fp;
+        }
     }
     s->sp = cfa;
     s->pc = ra;
@@ -372,6 +403,7 @@ int sample(struct bpf_perf_event_data *ctx)
         return 0;
     s->tail_calls = 0;
     s->cache_valid = 0;
+    s->row_cache_valid = 0;
     s->user_frames = 0;
     s->return_address = 0;
     s->done = 0;

@@ -106,6 +106,7 @@ fn main() {
     for &f in freqs {
         for p in [
             Profiler::Ours,
+            Profiler::OursFiltered,
             Profiler::PerfFp,
             Profiler::PerfDwarf,
             Profiler::Bpftrace,
