@@ -159,6 +159,48 @@ pub fn host_name() -> String {
         .unwrap_or_default()
 }
 
+/// A loaded kernel module: where its code is and its identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelModule {
+    pub name: String,
+    pub start: u64,
+    pub size: u64,
+    /// From the module's GNU build id (`/sys/module/NAME/notes`), like the
+    /// kernel's; `UNKNOWN_KERNEL` when it has none.
+    pub file_id: FileId,
+}
+
+impl KernelModule {
+    fn contains(&self, addr: u64) -> bool {
+        addr >= self.start && addr - self.start < self.size
+    }
+}
+
+/// Parses `/proc/modules` (`name size refs deps state address`); a kernel
+/// built without module support has no such file and no modules.
+pub fn parse_modules(text: &str) -> Vec<KernelModule> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let name = f.first()?.to_string();
+            let size = f.get(1)?.parse().ok()?;
+            let start = u64::from_str_radix(f.get(5)?.trim_start_matches("0x"), 16).ok()?;
+            let file_id = std::fs::read(format!("/sys/module/{name}/notes/.note.gnu.build-id"))
+                .ok()
+                .and_then(|n| gnu_build_id_in_notes(&n))
+                .map(|id| FileId::from_kernel_build_id(&id))
+                .unwrap_or(FileId::UNKNOWN_KERNEL);
+            Some(KernelModule {
+                name,
+                start,
+                size,
+                file_id,
+            })
+        })
+        .filter(|m| m.start != 0)
+        .collect()
+}
+
 /// The kernel's FileID, from its GNU build id in /sys/kernel/notes.
 pub fn kernel_file_id() -> FileId {
     std::fs::read("/sys/kernel/notes")
@@ -197,6 +239,8 @@ pub struct Resolver {
     symbolize: bool,
     debug_info: bool,
     kernel_id: FileId,
+    /// Loaded kernel modules, for naming and identifying their frames.
+    modules: Vec<KernelModule>,
     names: HashMap<(u64, u64), Vec<SymFrame>>,
     kernel_names: HashMap<u64, Vec<SymFrame>>,
     executables: HashMap<u64, Executable>,
@@ -213,6 +257,9 @@ impl Resolver {
             symbolize,
             debug_info,
             kernel_id: kernel_file_id(),
+            modules: std::fs::read_to_string("/proc/modules")
+                .map(|t| parse_modules(&t))
+                .unwrap_or_default(),
             names: HashMap::new(),
             kernel_names: HashMap::new(),
             executables: HashMap::new(),
@@ -231,6 +278,7 @@ impl Resolver {
         let symbolize = self.symbolize;
         let debug_info = self.debug_info;
         let kernel_id = self.kernel_id;
+        let modules = &self.modules;
         let names = &mut self.names;
         let kernel_syms = &mut self.kernel_names;
         let known_exes = &mut self.executables;
@@ -310,9 +358,17 @@ impl Resolver {
             for f in &key.frames {
                 match *f {
                     FrameKey::Kernel(a) => {
-                        let mut frame = Frame::new(FrameType::KERNEL, Some(kernel_id), a);
+                        let module = modules.iter().find(|m| m.contains(a));
+                        let file_id = module.map_or(kernel_id, |m| m.file_id);
+                        let mut frame = Frame::new(FrameType::KERNEL, Some(file_id), a);
                         if let Some(s) = kernel_syms.get(&a).and_then(|s| s.last()) {
-                            frame = frame.with_function(s.function.as_str());
+                            frame = match module {
+                                // perf's convention: the module after the name.
+                                Some(m) => {
+                                    frame.with_function(format!("{} [{}]", s.function, m.name))
+                                }
+                                None => frame.with_function(s.function.as_str()),
+                            };
                         }
                         frames.push(frame);
                     }
@@ -412,6 +468,26 @@ mod tests {
         assert_eq!(gnu_build_id_in_notes(&notes).as_deref(), Some("deadbeef"));
         assert_eq!(gnu_build_id_in_notes(&notes[..20]), None);
         assert_eq!(gnu_build_id_in_notes(&[]), None);
+    }
+
+    #[test]
+    fn parses_proc_modules() {
+        let text = "xfs 2183168 1 - Live 0xffffffffc0a2d000\n\
+                    libcrc32c 12288 2 xfs,nf_tables, Live 0xffffffffc0a00000\n\
+                    hidden 4096 0 - Live 0x0000000000000000\n\
+                    garbage\n";
+        let m = parse_modules(text);
+        assert_eq!(
+            m.len(),
+            2,
+            "unreadable lines and hidden addresses are skipped"
+        );
+        assert_eq!(m[0].name, "xfs");
+        assert_eq!(m[0].start, 0xffffffffc0a2d000);
+        assert_eq!(m[0].size, 2183168);
+        assert!(m[0].contains(0xffffffffc0a2d000 + 100));
+        assert!(!m[0].contains(0xffffffffc0a2d000 + 2183168));
+        assert!(!m[1].contains(0xffffffffc0a2d000));
     }
 
     #[test]
