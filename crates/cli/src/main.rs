@@ -107,6 +107,10 @@ struct RecordArgs {
 }
 
 fn main() -> ExitCode {
+    // Every HTTPS client in this binary (agent export, Elasticsearch, OTLP
+    // forwarding) uses rustls through reqwest's `rustls-no-provider`: one
+    // process-wide provider, ring (aws-lc would need cmake).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EBPF_PROFILER_LOG")

@@ -143,6 +143,12 @@ impl OtlpDestination {
                         .map_err(|_| format!("header {k}: invalid value"))?;
                     headers.insert(name, val);
                 }
+                #[cfg(feature = "tls-provider")]
+                {
+                    // See the feature's comment in Cargo.toml; installing
+                    // twice is harmless.
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                }
                 let client = reqwest::Client::builder()
                     .timeout(config.timeout)
                     .build()
