@@ -174,7 +174,7 @@ static __always_inline int native_step(struct unwind_state *s)
 
     if (!s->cache_valid || pc < s->mapping.start || pc >= s->mapping.end) {
         struct mapping_key key = {
-            .prefixlen = 32 + 64,
+            .prefixlen = MAPPING_KEY_BITS,
             .asid_be = bpf_htonl(s->asid),
             .address_be = bpf_cpu_to_be64(pc),
         };

@@ -4,10 +4,7 @@
 //! `[start, end)` is stored as the minimal set of aligned power-of-two blocks
 //! that covers it exactly.
 
-use support::abi::MappingKey;
-
-/// Bits of the key after `prefixlen` that precede the address (the asid).
-const ASID_BITS: u32 = 32;
+use support::abi::{MappingKey, MAPPING_KEY_BITS};
 
 /// The aligned blocks `(start, log2 size)` that exactly cover `[start, end)`.
 pub fn blocks(mut start: u64, end: u64) -> Vec<(u64, u32)> {
@@ -33,7 +30,7 @@ pub fn blocks(mut start: u64, end: u64) -> Vec<(u64, u32)> {
 /// The trie key of one block of an address space.
 pub fn key(asid: u32, start: u64, size_bits: u32) -> MappingKey {
     MappingKey {
-        prefixlen: ASID_BITS + (64 - size_bits),
+        prefixlen: MAPPING_KEY_BITS as u32 - size_bits,
         asid_be: asid.to_be(),
         address_be: start.to_be(),
     }

@@ -3,7 +3,7 @@
 //! A record is untrusted input as far as this code is concerned (a truncated
 //! or corrupt record must not panic the agent): every length is checked.
 
-use crate::abi::{FrameHeader, PidEvent, PidEventKind, TraceHeader, COMM_LEN};
+use crate::abi::{FrameHeader, PidEvent, PidEventKind, TraceHeader, COMM_LEN, NATIVE_FRAME_WORDS};
 use libpf::generated::errors::ErrorCode;
 use libpf::generated::frame_types::frame_flags;
 use libpf::FrameKind;
@@ -172,7 +172,7 @@ pub fn decode_trace(bytes: &[u8]) -> Result<RawTrace, DecodeError> {
                 code: h.data() as u32,
             }
         } else if kind == FrameKind::Native as u8 {
-            if length < 2 {
+            if length < NATIVE_FRAME_WORDS {
                 return Err(DecodeError::BadNativeFrame { at_word: at });
             }
             RawFrame::Native {
@@ -217,8 +217,15 @@ pub fn encode_trace(t: &RawTrace) -> Vec<u8> {
                 } else {
                     0
                 };
-                words
-                    .push(FrameHeader::pack(*address, 2, flags as u64, FrameKind::Native as u64).0);
+                words.push(
+                    FrameHeader::pack(
+                        *address,
+                        NATIVE_FRAME_WORDS,
+                        flags as u64,
+                        FrameKind::Native as u64,
+                    )
+                    .0,
+                );
                 words.push(*exe_id);
             }
             RawFrame::Error { kind, code } => {

@@ -24,6 +24,8 @@
 #define PID_REPORT_INTERVAL_NS 1000000000ull
 /* Words of a native frame: the header (data = ELF virtual address) and the executable id. */
 #define NATIVE_FRAME_WORDS 2ull
+/* Bits of a mapping_key after prefixlen (asid_be and address_be): the prefix length of an exact lookup; a block of 2^n addresses has MAPPING_KEY_BITS - n. */
+#define MAPPING_KEY_BITS 96ull
 /* Largest CFA offset a row can hold; larger ones make the row invalid. */
 #define MAX_CFA_OFFSET 65535ull
 /* Unread bytes in the traces ring buffer past which a sample wakes the reader (a quarter of its default size); below it the reader polls on its own timer (a wakeup per sample costs several µs of BPF time). */

@@ -46,6 +46,8 @@ pub const MAX_BINARY_SEARCH_STEPS: u64 = 24;
 pub const PID_REPORT_INTERVAL_NS: u64 = 1000000000;
 /// Words of a native frame: the header (data = ELF virtual address) and the executable id.
 pub const NATIVE_FRAME_WORDS: u64 = 2;
+/// Bits of a mapping_key after prefixlen (asid_be and address_be): the prefix length of an exact lookup; a block of 2^n addresses has MAPPING_KEY_BITS - n.
+pub const MAPPING_KEY_BITS: u64 = 96;
 /// Largest CFA offset a row can hold; larger ones make the row invalid.
 pub const MAX_CFA_OFFSET: u64 = 65535;
 /// Unread bytes in the traces ring buffer past which a sample wakes the reader (a quarter of its default size); below it the reader polls on its own timer (a wakeup per sample costs several µs of BPF time).
