@@ -37,6 +37,29 @@ struct task_struct {
 #define UCONTEXT_RSP 160
 #define UCONTEXT_RIP 168
 
+/* Recent mapping lookups kept per CPU across samples: a busy process is
+ * sampled again and again in the same few executables, and the trie and
+ * table lookups they replace cost ~100 ns each. */
+#define MAPPING_CACHE_SLOTS 8
+
+/* Bytes of user stack copied at once. One bpf_probe_read_user costs ~20 ns
+ * whatever its size up to here, and a frame's saved registers usually lie
+ * within a few dozen bytes of the previous frame's, so one copy serves many
+ * frames. Never crosses a page: a read that faults costs far more. */
+#define STACK_WINDOW 1024
+#define PAGE_SIZE 4096
+
+/* How often (in traces sent per CPU) the ring buffer's fill level is read to
+ * decide on a wakeup: the read touches a cache line the consumer writes. */
+#define WAKEUP_CHECK_INTERVAL 16
+
+struct cached_mapping {
+    struct mapping_value mapping;
+    struct exe_table table;
+    __u32 asid;
+    __u32 valid;
+};
+
 /* The trace under construction and the unwinder's registers; per CPU, so it
  * survives tail calls and needs none of the 512-byte BPF stack. Private to
  * the eBPF programs: userspace never reads it. */
@@ -62,6 +85,20 @@ struct unwind_state {
     struct unwind_row row_cache;
     __u32 row_cache_return_address;
     __u32 row_cache_valid;
+    /* The executable id the trace's last native frame carried; 1 in
+     * last_exe_valid once one did. */
+    __u64 last_exe_id;
+    __u32 last_exe_valid;
+    /* mapping_generation when the cache below was filled. */
+    __u64 cache_generation;
+    __u32 cache_next;
+    __u32 traces_sent;
+    struct cached_mapping cache[MAPPING_CACHE_SLOTS];
+    /* window[0..window_len) holds the user stack at window_base, copied
+     * during this sample (never reused by the next: the stack moves on). */
+    __u64 window_base;
+    __u64 window_len;
+    __u8 window[STACK_WINDOW];
     struct trace_record record;
 };
 
@@ -117,7 +154,8 @@ static __always_inline void send_trace(struct unwind_state *s)
      * per sample; userspace polls on a short timeout instead, and is woken
      * only when the buffer fills past a quarter. */
     __u64 wakeup = BPF_RB_NO_WAKEUP;
-    if (bpf_ringbuf_query(&traces, BPF_RB_AVAIL_DATA) > TRACES_WAKEUP_BYTES)
+    if ((++s->traces_sent & (WAKEUP_CHECK_INTERVAL - 1)) == 0 &&
+        bpf_ringbuf_query(&traces, BPF_RB_AVAIL_DATA) > TRACES_WAKEUP_BYTES)
         wakeup = BPF_RB_FORCE_WAKEUP;
     if (bpf_ringbuf_output(&traces, &s->record, size, wakeup) == 0)
         count(METRIC_TRACES_SENT);
@@ -158,6 +196,45 @@ static __always_inline long find_row(const struct exe_table *t, __u32 addr)
     return (long)lo - 1;
 }
 
+/* Copies the 8-byte word of the user stack at addr, through the window. */
+static __always_inline long read_stack_word(struct unwind_state *s, __u64 addr, __u64 *dst)
+{
+    __u64 off = addr - s->window_base;
+    if (addr < s->window_base || off + 8 > s->window_len) {
+        __u64 n = PAGE_SIZE - (addr & (PAGE_SIZE - 1));
+        if ((addr & 7) || n < 8)
+            return bpf_probe_read_user(dst, 8, (void *)addr);
+        if (n > STACK_WINDOW)
+            n = STACK_WINDOW;
+        if (bpf_probe_read_user(s->window, n, (void *)addr)) {
+            /* The page is unreadable, so is any word in it. */
+            s->window_len = 0;
+            return -1;
+        }
+        s->window_base = addr;
+        s->window_len = n;
+        off = 0;
+    }
+    /* off + 8 <= window_len <= STACK_WINDOW: the mask only tells the verifier. */
+    *dst = *(__u64 *)&s->window[off & (STACK_WINDOW - 8)];
+    return 0;
+}
+
+/* Finds the mapping of pc in the per-CPU cache and makes it current. */
+static __always_inline int find_cached_mapping(struct unwind_state *s, __u64 pc)
+{
+#pragma unroll
+    for (int i = 0; i < MAPPING_CACHE_SLOTS; i++) {
+        const struct cached_mapping *c = &s->cache[i];
+        if (c->valid && c->asid == s->asid && pc >= c->mapping.start && pc < c->mapping.end) {
+            s->mapping = c->mapping;
+            s->table = c->table;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Unwinds one native frame. Returns 1 to stop the loop. */
 static __always_inline int native_step(struct unwind_state *s)
 {
@@ -172,7 +249,8 @@ static __always_inline int native_step(struct unwind_state *s)
         return 1;
     }
 
-    if (!s->cache_valid || pc < s->mapping.start || pc >= s->mapping.end) {
+    if ((!s->cache_valid || pc < s->mapping.start || pc >= s->mapping.end) &&
+        !find_cached_mapping(s, pc)) {
         struct mapping_key key = {
             .prefixlen = MAPPING_KEY_BITS,
             .asid_be = bpf_htonl(s->asid),
@@ -190,19 +268,35 @@ static __always_inline int native_step(struct unwind_state *s)
         const struct exe_table *t = bpf_map_lookup_elem(&exe_tables, &id);
         if (t) {
             s->table = *t;
+            /* Only complete answers are cached: a table may come later. */
+            struct cached_mapping *c =
+                &s->cache[s->cache_next++ & (MAPPING_CACHE_SLOTS - 1)];
+            c->mapping = s->mapping;
+            c->table = *t;
+            c->asid = s->asid;
+            c->valid = 1;
         } else {
             s->table.row_start = 0;
             s->table.row_count = 0;
         }
-        s->cache_valid = 1;
     }
+    s->cache_valid = 1;
     __u64 vaddr = pc - s->mapping.bias;
     __u64 exe_id = s->mapping.exe_id;
     __u64 flags = s->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0;
+    /* Callers mostly live in their callee's executable: such a frame leaves
+     * the id out, which halves the bytes a trace costs the ring buffer. */
+    __u64 length = NATIVE_FRAME_WORDS;
+    if (s->last_exe_valid && s->last_exe_id == exe_id) {
+        length = NATIVE_FRAME_WORDS_SAME_EXE;
+    } else {
+        s->record.frames[(words + 1) & (MAX_FRAME_WORDS - 1)] = exe_id;
+        s->last_exe_id = exe_id;
+        s->last_exe_valid = 1;
+    }
     s->record.frames[words & (MAX_FRAME_WORDS - 1)] =
-        frame_header_pack(vaddr, NATIVE_FRAME_WORDS, flags, FRAME_TYPE_NATIVE);
-    s->record.frames[(words + 1) & (MAX_FRAME_WORDS - 1)] = exe_id;
-    s->record.header.num_frame_words = words + NATIVE_FRAME_WORDS;
+        frame_header_pack(vaddr, length, flags, FRAME_TYPE_NATIVE);
+    s->record.header.num_frame_words = words + length;
     s->user_frames++;
 
     __u64 lookup = vaddr - (s->return_address ? 1 : 0);
@@ -261,7 +355,7 @@ static __always_inline int native_step(struct unwind_state *s)
          * FDE starts a byte early so the lookup above found it): this frame
          * is the trampoline itself, not a call site. */
         s->record.frames[words & (MAX_FRAME_WORDS - 1)] =
-            frame_header_pack(vaddr, NATIVE_FRAME_WORDS, 0, FRAME_TYPE_NATIVE);
+            frame_header_pack(vaddr, length, 0, FRAME_TYPE_NATIVE);
         __u64 regs[3];
         if (bpf_probe_read_user(&regs[0], 8, (void *)(s->sp + UCONTEXT_RBP)) ||
             bpf_probe_read_user(&regs[1], 8, (void *)(s->sp + UCONTEXT_RSP)) ||
@@ -288,31 +382,18 @@ static __always_inline int native_step(struct unwind_state *s)
         push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_SP_NOT_INCREASING);
         return 1;
     }
-    __u64 ra;
-    if (row->fp_offset == -2) {
-        /* The usual frame-pointer prologue (push %rbp after the call): the
-         * saved rbp sits right below the return address, one read for both. */
-        __u64 pair[2];
-        if (bpf_probe_read_user(pair, sizeof(pair), (void *)(cfa - 16))) {
-            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_RETURN_ADDRESS);
-            return 1;
-        }
-        s->fp = pair[0];
-        ra = pair[1];
-    } else {
-        if (bpf_probe_read_user(&ra, sizeof(ra), (void *)(cfa - 8))) {
-            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_RETURN_ADDRESS);
-            return 1;
-        }
-        if (row->fp_offset != 0) {
-            __u64 fp;
-            if (bpf_probe_read_user(&fp, sizeof(fp), (void *)(cfa + (__s64)row->fp_offset * 8))) {
-                push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_FRAME_POINTER);
-                return 1;
-            }
-            s->fp = fp;
-        }
+    /* The saved rbp lies below the return address: read it first, so the
+     * stack window starts there and the return address is already in it. */
+    __u64 ra, fp = s->fp;
+    if (row->fp_offset != 0 && read_stack_word(s, cfa + (__s64)row->fp_offset * 8, &fp)) {
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_FRAME_POINTER);
+        return 1;
     }
+    if (read_stack_word(s, cfa - 8, &ra)) {
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_RETURN_ADDRESS);
+        return 1;
+    }
+    s->fp = fp;
     s->sp = cfa;
     s->pc = ra;
     s->return_address = 1;
@@ -357,20 +438,29 @@ int unwind_native(struct bpf_perf_event_data *ctx)
     return 0;
 }
 
-/* Reads the user registers of the sampled task: from the sample when it hit
- * user mode, else from the task's saved user pt_regs. Returns 0 when the task
- * has no user context (a kernel thread). */
-static __always_inline int user_regs(struct bpf_perf_event_data *ctx, struct pt_regs *out)
+/* Sets the unwinder's registers to the sampled task's user registers: from
+ * the sample when it hit user mode, else from the task's saved user pt_regs.
+ * Returns 0 when the task has no user context (a kernel thread). */
+static __always_inline int user_regs(struct bpf_perf_event_data *ctx, struct unwind_state *s)
 {
     if ((ctx->regs.cs & 3) == 3) {
-        *out = ctx->regs;
+        /* Field by field: each context access is rewritten by the verifier. */
+        s->pc = ctx->regs.rip;
+        s->sp = ctx->regs.rsp;
+        s->fp = ctx->regs.rbp;
         return 1;
     }
     struct task_struct *task = bpf_get_current_task_btf();
     struct pt_regs *saved = (struct pt_regs *)bpf_task_pt_regs(task);
-    if (!saved || bpf_probe_read_kernel(out, sizeof(*out), saved))
+    struct pt_regs regs;
+    if (!saved || bpf_probe_read_kernel(&regs, sizeof(regs), saved))
         return 0;
-    return (out->cs & 3) == 3 && out->rip != 0;
+    if ((regs.cs & 3) != 3 || regs.rip == 0)
+        return 0;
+    s->pc = regs.rip;
+    s->sp = regs.rsp;
+    s->fp = regs.rbp;
+    return 1;
 }
 
 SEC("perf_event")
@@ -404,6 +494,16 @@ int sample(struct bpf_perf_event_data *ctx)
     s->tail_calls = 0;
     s->cache_valid = 0;
     s->row_cache_valid = 0;
+    s->last_exe_valid = 0;
+    s->window_len = 0;
+    __u32 zero = 0;
+    __u64 *generation = bpf_map_lookup_elem(&mapping_generation, &zero);
+    if (generation && *generation != s->cache_generation) {
+#pragma unroll
+        for (int i = 0; i < MAPPING_CACHE_SLOTS; i++)
+            s->cache[i].valid = 0;
+        s->cache_generation = *generation;
+    }
     s->user_frames = 0;
     s->return_address = 0;
     s->done = 0;
@@ -427,8 +527,7 @@ int sample(struct bpf_perf_event_data *ctx)
     h->num_kernel_frames = kernel_frames;
     h->num_frame_words = kernel_frames;
 
-    struct pt_regs regs;
-    if (pid == 0 || !user_regs(ctx, &regs)) {
+    if (pid == 0 || !user_regs(ctx, s)) {
         /* Idle or a kernel thread: the kernel stack is the whole trace. */
         if (kernel_frames == 0) {
             count(error_metric(ERR_EMPTY_STACK));
@@ -443,9 +542,6 @@ int sample(struct bpf_perf_event_data *ctx)
         return 0;
     }
     s->asid = proc->asid;
-    s->pc = regs.rip;
-    s->sp = regs.rsp;
-    s->fp = regs.rbp;
     bpf_tail_call(ctx, &programs, PROG_NATIVE);
     push_error(s, FRAME_TYPE_UNKNOWN, ERR_TAIL_CALL_FAILED);
     send_trace(s);

@@ -205,6 +205,24 @@ pub struct KernelMaps {
     pub mappings: LpmTrie<MapData, [u8; 12], [u8; 32]>,
     pub processes: BpfHashMap<MapData, u32, [u8; 8]>,
     pub rows: RowArray,
+    generation: aya::maps::Array<MapData, u64>,
+}
+
+impl KernelMaps {
+    /// How many times [`KernelMaps::bump_generation`] ran.
+    pub fn generation(&self) -> u64 {
+        self.generation.get(&0, 0).unwrap_or(0)
+    }
+
+    /// Makes every CPU drop the mappings it cached across samples: to be
+    /// called once an address space id may be reused or a table is gone.
+    pub fn bump_generation(&mut self) {
+        let next = self.generation().wrapping_add(1);
+        if let Err(e) = self.generation.set(0, next, 0) {
+            // Unreachable for a one-element array we own; say so if not.
+            tracing::error!(error = %e, "bumping the mapping generation failed");
+        }
+    }
 }
 
 /// Maps userspace reads.
@@ -321,6 +339,7 @@ impl Sampler {
             mappings: take(&mut ebpf, &maps::MAPPINGS)?,
             processes: take(&mut ebpf, &maps::PROCESSES)?,
             rows: row_array(rows_map, opts.max_unwind_rows)?,
+            generation: take(&mut ebpf, &maps::MAPPING_GENERATION)?,
         };
         drop(btf);
         release_freed_memory();

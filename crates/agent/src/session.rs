@@ -278,6 +278,11 @@ impl Session {
         self.maps.exe_tables.get(&exe_id, 0).is_ok()
     }
 
+    /// The eBPF side's mapping-cache generation (see `KernelMaps`).
+    pub fn mapping_generation(&self) -> u64 {
+        self.maps.generation()
+    }
+
     /// Entries in the processes and mappings maps, and loaded tables, as the
     /// kernel sees them (for leak checks).
     pub fn kernel_map_counts(&self) -> (usize, usize, usize) {

@@ -243,6 +243,11 @@ impl Tracker {
         self.pids.contains_key(&pid)
     }
 
+    /// The address space id the eBPF side knows `pid` by.
+    pub fn asid(&self, pid: u32) -> Option<u32> {
+        self.pids.get(&pid).copied()
+    }
+
     pub fn is_excluded(&self, pid: u32) -> bool {
         self.excluded.contains(&pid)
     }
@@ -378,8 +383,7 @@ impl Tracker {
             return Ok(false);
         }
 
-        let asid = self.next_asid;
-        self.next_asid = self.next_asid.wrapping_add(1).max(1);
+        let asid = self.allocate_asid(maps);
         let mut space = AddressSpace {
             pids: 1,
             ..Default::default()
@@ -752,12 +756,39 @@ impl Tracker {
         }
     }
 
+    /// Where address space ids continue from: lets a test reach the
+    /// wrap-around without 2^32 scans.
+    #[doc(hidden)]
+    pub fn set_next_asid(&mut self, asid: u32) {
+        self.next_asid = asid.max(1);
+    }
+
+    /// A fresh address space id. The eBPF side caches lookups by id across
+    /// samples, trusting that an id's mappings never change: when ids wrap
+    /// around, that cache is dropped before an old id can come back, and ids
+    /// still in use are skipped.
+    fn allocate_asid(&mut self, maps: &mut KernelMaps) -> u32 {
+        loop {
+            let asid = self.next_asid;
+            self.next_asid = self.next_asid.wrapping_add(1);
+            if self.next_asid == 0 {
+                self.next_asid = 1;
+                maps.bump_generation();
+            }
+            if !self.spaces.contains_key(&asid) {
+                return asid;
+            }
+        }
+    }
+
     /// Removes an executable's table from the kernel and frees its rows.
     fn unload(&mut self, maps: &mut KernelMaps, exe_id: u64) {
         if let Some(exe) = self.exes.remove(&exe_id) {
             if let Some((start, len)) = exe.rows {
-                // Hide the table before its rows can be reused.
+                // Hide the table before its rows can be reused, and make the
+                // CPUs forget any copy of it they cached.
                 let _ = maps.exe_tables.remove(&exe_id);
+                maps.bump_generation();
                 self.alloc.release(start, len);
             }
             self.forgotten

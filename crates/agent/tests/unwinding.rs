@@ -4,7 +4,7 @@
 
 use agent::loader::LoadOptions;
 use agent::record::{self, RecordOptions};
-use agent::session::{Session, SessionOptions, Target};
+use agent::session::{Filter, Session, SessionOptions, Target};
 use libpf::FrameType;
 use profile::{Profile, Sample};
 use std::process::Command;
@@ -596,5 +596,113 @@ fn a_long_running_session_reuses_the_table_of_a_binary_that_comes_back() {
     assert_eq!(
         session.tracker.stats.tables_loaded, loaded,
         "the second process reused the table instead of building it again"
+    );
+}
+
+#[test]
+fn a_reused_address_space_id_never_unwinds_with_the_old_mappings() {
+    require_root();
+    let _g = lock();
+    // The eBPF side caches (address space id, mapping) lookups per CPU across
+    // samples. Ids only come back after wrapping around, which must drop
+    // that cache. Both workloads run without ASLR so B's code sits at the
+    // addresses A's did: a stale entry would send B's frames to A's table.
+    fn spawn_fixed(kind: Kind) -> (std::process::Child, u64) {
+        use std::os::unix::process::CommandExt;
+        let built = workloads::build(kind).unwrap();
+        let mut cmd = Command::new(&built.exe);
+        cmd.arg("0")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        // SAFETY: personality(2) only, between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::personality(libc::ADDR_NO_RANDOMIZE as libc::c_ulong);
+                Ok(())
+            });
+        }
+        let exe_id = libpf::FileId::from_file(&built.exe).unwrap().hi();
+        let child = cmd.spawn().unwrap();
+        // Let the dynamic loader finish before the session (not pumped
+        // meanwhile) scans it, so one scan sees every mapping.
+        std::thread::sleep(Duration::from_millis(300));
+        (child, exe_id)
+    }
+    let (a_kind, b_kind) = (Kind::CChains, Kind::CppTemplates);
+    let comm = regex::Regex::new(&format!("^({}|{})$", a_kind.comm(), b_kind.comm())).unwrap();
+    let mut session = Session::new(SessionOptions {
+        target: Target::Filtered(Filter {
+            pids: vec![],
+            comm: Some(comm),
+            exe: None,
+            cgroup: None,
+        }),
+        frequency: 999,
+        load: LoadOptions::default(),
+    })
+    .unwrap();
+    // A's table stays loaded after it exits (unloading one also drops the
+    // cache): only the wrap-around can protect B.
+    session
+        .tracker
+        .set_forget_after(Some(Duration::from_secs(60)));
+    session.start().unwrap();
+
+    let (mut a, a_exe) = spawn_fixed(a_kind);
+    session.tracker.set_next_asid(u32::MAX);
+    pump(&mut session, Duration::from_millis(1500));
+    assert_eq!(session.tracker.asid(a.id()), Some(u32::MAX));
+    let a_samples = session.metric(libpf::generated::metrics::MetricId::TracesSent);
+    assert!(a_samples >= 500, "A was sampled {a_samples} times");
+    a.kill().unwrap();
+    a.wait().unwrap();
+    pump(&mut session, Duration::from_millis(300));
+    session.reap();
+    assert!(!session.tracker.is_tracked(a.id()));
+    assert!(session.has_table(a_exe), "A's table lingers");
+
+    let before = session.mapping_generation();
+    let (mut b, _) = spawn_fixed(b_kind);
+    session.tracker.set_next_asid(u32::MAX);
+    let b_pid = b.id();
+    let (mut total, mut complete, mut in_a) = (0u64, 0u64, 0u64);
+    let end = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < end {
+        session.wait(Duration::from_millis(50));
+        session.drain(|_, t| {
+            if t.pid != b_pid {
+                return;
+            }
+            total += 1;
+            if t.error().is_none() {
+                complete += 1;
+            }
+            let from_a = t.frames.iter().any(|f| {
+                matches!(f, support::trace::RawFrame::Native { exe_id, .. } if *exe_id == a_exe)
+            });
+            if from_a {
+                in_a += 1;
+            }
+        });
+    }
+    b.kill().unwrap();
+    b.wait().unwrap();
+    assert_eq!(
+        session.tracker.asid(b_pid),
+        Some(u32::MAX),
+        "B reused A's address space id"
+    );
+    assert!(total >= 500, "B was sampled {total} times");
+    assert_eq!(
+        in_a, 0,
+        "{in_a} of {total} traces of B went through A's executable"
+    );
+    assert!(
+        complete as f64 >= 0.99 * total as f64,
+        "{complete} of {total} traces of B unwound to the end"
+    );
+    assert!(
+        session.mapping_generation() > before,
+        "the wrap-around dropped the cache"
     );
 }

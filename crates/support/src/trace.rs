@@ -3,7 +3,10 @@
 //! A record is untrusted input as far as this code is concerned (a truncated
 //! or corrupt record must not panic the agent): every length is checked.
 
-use crate::abi::{FrameHeader, PidEvent, PidEventKind, TraceHeader, COMM_LEN, NATIVE_FRAME_WORDS};
+use crate::abi::{
+    FrameHeader, PidEvent, PidEventKind, TraceHeader, COMM_LEN, NATIVE_FRAME_WORDS,
+    NATIVE_FRAME_WORDS_SAME_EXE,
+};
 use libpf::generated::errors::ErrorCode;
 use libpf::generated::frame_types::frame_flags;
 use libpf::FrameKind;
@@ -148,6 +151,8 @@ pub fn decode_trace(bytes: &[u8]) -> Result<RawTrace, DecodeError> {
     let nk = header.num_kernel_frames as usize;
     let kernel = data[..nk].to_vec();
     let mut frames = Vec::new();
+    // A native frame of length NATIVE_FRAME_WORDS_SAME_EXE is in this one.
+    let mut last_exe_id = None;
     let mut at = nk;
     while at < data.len() {
         let h = FrameHeader(data[at]);
@@ -172,11 +177,16 @@ pub fn decode_trace(bytes: &[u8]) -> Result<RawTrace, DecodeError> {
                 code: h.data() as u32,
             }
         } else if kind == FrameKind::Native as u8 {
-            if length < NATIVE_FRAME_WORDS {
+            let exe_id = if length == NATIVE_FRAME_WORDS_SAME_EXE {
+                last_exe_id.ok_or(DecodeError::BadNativeFrame { at_word: at })?
+            } else if length >= NATIVE_FRAME_WORDS {
+                data[at + 1]
+            } else {
                 return Err(DecodeError::BadNativeFrame { at_word: at });
-            }
+            };
+            last_exe_id = Some(exe_id);
             RawFrame::Native {
-                exe_id: data[at + 1],
+                exe_id,
                 address: h.data(),
                 return_address: flags & frame_flags::RETURN_ADDRESS != 0,
             }
@@ -205,6 +215,7 @@ pub fn decode_trace(bytes: &[u8]) -> Result<RawTrace, DecodeError> {
 /// Encodes a trace the way the eBPF side does (for tests and tools).
 pub fn encode_trace(t: &RawTrace) -> Vec<u8> {
     let mut words: Vec<u64> = t.kernel.clone();
+    let mut last_exe_id = None;
     for f in &t.frames {
         match f {
             RawFrame::Native {
@@ -217,16 +228,19 @@ pub fn encode_trace(t: &RawTrace) -> Vec<u8> {
                 } else {
                     0
                 };
+                let same_exe = last_exe_id == Some(*exe_id);
+                let length = if same_exe {
+                    NATIVE_FRAME_WORDS_SAME_EXE
+                } else {
+                    NATIVE_FRAME_WORDS
+                };
                 words.push(
-                    FrameHeader::pack(
-                        *address,
-                        NATIVE_FRAME_WORDS,
-                        flags as u64,
-                        FrameKind::Native as u64,
-                    )
-                    .0,
+                    FrameHeader::pack(*address, length, flags as u64, FrameKind::Native as u64).0,
                 );
-                words.push(*exe_id);
+                if !same_exe {
+                    words.push(*exe_id);
+                }
+                last_exe_id = Some(*exe_id);
             }
             RawFrame::Error { kind, code } => {
                 words.push(
@@ -315,6 +329,16 @@ mod tests {
                     address: 0x1180,
                     return_address: true,
                 },
+                RawFrame::Native {
+                    exe_id: 0xfeed,
+                    address: 0x2a000,
+                    return_address: true,
+                },
+                RawFrame::Native {
+                    exe_id: 0xdead_beef,
+                    address: 0x1040,
+                    return_address: true,
+                },
                 RawFrame::Error {
                     kind: FrameKind::Native,
                     code: ErrorCode::NativeNoMapping as u32,
@@ -327,14 +351,33 @@ mod tests {
     fn round_trips() {
         let t = sample();
         let bytes = encode_trace(&t);
-        assert_eq!(bytes.len(), TraceHeader::SIZE + 8 * (2 + 2 + 2 + 1));
+        // Kernel 2; native 2, then 1 (same executable), 2, 2; error 1.
+        assert_eq!(bytes.len(), TraceHeader::SIZE + 8 * (2 + 2 + 1 + 2 + 2 + 1));
         let d = decode_trace(&bytes).unwrap();
         assert_eq!(d, t);
         assert_eq!(
             d.error(),
             Some((FrameKind::Native, ErrorCode::NativeNoMapping as u32))
         );
-        assert_eq!(d.frames[2].error(), Some(Ok(ErrorCode::NativeNoMapping)));
+        assert_eq!(d.frames[4].error(), Some(Ok(ErrorCode::NativeNoMapping)));
+    }
+
+    #[test]
+    fn a_frame_in_the_previous_executable_needs_a_previous_one() {
+        let mut t = sample();
+        t.frames.truncate(1);
+        let mut bytes = encode_trace(&t);
+        // Turn the only native frame into the short form: nothing before it
+        // says which executable it is in.
+        let at = TraceHeader::SIZE + 2 * 8;
+        let w = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        let short = (w & !(FrameHeader::LENGTH_MASK << FrameHeader::LENGTH_SHIFT))
+            | (NATIVE_FRAME_WORDS_SAME_EXE << FrameHeader::LENGTH_SHIFT);
+        bytes[at..at + 8].copy_from_slice(&short.to_le_bytes());
+        assert_eq!(
+            decode_trace(&bytes),
+            Err(DecodeError::BadNativeFrame { at_word: 2 })
+        );
     }
 
     #[test]

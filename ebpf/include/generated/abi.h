@@ -15,15 +15,17 @@
 /* User frames unwound at most per trace; deeper stacks end with an error frame stack_length_exceeded. */
 #define MAX_USER_FRAMES 256ull
 /* Native frames unwound per invocation of the native program before it tail-calls itself. */
-#define NATIVE_FRAMES_PER_PROGRAM 16ull
+#define NATIVE_FRAMES_PER_PROGRAM 32ull
 /* Tail calls a trace may use (the kernel allows 33). */
 #define MAX_TAIL_CALLS 29ull
 /* Binary-search steps over an executable's rows: tables hold at most 2^24 rows. */
 #define MAX_BINARY_SEARCH_STEPS 24ull
 /* A PID is reported to userspace at most once per interval. */
 #define PID_REPORT_INTERVAL_NS 1000000000ull
-/* Words of a native frame: the header (data = ELF virtual address) and the executable id. */
+/* Words of a native frame that names its executable: the header (data = ELF virtual address) and the executable id. */
 #define NATIVE_FRAME_WORDS 2ull
+/* Words of a native frame in the same executable as the trace's previous native frame: the header only; the executable id is the one that frame carried. */
+#define NATIVE_FRAME_WORDS_SAME_EXE 1ull
 /* Bits of a mapping_key after prefixlen (asid_be and address_be): the prefix length of an exact lookup; a block of 2^n addresses has MAPPING_KEY_BITS - n. */
 #define MAPPING_KEY_BITS 96ull
 /* Largest CFA offset a row can hold; larger ones make the row invalid. */

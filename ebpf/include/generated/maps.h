@@ -62,6 +62,14 @@ struct {
     __uint(max_entries, 65536);
 } processes SEC(".maps");
 
+/* Bumped by userspace whenever something the eBPF side may have cached about an address space could have changed: an executable's table unloaded, or address space ids wrapped around. The unwinder keeps recent (address space, mapping, table) lookups per CPU across samples, which is sound because the mappings of an address space id never change once published, and drops that cache when this value moves. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __type(key, __u32);
+    __type(value, __u64);
+    __uint(max_entries, 1);
+} mapping_generation SEC(".maps");
+
 /* When a PID was last reported, for rate limiting. */
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);

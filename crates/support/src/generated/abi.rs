@@ -37,15 +37,17 @@ pub const MAX_FRAME_WORDS: u64 = 1024;
 /// User frames unwound at most per trace; deeper stacks end with an error frame stack_length_exceeded.
 pub const MAX_USER_FRAMES: u64 = 256;
 /// Native frames unwound per invocation of the native program before it tail-calls itself.
-pub const NATIVE_FRAMES_PER_PROGRAM: u64 = 16;
+pub const NATIVE_FRAMES_PER_PROGRAM: u64 = 32;
 /// Tail calls a trace may use (the kernel allows 33).
 pub const MAX_TAIL_CALLS: u64 = 29;
 /// Binary-search steps over an executable's rows: tables hold at most 2^24 rows.
 pub const MAX_BINARY_SEARCH_STEPS: u64 = 24;
 /// A PID is reported to userspace at most once per interval.
 pub const PID_REPORT_INTERVAL_NS: u64 = 1000000000;
-/// Words of a native frame: the header (data = ELF virtual address) and the executable id.
+/// Words of a native frame that names its executable: the header (data = ELF virtual address) and the executable id.
 pub const NATIVE_FRAME_WORDS: u64 = 2;
+/// Words of a native frame in the same executable as the trace's previous native frame: the header only; the executable id is the one that frame carried.
+pub const NATIVE_FRAME_WORDS_SAME_EXE: u64 = 1;
 /// Bits of a mapping_key after prefixlen (asid_be and address_be): the prefix length of an exact lookup; a block of 2^n addresses has MAPPING_KEY_BITS - n.
 pub const MAPPING_KEY_BITS: u64 = 96;
 /// Largest CFA offset a row can hold; larger ones make the row invalid.
@@ -955,6 +957,15 @@ pub mod maps {
         max_entries: 65536,
     };
 
+    /// Bumped by userspace whenever something the eBPF side may have cached about an address space could have changed: an executable's table unloaded, or address space ids wrapped around. The unwinder keeps recent (address space, mapping, table) lookups per CPU across samples, which is sound because the mappings of an address space id never change once published, and drops that cache when this value moves.
+    pub const MAPPING_GENERATION: MapSpec = MapSpec {
+        name: "mapping_generation",
+        kind: "array",
+        key_size: 4,
+        value_size: 8,
+        max_entries: 1,
+    };
+
     /// When a PID was last reported, for rate limiting.
     pub const PID_REPORTED: MapSpec = MapSpec {
         name: "pid_reported",
@@ -974,7 +985,7 @@ pub mod maps {
     };
 
     /// Every map, in spec order.
-    pub const ALL: [MapSpec; 9] = [TRACES, EVENTS, METRICS, UNWIND_ROWS, EXE_TABLES, MAPPINGS, PROCESSES, PID_REPORTED, PROGRAMS];
+    pub const ALL: [MapSpec; 10] = [TRACES, EVENTS, METRICS, UNWIND_ROWS, EXE_TABLES, MAPPINGS, PROCESSES, MAPPING_GENERATION, PID_REPORTED, PROGRAMS];
 }
 
 /// Load-time globals (`const volatile` in the eBPF object), by name.
