@@ -199,11 +199,15 @@ static __always_inline long find_row(const struct exe_table *t, __u32 addr)
 /* Copies the 8-byte word of the user stack at addr, through the window. */
 static __always_inline long read_stack_word(struct unwind_state *s, __u64 addr, __u64 *dst)
 {
+    /* Stack slots are 8-byte aligned; anything else is read on its own so
+     * every window offset stays a multiple of 8. */
+    if (addr & 7)
+        return bpf_probe_read_user(dst, 8, (void *)addr);
     __u64 off = addr - s->window_base;
-    if (addr < s->window_base || off + 8 > s->window_len) {
+    if (addr < s->window_base || off >= s->window_len || s->window_len - off < 8) {
+        /* From addr to the end of its page (8 bytes at least, as addr is
+         * aligned), at most a window. */
         __u64 n = PAGE_SIZE - (addr & (PAGE_SIZE - 1));
-        if ((addr & 7) || n < 8)
-            return bpf_probe_read_user(dst, 8, (void *)addr);
         if (n > STACK_WINDOW)
             n = STACK_WINDOW;
         if (bpf_probe_read_user(s->window, n, (void *)addr)) {

@@ -97,7 +97,7 @@ fn main() {
     }
     let exe = build_workload();
     let target_secs = if quick { 1.0 } else { 5.0 };
-    let rounds = if quick { 1 } else { 3 };
+    let rounds = if quick { 1 } else { 5 };
     let iters = calibrate(&exe, target_secs);
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").expect("enable BPF statistics");
 
@@ -172,9 +172,26 @@ fn main() {
                 .fold((0, 0), |a, x| (a.0 + x.bpf_ns, a.1 + x.bpf_runs));
             t as f64 / c.max(1) as f64
         };
+        // Rounds are interleaved, so each round's pair shares the machine's
+        // state of the moment: their ratios show how steady the lead is.
+        let per_round: Vec<f64> = results[&(Profiler::Ours, f)]
+            .iter()
+            .zip(&results[&(Profiler::Bpftrace, f)])
+            .map(|(o, b)| {
+                (o.bpf_ns as f64 / o.bpf_runs.max(1) as f64)
+                    / (b.bpf_ns as f64 / b.bpf_runs.max(1) as f64)
+            })
+            .collect();
+        let below = per_round.iter().filter(|r| **r < 1.0).count();
         println!(
-            "BPF time per sample at {f} Hz: ebpf-profiler / bpftrace ustack = {:.2}; excluded by filter / unfiltered = {:.2}",
+            "BPF time per sample at {f} Hz: ebpf-profiler / bpftrace ustack = {:.2} (rounds: {}; below in {below} of {}); excluded by filter / unfiltered = {:.2}",
             ns(Profiler::Ours) / ns(Profiler::Bpftrace),
+            per_round
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            per_round.len(),
             ns(Profiler::OursFiltered) / ns(Profiler::Ours)
         );
     }
@@ -371,8 +388,10 @@ fn start_profiler(p: Profiler, freq: u64) -> Option<Child> {
 }
 
 fn measure(p: Profiler, freq: u64, exe: &Path, iters: u64) -> Run {
-    let before = bpf_stats();
+    // Statistics from the moment the profiler is ready: its own start-up
+    // (ours scans every process first) is not the per-sample cost.
     let child = start_profiler(p, freq);
+    let before = bpf_stats();
     let pid = child.as_ref().map(|c| c.id());
     let cpu0 = pid.map(proc_cpu_secs).unwrap_or(0.0);
     let wall = run_pair(exe, iters);

@@ -443,7 +443,7 @@ fn record_exe(exe: &std::path::Path, seconds: u64) -> Profile {
 #[test]
 fn stacks_deeper_than_128_frames_unwind_through_tail_calls() {
     require_root();
-    // 200 frames of recursion: 13 batches of 16 frames, 12 tail calls.
+    // 200 frames of recursion: 7 batches of 32 frames, 6 tail calls.
     let exe = build_c(
         "deep",
         r#"#include <stdint.h>
@@ -472,6 +472,46 @@ int main(void) { for (;;) { uint64_t r = down(200); sink = r; } }
     assert!(
         deep as f64 >= 0.99 * total as f64,
         "full 203-frame stacks in {deep} of {total} samples"
+    );
+}
+
+#[test]
+fn frames_pages_apart_unwind_through_fresh_stack_windows() {
+    require_root();
+    // The unwinder copies the stack a window at a time (never across a
+    // page). Frames of 3000 and 5000 bytes put each saved register pair in
+    // another window, and often in another page.
+    let exe = build_c(
+        "bigframes",
+        r#"#include <stdint.h>
+volatile uint64_t sink;
+__attribute__((noinline, noipa)) uint64_t spin(void) { uint64_t x = 1; for (int i = 0; i < 100000; i++) x = x * 3 + i; return x; }
+__attribute__((noinline, noipa)) uint64_t wide(int d) { volatile char buf[5000]; buf[d] = (char)d; uint64_t r = d == 0 ? spin() : wide(d - 1); sink = r + buf[d]; return r + 1; }
+__attribute__((noinline, noipa)) uint64_t big(int d) { volatile char buf[3000]; buf[d] = (char)d; uint64_t r = d == 0 ? wide(6) : big(d - 1); sink = r + buf[d]; return r + 1; }
+int main(void) { for (;;) { uint64_t r = big(6); sink = r; } }
+"#,
+    );
+    let p = record_exe(&exe, 3);
+    let total: u64 = p.samples.iter().map(|s| s.count).sum();
+    let complete: u64 = p
+        .samples
+        .iter()
+        .filter(|s| {
+            let names = root_first(&p, s);
+            let first = |n: &str| names.iter().position(|x| x == n);
+            names.iter().filter(|n| *n == "big").count() == 7
+                && names.iter().filter(|n| *n == "wide").count() == 7
+                && first("main").is_some()
+                && first("main") < first("big")
+                && first("big") < first("wide")
+                && names.last().is_some_and(|n| n == "spin")
+        })
+        .map(|s| s.count)
+        .sum();
+    assert!(total >= 50, "{total} samples");
+    assert!(
+        complete as f64 >= 0.99 * total as f64,
+        "main, 7 big, 7 wide, spin in {complete} of {total} samples"
     );
 }
 
