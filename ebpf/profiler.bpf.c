@@ -42,10 +42,10 @@ struct task_struct {
  * table lookups they replace cost ~100 ns each. */
 #define MAPPING_CACHE_SLOTS 8
 
-/* Bytes of user stack copied at once. One bpf_probe_read_user costs ~20 ns
- * whatever its size up to here, and a frame's saved registers usually lie
- * within a few dozen bytes of the previous frame's, so one copy serves many
- * frames. Never crosses a page: a read that faults costs far more. */
+/* Bytes of user stack copied at once. A bpf_probe_read_user costs ~20 ns
+ * here even for 16 bytes, and a frame's saved registers usually lie within a
+ * few dozen bytes of the previous frame's: one copy serves many frames.
+ * Never crosses a page: a read that faults costs far more. */
 #define STACK_WINDOW 1024
 #define PAGE_SIZE 4096
 
