@@ -426,17 +426,27 @@ fn build_c(name: &str, source: &str) -> std::path::PathBuf {
     exe
 }
 
+/// A child killed and reaped however the test ends: a failed assertion must
+/// not leave a busy process behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
 /// Records `exe` for `seconds` and returns its profile (symbolized with
 /// debug info, which names libc's local functions such as __restore_rt).
 fn record_exe(exe: &std::path::Path, seconds: u64) -> Profile {
     let _g = lock();
-    let mut child = Command::new(exe).spawn().unwrap();
+    let child = Reaped(Command::new(exe).spawn().unwrap());
     std::thread::sleep(Duration::from_millis(200));
-    let mut opts = options(Target::pids(vec![child.id()]), 199, seconds);
+    let mut opts = options(Target::pids(vec![child.0.id()]), 199, seconds);
     opts.debug_info = true;
     let rec = record::record(&opts, &AtomicBool::new(false), |_| {}).unwrap();
-    child.kill().ok();
-    child.wait().ok();
+    drop(child);
     rec.profile
 }
 
@@ -647,7 +657,7 @@ fn a_reused_address_space_id_never_unwinds_with_the_old_mappings() {
     // samples. Ids only come back after wrapping around, which must drop
     // that cache. Both workloads run without ASLR so B's code sits at the
     // addresses A's did: a stale entry would send B's frames to A's table.
-    fn spawn_fixed(kind: Kind) -> (std::process::Child, u64) {
+    fn spawn_fixed(kind: Kind) -> (Reaped, u64) {
         use std::os::unix::process::CommandExt;
         let built = workloads::build(kind).unwrap();
         let mut cmd = Command::new(&built.exe);
@@ -662,7 +672,7 @@ fn a_reused_address_space_id_never_unwinds_with_the_old_mappings() {
             });
         }
         let exe_id = libpf::FileId::from_file(&built.exe).unwrap().hi();
-        let child = cmd.spawn().unwrap();
+        let child = Reaped(cmd.spawn().unwrap());
         // Let the dynamic loader finish before the session (not pumped
         // meanwhile) scans it, so one scan sees every mapping.
         std::thread::sleep(Duration::from_millis(300));
@@ -688,23 +698,23 @@ fn a_reused_address_space_id_never_unwinds_with_the_old_mappings() {
         .set_forget_after(Some(Duration::from_secs(60)));
     session.start().unwrap();
 
-    let (mut a, a_exe) = spawn_fixed(a_kind);
+    let (a, a_exe) = spawn_fixed(a_kind);
+    let a_pid = a.0.id();
     session.tracker.set_next_asid(u32::MAX);
     pump(&mut session, Duration::from_millis(1500));
-    assert_eq!(session.tracker.asid(a.id()), Some(u32::MAX));
+    assert_eq!(session.tracker.asid(a_pid), Some(u32::MAX));
     let a_samples = session.metric(libpf::generated::metrics::MetricId::TracesSent);
     assert!(a_samples >= 500, "A was sampled {a_samples} times");
-    a.kill().unwrap();
-    a.wait().unwrap();
+    drop(a);
     pump(&mut session, Duration::from_millis(300));
     session.reap();
-    assert!(!session.tracker.is_tracked(a.id()));
+    assert!(!session.tracker.is_tracked(a_pid));
     assert!(session.has_table(a_exe), "A's table lingers");
 
     let before = session.mapping_generation();
-    let (mut b, _) = spawn_fixed(b_kind);
+    let (b, _) = spawn_fixed(b_kind);
     session.tracker.set_next_asid(u32::MAX);
-    let b_pid = b.id();
+    let b_pid = b.0.id();
     let (mut total, mut complete, mut in_a) = (0u64, 0u64, 0u64);
     let end = Instant::now() + Duration::from_secs(2);
     while Instant::now() < end {
@@ -725,8 +735,7 @@ fn a_reused_address_space_id_never_unwinds_with_the_old_mappings() {
             }
         });
     }
-    b.kill().unwrap();
-    b.wait().unwrap();
+    drop(b);
     assert_eq!(
         session.tracker.asid(b_pid),
         Some(u32::MAX),
