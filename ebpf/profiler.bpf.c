@@ -412,13 +412,10 @@ static long native_step_cb(__u32 index, void *ctx)
     return native_step(s);
 }
 
-SEC("perf_event")
-int unwind_native(struct bpf_perf_event_data *ctx)
+/* Unwinds a batch of native frames, then sends the trace or tail-calls the
+ * native program for the next batch. */
+static __always_inline void unwind_batch(struct bpf_perf_event_data *ctx, struct unwind_state *s)
 {
-    struct unwind_state *s = state();
-    if (!s)
-        return 0;
-    s->tail_calls++;
     __u32 frames_before = s->user_frames;
     bpf_loop(NATIVE_FRAMES_PER_PROGRAM, native_step_cb, NULL, 0);
     /* Counted per batch rather than per frame: one map access, not 16. */
@@ -428,17 +425,26 @@ int unwind_native(struct bpf_perf_event_data *ctx)
         *frames += s->user_frames - frames_before;
     if (s->done) {
         send_trace(s);
-        return 0;
+        return;
     }
     if (s->tail_calls >= MAX_TAIL_CALLS) {
         push_error(s, FRAME_TYPE_UNKNOWN, ERR_MAX_TAIL_CALLS);
         send_trace(s);
-        return 0;
+        return;
     }
+    s->tail_calls++;
     count(METRIC_NATIVE_TAIL_CALLS);
     bpf_tail_call(ctx, &programs, PROG_NATIVE);
     push_error(s, FRAME_TYPE_UNKNOWN, ERR_TAIL_CALL_FAILED);
     send_trace(s);
+}
+
+SEC("perf_event")
+int unwind_native(struct bpf_perf_event_data *ctx)
+{
+    struct unwind_state *s = state();
+    if (s)
+        unwind_batch(ctx, s);
     return 0;
 }
 
@@ -546,9 +552,8 @@ int sample(struct bpf_perf_event_data *ctx)
         return 0;
     }
     s->asid = proc->asid;
-    bpf_tail_call(ctx, &programs, PROG_NATIVE);
-    push_error(s, FRAME_TYPE_UNKNOWN, ERR_TAIL_CALL_FAILED);
-    send_trace(s);
+    /* The first batch runs here: most stacks need no tail call at all. */
+    unwind_batch(ctx, s);
     return 0;
 }
 
