@@ -53,6 +53,20 @@ struct task_struct {
  * decide on a wakeup: the read touches a cache line the consumer writes. */
 #define WAKEUP_CHECK_INTERVAL 16
 
+/* Rows found for recent return addresses, per CPU across samples: the
+ * callers of a hot stack are the same sample after sample, and each search
+ * walks ~log2(rows) cache lines of the row array, cold at low frequencies.
+ * Indexed by the top bits of a multiplicative hash of (table, address). */
+#define ROW_CACHE_BITS 6
+#define ROW_CACHE_SLOTS (1 << ROW_CACHE_BITS)
+
+struct cached_row {
+    /* The table's row_start + 1 (0: empty slot) and the looked-up address. */
+    __u32 table;
+    __u32 address;
+    struct unwind_row row;
+};
+
 struct cached_mapping {
     struct mapping_value mapping;
     struct exe_table table;
@@ -80,11 +94,6 @@ struct unwind_state {
     __u32 cache_valid;
     struct mapping_value mapping;
     struct exe_table table;
-    /* The row found for the last PC (see native_step). */
-    __u64 row_cache_pc;
-    struct unwind_row row_cache;
-    __u32 row_cache_return_address;
-    __u32 row_cache_valid;
     /* The executable id the trace's last native frame carried; 1 in
      * last_exe_valid once one did. */
     __u64 last_exe_id;
@@ -94,6 +103,7 @@ struct unwind_state {
     __u32 cache_next;
     __u32 traces_sent;
     struct cached_mapping cache[MAPPING_CACHE_SLOTS];
+    struct cached_row rows[ROW_CACHE_SLOTS];
     /* window[0..window_len) holds the user stack at window_base, copied
      * during this sample (never reused by the next: the stack moves on). */
     __u64 window_base;
@@ -308,18 +318,17 @@ static __always_inline int native_step(struct unwind_state *s)
         push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_PC_OUT_OF_RANGE);
         return 1;
     }
-    /* Recursion returns to the same call site frame after frame: remember
-     * the last PC's row and skip the search when it comes again. */
+    const struct exe_table *t = &s->table;
+    if (t->row_count == 0) {
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_UNWIND_INFO);
+        return 1;
+    }
     struct unwind_row r;
-    if (s->row_cache_valid && s->row_cache_pc == pc &&
-        s->row_cache_return_address == s->return_address) {
-        r = s->row_cache;
+    __u32 slot = (((__u32)lookup ^ (t->row_start * 0x9e3779b1u)) * 0x9e3779b1u) >> (32 - ROW_CACHE_BITS);
+    struct cached_row *cached = &s->rows[slot & (ROW_CACHE_SLOTS - 1)];
+    if (cached->table == t->row_start + 1 && cached->address == (__u32)lookup) {
+        r = cached->row;
     } else {
-        const struct exe_table *t = &s->table;
-        if (t->row_count == 0) {
-            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_UNWIND_INFO);
-            return 1;
-        }
         long found = find_row(t, (__u32)lookup);
         if (found == -2) {
             push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_BAD_TABLE);
@@ -336,10 +345,9 @@ static __always_inline int native_step(struct unwind_state *s)
             return 1;
         }
         r = *row;
-        s->row_cache = r;
-        s->row_cache_pc = pc;
-        s->row_cache_return_address = s->return_address;
-        s->row_cache_valid = 1;
+        cached->table = t->row_start + 1;
+        cached->address = (__u32)lookup;
+        cached->row = r;
     }
     const struct unwind_row *row = &r;
 
@@ -503,7 +511,6 @@ int sample(struct bpf_perf_event_data *ctx)
         return 0;
     s->tail_calls = 0;
     s->cache_valid = 0;
-    s->row_cache_valid = 0;
     s->last_exe_valid = 0;
     s->window_len = 0;
     __u32 zero = 0;
@@ -512,6 +519,9 @@ int sample(struct bpf_perf_event_data *ctx)
 #pragma unroll
         for (int i = 0; i < MAPPING_CACHE_SLOTS; i++)
             s->cache[i].valid = 0;
+#pragma unroll
+        for (int i = 0; i < ROW_CACHE_SLOTS; i++)
+            s->rows[i].table = 0;
         s->cache_generation = *generation;
     }
     s->user_frames = 0;

@@ -320,11 +320,19 @@ fn nothing_leaks_after_workloads_exit_exact_counts() {
         procs >= 3 && maps > 0 && tables >= 4,
         "state while running: {procs} {maps} {tables}"
     );
+    let generation = session.mapping_generation();
     for r in &mut running {
         r.kill().ok();
     }
     pump(&mut session, Duration::from_secs(1));
     session.reap();
+    // Their rows are free for other tables now: the CPUs' caches of rows
+    // and mappings were told to go (one bump per unloaded table).
+    assert!(
+        session.mapping_generation() >= generation + tables as u64,
+        "generation {generation} -> {} after unloading {tables} tables",
+        session.mapping_generation()
+    );
     // Only the workloads (and the children forker made) were profiled: the
     // kernel keeps one entry per process the filter excluded (so their
     // samples are dropped before unwinding) and nothing else.

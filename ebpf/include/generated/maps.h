@@ -62,7 +62,7 @@ struct {
     __uint(max_entries, 65536);
 } processes SEC(".maps");
 
-/* Bumped by userspace whenever something the eBPF side may have cached about an address space could have changed: an executable's table unloaded, or address space ids wrapped around. The unwinder keeps recent (address space, mapping, table) lookups per CPU across samples, which is sound because the mappings of an address space id never change once published, and drops that cache when this value moves. */
+/* Bumped by userspace whenever something the eBPF side may have cached about an address space could have changed: an executable's table unloaded, or address space ids wrapped around. The unwinder keeps recent (address space, mapping, table) and (table, address, row) lookups per CPU across samples, which is sound because the mappings of an address space id never change once published and a loaded table's rows never move, and drops those caches when this value moves. */
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __type(key, __u32);
