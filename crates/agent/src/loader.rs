@@ -214,8 +214,9 @@ impl KernelMaps {
         self.generation.get(&0, 0).unwrap_or(0)
     }
 
-    /// Makes every CPU drop the mappings it cached across samples: to be
-    /// called once an address space id may be reused or a table is gone.
+    /// Makes every CPU drop the mappings and rows it cached across samples:
+    /// to be called once an address space id may be reused or a table is
+    /// gone.
     pub fn bump_generation(&mut self) {
         let next = self.generation().wrapping_add(1);
         if let Err(e) = self.generation.set(0, next, 0) {
