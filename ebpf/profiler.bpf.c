@@ -369,9 +369,9 @@ static __always_inline int native_step(struct unwind_state *s)
         s->record.frames[words & (MAX_FRAME_WORDS - 1)] =
             frame_header_pack(vaddr, length, 0, FRAME_TYPE_NATIVE);
         __u64 regs[3];
-        if (bpf_probe_read_user(&regs[0], 8, (void *)(s->sp + UCONTEXT_RBP)) ||
-            bpf_probe_read_user(&regs[1], 8, (void *)(s->sp + UCONTEXT_RSP)) ||
-            bpf_probe_read_user(&regs[2], 8, (void *)(s->sp + UCONTEXT_RIP))) {
+        if (read_stack_word(s, s->sp + UCONTEXT_RBP, &regs[0]) ||
+            read_stack_word(s, s->sp + UCONTEXT_RSP, &regs[1]) ||
+            read_stack_word(s, s->sp + UCONTEXT_RIP, &regs[2])) {
             push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_SIGNAL_FRAME);
             return 1;
         }

@@ -67,6 +67,23 @@ fn share(p: &Profile, kind: Kind, pred: impl Fn(&Sample) -> bool) -> (f64, u64) 
     )
 }
 
+/// Asserts that at least 50 samples were taken and that 99 % of them have a
+/// stack (names root first) that `complete` accepts.
+fn assert_nearly_all_complete(p: &Profile, what: &str, complete: impl Fn(&[String]) -> bool) {
+    let total: u64 = p.samples.iter().map(|s| s.count).sum();
+    let good: u64 = p
+        .samples
+        .iter()
+        .filter(|s| complete(&root_first(p, s)))
+        .map(|s| s.count)
+        .sum();
+    assert!(total >= 50, "{total} samples");
+    assert!(
+        good as f64 >= 0.99 * total as f64,
+        "{what} in {good} of {total} samples"
+    );
+}
+
 fn show_misses(p: &Profile, kind: Kind, pred: impl Fn(&Sample) -> bool) -> String {
     let mut out = String::new();
     for s in p.samples.iter().filter(|s| pred(s)) {
@@ -472,25 +489,12 @@ int main(void) { for (;;) { uint64_t r = down(200); sink = r; } }
 "#,
     );
     let p = record_exe(&exe, 3);
-    let total: u64 = p.samples.iter().map(|s| s.count).sum();
-    let deep: u64 = p
-        .samples
-        .iter()
-        .filter(|s| {
-            let names = root_first(&p, s);
-            let downs = names.iter().filter(|n| *n == "down").count();
-            // main, 201 `down` frames, the leaf: complete to the root.
-            downs == 201
-                && names.iter().any(|n| n == "main")
-                && names.last().is_some_and(|n| n == "spin")
-        })
-        .map(|s| s.count)
-        .sum();
-    assert!(total >= 50, "{total} samples");
-    assert!(
-        deep as f64 >= 0.99 * total as f64,
-        "full 203-frame stacks in {deep} of {total} samples"
-    );
+    // main, 201 `down` frames, the leaf: complete to the root.
+    assert_nearly_all_complete(&p, "full 203-frame stacks", |names| {
+        names.iter().filter(|n| *n == "down").count() == 201
+            && names.iter().any(|n| n == "main")
+            && names.last().is_some_and(|n| n == "spin")
+    });
 }
 
 #[test]
@@ -510,27 +514,15 @@ int main(void) { for (;;) { uint64_t r = big(6); sink = r; } }
 "#,
     );
     let p = record_exe(&exe, 3);
-    let total: u64 = p.samples.iter().map(|s| s.count).sum();
-    let complete: u64 = p
-        .samples
-        .iter()
-        .filter(|s| {
-            let names = root_first(&p, s);
-            let first = |n: &str| names.iter().position(|x| x == n);
-            names.iter().filter(|n| *n == "big").count() == 7
-                && names.iter().filter(|n| *n == "wide").count() == 7
-                && first("main").is_some()
-                && first("main") < first("big")
-                && first("big") < first("wide")
-                && names.last().is_some_and(|n| n == "spin")
-        })
-        .map(|s| s.count)
-        .sum();
-    assert!(total >= 50, "{total} samples");
-    assert!(
-        complete as f64 >= 0.99 * total as f64,
-        "main, 7 big, 7 wide, spin in {complete} of {total} samples"
-    );
+    assert_nearly_all_complete(&p, "main, 7 big, 7 wide, spin", |names| {
+        let first = |n: &str| names.iter().position(|x| x == n);
+        names.iter().filter(|n| *n == "big").count() == 7
+            && names.iter().filter(|n| *n == "wide").count() == 7
+            && first("main").is_some()
+            && first("main") < first("big")
+            && first("big") < first("wide")
+            && names.last().is_some_and(|n| n == "spin")
+    });
 }
 
 #[test]
