@@ -59,9 +59,12 @@ fn a_real_recording_encodes_to_consistent_elasticsearch_documents() {
         let unwound: Vec<_> = s.frames.iter().filter(|f| !f.inlined).collect();
         let hash = TraceHash::from_parts(unwound.iter().map(|f| (f.file_id, f.address_or_line)));
         expected_trace_ids.insert(hash.to_base64());
+        // Native frames, and kernel frames when a sample caught the
+        // workload in the kernel (a page fault): every symbolized frame with
+        // a file gets a stackframe document.
         for f in &unwound {
-            if f.frame_type == FrameType::NATIVE {
-                expected_frame_ids.insert(frame_id(f.file_id.unwrap(), f.address_or_line));
+            if let Some(file_id) = f.file_id {
+                expected_frame_ids.insert(frame_id(file_id, f.address_or_line));
             }
         }
     }
