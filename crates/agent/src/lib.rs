@@ -6,8 +6,11 @@
 //! eBPF programs goes through the generated `support::abi` types.
 
 pub mod aggregate;
+pub mod features;
 pub mod loader;
 pub mod lpm;
+pub mod mounts;
+pub mod preflight;
 pub mod procinfo;
 pub mod procmaps;
 pub mod record;

@@ -170,16 +170,28 @@ fn short_lived_forked_children_have_full_chains() {
 
 #[test]
 fn kernel_frames_sit_above_user_frames() {
+    assert_kernel_frames_above_user_frames(LoadOptions::default());
+}
+
+/// Kernels before 5.15 have no bpf_task_pt_regs: the user registers of a
+/// sample taken in kernel mode come from the top of the kernel stack. The
+/// same workload must unwind as completely that way.
+#[test]
+fn kernel_mode_samples_unwind_with_registers_from_the_kernel_stack() {
+    assert_kernel_frames_above_user_frames(LoadOptions {
+        force_stack_pt_regs: true,
+        ..LoadOptions::default()
+    });
+}
+
+fn assert_kernel_frames_above_user_frames(load: LoadOptions) {
     require_root();
     let _g = lock();
     let mut w = workloads::spawn(Kind::SyscallHeavy, None).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let rec = record::record(
-        &options(Target::pids(vec![w.pid()]), 199, 3),
-        &AtomicBool::new(false),
-        |_| {},
-    )
-    .unwrap();
+    let mut opts = options(Target::pids(vec![w.pid()]), 199, 3);
+    opts.session.load = load;
+    let rec = record::record(&opts, &AtomicBool::new(false), |_| {}).unwrap();
     w.kill().ok();
     let (share, total) = share(&rec.profile, Kind::SyscallHeavy, |_| true);
     assert!(share >= 0.99, "full chains {share} of {total}");

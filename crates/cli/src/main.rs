@@ -1,6 +1,7 @@
 //! `ebpf-profiler`: the command-line front end.
 
 mod agent_cmd;
+mod check_cmd;
 mod collector_cmd;
 mod duration;
 
@@ -29,6 +30,8 @@ struct Cli {
 enum Command {
     /// Profile the machine (or some processes) for a while and write the result.
     Record(RecordArgs),
+    /// Check that this machine can run the profiler: kernel, BTF, privileges, mounts, kernel features, every program loaded (verifier cost, load time); exit 0 when `record` will work, 1 with the reason when not.
+    Check(check_cmd::CheckArgs),
     /// Profile the whole machine continuously and export OTLP profiles to a collector (gRPC or HTTP).
     Agent(agent_export::config::AgentArgs),
     /// Receive OTLP profiles from agents; keep them in the embedded store (web page) or export them.
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         Command::Fileid { paths } => fileid(&paths),
         Command::Stackdeltas { path } => stackdeltas(&path),
         Command::Record(args) => run_record(args),
+        Command::Check(args) => check_cmd::run(args),
         Command::Agent(args) => agent_cmd::run(args),
         Command::Collector(args) => collector_cmd::run(args),
         Command::Symbolize { path, addresses } => symbolize(&path, &addresses),

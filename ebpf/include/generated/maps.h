@@ -90,5 +90,7 @@ struct {
 const volatile __u32 include_idle = 0;
 /* 1: a filter selects processes: samples of processes not yet in the processes map are dropped (and the PID reported so userspace can decide), never unwound. */
 const volatile __u32 filter_enabled = 0;
+/* 1: the kernel has bpf_get_current_task_btf and bpf_task_pt_regs (5.15+), which give the user registers of a sample taken in kernel mode; 0: they are read from the top of the task's kernel stack instead. Set from a probe at load; the verifier skips the branch the kernel cannot run. */
+const volatile __u32 has_task_pt_regs = 0;
 
 #endif /* EBPF_PROFILER_GENERATED_MAPS_H */

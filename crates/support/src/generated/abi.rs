@@ -994,4 +994,6 @@ pub mod globals {
     pub const INCLUDE_IDLE: &str = "include_idle";
     /// 1: a filter selects processes: samples of processes not yet in the processes map are dropped (and the PID reported so userspace can decide), never unwound. (u32)
     pub const FILTER_ENABLED: &str = "filter_enabled";
+    /// 1: the kernel has bpf_get_current_task_btf and bpf_task_pt_regs (5.15+), which give the user registers of a sample taken in kernel mode; 0: they are read from the top of the task's kernel stack instead. Set from a probe at load; the verifier skips the branch the kernel cannot run. (u32)
+    pub const HAS_TASK_PT_REGS: &str = "has_task_pt_regs";
 }
