@@ -384,6 +384,101 @@ async fn the_web_page_is_served_beside_the_store() {
     c.shutdown().await.unwrap();
 }
 
+/// The path a user of the continuous agent sees: error frames as the agent
+/// records them (no name, the code as data) → OTLP → collector → embedded
+/// store → the page's JSON, and → Elasticsearch stackframe documents. Each
+/// is named from spec/errors.json (4000: `native_no_mapping`), never by its
+/// bare number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_frames_are_named_from_the_spec_on_the_page_and_in_elasticsearch() {
+    let mut p = profile::testdata::errors();
+    p.start_unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        - 60_000_000_000;
+    let n = p.total_samples();
+    let req = encode(&[p], &ResourceInfo::default());
+    let names = profile::testdata::ERROR_FRAME_NAMES;
+
+    // Elasticsearch: the function name of each error frame's stackframe.
+    let docs =
+        exporter_elasticsearch::encode(&req, &exporter_elasticsearch::EncodeOptions::default());
+    let mut frame_names: Vec<String> = docs
+        .docs
+        .iter()
+        .filter(|d| d.kind == exporter_elasticsearch::DocKind::Stackframe)
+        .flat_map(|d| {
+            let v: serde_json::Value = serde_json::from_str(&d.source).unwrap();
+            v["function.name"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|n| n.as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    frame_names.sort();
+    let mut want: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    want.push("main".into());
+    want.sort();
+    assert_eq!(frame_names, want);
+
+    // The collector's page.
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(Config {
+        grpc_listen: Some("127.0.0.1:0".parse().unwrap()),
+        http_listen: None,
+        data_dir: dir.path().to_path_buf(),
+        web_listen: Some("127.0.0.1:0".parse().unwrap()),
+        exporters: vec![store_spec()],
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    grpc(&c).await.export(req).await.unwrap();
+    wait_until("store", Duration::from_secs(30), || store_samples(&c) == n).await;
+    let addr = c.web_addr.unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET /api/flamegraph HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
+    let body = &buf[buf.find("\r\n\r\n").unwrap() + 4..];
+    let g: serde_json::Value = serde_json::from_str(body).unwrap();
+    let main = g["root"]["c"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["n"] == "main")
+        .unwrap_or_else(|| panic!("no main in {g}"));
+    let mut leaves: Vec<(String, String)> = main["c"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["n"].as_str().unwrap().into(),
+                c["k"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    leaves.sort();
+    let mut want: Vec<(String, String)> = names
+        .iter()
+        .map(|n| (n.to_string(), "error".into()))
+        .collect();
+    want.sort();
+    assert_eq!(leaves, want);
+    assert!(!body.contains("error code"), "{body}");
+    c.shutdown().await.unwrap();
+}
+
 /// Backpressure crosses collectors: B is full (its forwarder is dead and
 /// its spool holds two requests), so it refuses A's forwarders retryably
 /// with a 1 s delay; A honours it (gRPC `RetryInfo`, HTTP `Retry-After`)

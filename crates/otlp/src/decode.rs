@@ -19,8 +19,12 @@
 //! * frame types come from `profile.frame.type`: the semconv strings of
 //!   libpf's kinds (`php` reads as `php`, not `php_jit`), `abort-marker`;
 //!   unknown strings read as kind `unknown`. A location of mapping 0 whose
-//!   only line's function starts with `<unwinding aborted` is an error frame
-//!   of its kind (the error bit is set);
+//!   only line's function starts with [`profile::ERROR_FRAME_PREFIX`]
+//!   (`<unwinding aborted`) is an error frame of its kind (the error bit is
+//!   set). An error frame keeps the name it was sent with (a newer agent may
+//!   know codes this spec does not), except the bare-number stand-in
+//!   `<unwinding aborted due to error code N>` of older encoders, which is
+//!   dropped so that the model names the frame from the spec;
 //! * a location with several lines becomes one frame per line, innermost
 //!   first, all but the last marked `inlined`; a location with no lines one
 //!   unsymbolized frame;
@@ -126,6 +130,18 @@ pub fn decode_lenient(req: &ExportProfilesServiceRequest) -> Result<Lenient, Val
         }
     }
     Ok(out)
+}
+
+/// Whether `name` is the stand-in older encoders sent for an error frame
+/// without a name, `<unwinding aborted due to error code N>` with N the
+/// frame's code: such a frame is read as unnamed, so that the model names
+/// it from spec/errors.json ([`profile::error_frame_name`]) like every
+/// other output does, rather than showing the bare number.
+fn is_legacy_error_text(name: &str, code: u64) -> bool {
+    name.strip_prefix(profile::ERROR_FRAME_PREFIX)
+        .and_then(|r| r.strip_prefix(" due to error code "))
+        .and_then(|r| r.strip_suffix('>'))
+        .is_some_and(|n| n.parse() == Ok(code))
 }
 
 fn str_at(d: &pb::ProfilesDictionary, i: i32) -> &str {
@@ -293,7 +309,7 @@ impl<'a> Ctx<'a> {
         };
         if mapping.is_none() && !ft.is_abort() && loc.lines.len() == 1 {
             let name = str_at(d, func(&loc.lines[0]).name_strindex);
-            if name.starts_with("<unwinding aborted") {
+            if name.starts_with(profile::ERROR_FRAME_PREFIX) {
                 ft = ft.with_error();
             }
         }
@@ -309,7 +325,8 @@ impl<'a> Ctx<'a> {
                     let f = func(line);
                     let mut fr = base.clone().with_inlined(k + 1 < n);
                     let name = str_at(d, f.name_strindex);
-                    if !name.is_empty() {
+                    let stand_in = ft.is_error() && is_legacy_error_text(name, loc.address);
+                    if !name.is_empty() && !stand_in {
                         fr.function_name = Some(Arc::from(name));
                     }
                     let file = str_at(d, f.filename_strindex);

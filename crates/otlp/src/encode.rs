@@ -42,9 +42,13 @@
 //! * error frames: mapping 0, `address` = the error code, frame type
 //!   `abort-marker` (the abort marker) or the kind's own string (an error of
 //!   that unwinder, as upstream prints it), and one line whose function name
-//!   is the error text. The text starts with `<unwinding aborted` (the
-//!   agent's wording; synthesized when the frame has no name), which is how
-//!   [`decode`](crate::decode) recognizes an error frame again;
+//!   is the error text: the frame's own name, else
+//!   [`profile::error_frame_name`] of the code (`<unwinding aborted due to
+//!   error native_no_mapping>`, the name every local output shows). The text
+//!   starts with [`profile::ERROR_FRAME_PREFIX`], which is how
+//!   [`decode`](crate::decode) recognizes an error frame again. A frame the
+//!   model classifies as an error by its error flag alone is sent the same
+//!   way;
 //! * not carried: frame flags, `function_offset`, full paths of non-main
 //!   executables (only base names), `profile_id` (optional; left empty so
 //!   encoding stays deterministic).
@@ -55,7 +59,7 @@ use opentelemetry_proto::tonic::collector::profiles::v1development::ExportProfil
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::profiles::v1development as pb;
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use profile::{Executable, Profile, Sample};
+use profile::{Executable, FrameClass, Profile, Sample};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -507,7 +511,10 @@ impl<'p> Dict<'p> {
         let outer = &group[group.len() - 1];
         let ft = outer.frame_type;
         let kind = ft.kind();
-        let mapping_index = if ft.is_error() {
+        // The model's classification (error bit or error flag), so that the
+        // decoder gives back an error frame wherever the local outputs show one.
+        let error = FrameClass::of(outer) == FrameClass::Error;
+        let mapping_index = if error {
             0
         } else if kind == Some(FrameKind::Kernel) {
             let id = outer.file_id.unwrap_or(FileId::UNKNOWN_KERNEL);
@@ -523,13 +530,12 @@ impl<'p> Dict<'p> {
                 _ => 0,
             }
         };
-        let lines: Vec<(i32, i64, i64)> = if ft.is_error() {
-            let name = outer.function_name.clone().unwrap_or_else(|| {
-                Arc::from(format!(
-                    "<unwinding aborted due to error code {}>",
-                    outer.address_or_line
-                ))
-            });
+        let lines: Vec<(i32, i64, i64)> = if error {
+            // Named as every other output names it, from spec/errors.json.
+            let name = match outer.function_name.as_deref().filter(|n| !n.is_empty()) {
+                Some(n) => Arc::from(n),
+                None => Arc::from(profile::error_frame_name(outer.address_or_line.get())),
+            };
             let f = outer.clone().with_function(name);
             vec![(self.function(&f), 0, 0)]
         } else if group.iter().any(Frame::is_symbolized) {

@@ -483,3 +483,94 @@ fn unusable_resource_or_labels_reject_only_that_profile() {
     });
     assert_eq!(decode(&req).unwrap()[0].0.pid, Some(100));
 }
+
+/// The error frames of `profile::testdata::errors` (as the agent records
+/// them: no name, the code as data), decoded from `req`.
+fn decoded_error_frames(req: &ExportProfilesServiceRequest) -> (Profile, Vec<libpf::Frame>) {
+    let mut decoded = decode(req).unwrap();
+    assert_eq!(decoded.len(), 1, "one process");
+    let (_, p) = decoded.remove(0);
+    let errors = p
+        .samples
+        .iter()
+        .map(|s| s.frames[0].clone())
+        .filter(|f| profile::FrameClass::of(f) == profile::FrameClass::Error)
+        .collect();
+    (p, errors)
+}
+
+#[test]
+fn unnamed_error_frames_are_named_from_the_spec() {
+    let p = profile::testdata::errors();
+    let req = encode(std::slice::from_ref(&p), &ResourceInfo::default());
+    validate(&req).unwrap();
+    let d = req.dictionary.as_ref().unwrap();
+    // On the wire: each error location (mapping 0, address = the code) has
+    // one line whose function is the spec's name of its code.
+    let mut sent: Vec<(u64, &str)> = d
+        .location_table
+        .iter()
+        .filter(|l| l.mapping_index == 0 && l.lines.len() == 1)
+        .map(|l| {
+            let f = d.function_table[l.lines[0].function_index as usize];
+            (l.address, str_of(&req, f.name_strindex))
+        })
+        .collect();
+    sent.sort();
+    let [no_mapping, length, unknown] = profile::testdata::ERROR_FRAME_NAMES;
+    assert_eq!(sent, [(2, length), (4000, no_mapping), (4242, unknown)]);
+    assert!(
+        !d.string_table.iter().any(|s| s.contains("error code")),
+        "{:?}",
+        d.string_table
+    );
+
+    // Decoded: error frames again, carrying the name, and every output of
+    // the decoded model names them as the agent's local outputs do.
+    let (back, errors) = decoded_error_frames(&req);
+    let names: Vec<&str> = errors
+        .iter()
+        .map(|f| f.function_name.as_deref().unwrap())
+        .collect();
+    assert_eq!(names, profile::testdata::ERROR_FRAME_NAMES);
+    assert!(errors.iter().all(|f| f.frame_type.is_error()));
+    assert_eq!(profile::folded(&back), profile::folded(&p));
+}
+
+#[test]
+fn legacy_bare_code_error_text_is_named_from_the_spec() {
+    // What encoders before the fix sent for an unnamed error frame.
+    let p = profile::testdata::errors();
+    let mut req = encode(std::slice::from_ref(&p), &ResourceInfo::default());
+    let d = req.dictionary.as_mut().unwrap();
+    for (name, code) in [
+        (profile::testdata::ERROR_FRAME_NAMES[0], 4000),
+        (profile::testdata::ERROR_FRAME_NAMES[1], 2),
+    ] {
+        let s = d.string_table.iter_mut().find(|s| *s == name).unwrap();
+        *s = format!("<unwinding aborted due to error code {code}>");
+    }
+    let (back, errors) = decoded_error_frames(&req);
+    assert_eq!(errors.len(), 3);
+    // Read as unnamed (so the model names them), still errors.
+    assert!(errors[..2].iter().all(|f| f.function_name.is_none()));
+    assert!(errors.iter().all(|f| f.frame_type.is_error()));
+    let names: Vec<_> = errors.iter().map(|f| back.frame_name(f)).collect();
+    assert_eq!(names, profile::testdata::ERROR_FRAME_NAMES);
+    assert!(!profile::folded(&back).contains("error code"));
+
+    // Only the stand-in for the frame's own code is dropped.
+    let mut req = encode(std::slice::from_ref(&p), &ResourceInfo::default());
+    let d = req.dictionary.as_mut().unwrap();
+    let s = d
+        .string_table
+        .iter_mut()
+        .find(|s| *s == profile::testdata::ERROR_FRAME_NAMES[0])
+        .unwrap();
+    *s = "<unwinding aborted due to error code 4001>".into();
+    let (_, errors) = decoded_error_frames(&req);
+    assert_eq!(
+        errors[0].function_name.as_deref(),
+        Some("<unwinding aborted due to error code 4001>")
+    );
+}

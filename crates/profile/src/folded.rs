@@ -100,6 +100,19 @@ mod tests {
     }
 
     #[test]
+    fn error_frames_are_named_from_the_spec() {
+        let [no_mapping, length, unknown] = testdata::ERROR_FRAME_NAMES;
+        assert_eq!(
+            folded(&testdata::errors()),
+            format!(
+                "server;main;{unknown} 3\n\
+                 server;main;{no_mapping} 1\n\
+                 server;main;{length} 2\n"
+            )
+        );
+    }
+
+    #[test]
     fn merges_processes_of_one_name_and_sanitizes() {
         let mut p = testdata::small();
         let main = native(SERVER, 0x1800, "main", Some(("server.c", 20)));

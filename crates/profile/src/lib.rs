@@ -159,6 +159,19 @@ pub fn error_name(code: u64) -> Cow<'static, str> {
     }
 }
 
+/// How every error frame name starts; readers of other formats (OTLP
+/// decode) recognize an error frame by it.
+pub const ERROR_FRAME_PREFIX: &str = "<unwinding aborted";
+
+/// The name of an error frame without a name of its own, the one every
+/// output shows (local files, OTLP, the collector's store and page):
+/// `<unwinding aborted due to error NAME>`, NAME from [`error_name`] (the
+/// spec's name, e.g. `native_no_mapping` for 4000; `error_N` for a code
+/// the spec does not know).
+pub fn error_frame_name(code: u64) -> String {
+    format!("{ERROR_FRAME_PREFIX} due to error {}>", error_name(code))
+}
+
 impl Profile {
     /// The executable a frame's `file_id` names, if the profile has it.
     pub fn executable_of(&self, frame: &Frame) -> Option<&Executable> {
@@ -168,8 +181,8 @@ impl Profile {
     /// The function name every output shows for a frame:
     ///
     /// * its symbolized `function_name` when it has a non-empty one;
-    /// * for an error frame, `<unwinding aborted due to error NAME>` (the
-    ///   error code is the frame's `address_or_line`);
+    /// * for an error frame, [`error_frame_name`] of its code (the frame's
+    ///   `address_or_line`): `<unwinding aborted due to error NAME>`;
     /// * for a native frame of a known executable, `base_name+0xADDR` (ELF
     ///   virtual address), the same form the agent uses for binaries
     ///   without symbols;
@@ -180,10 +193,7 @@ impl Profile {
         }
         let addr = frame.address_or_line.get();
         match FrameClass::of(frame) {
-            FrameClass::Error => Cow::Owned(format!(
-                "<unwinding aborted due to error {}>",
-                error_name(addr)
-            )),
+            FrameClass::Error => Cow::Owned(error_frame_name(addr)),
             FrameClass::Native => match self.executable_of(frame) {
                 Some(exe) => Cow::Owned(format!("{}+{addr:#x}", exe.base_name())),
                 None => Cow::Owned(format!("[unknown]+{addr:#x}")),
@@ -273,3 +283,27 @@ impl From<prost::DecodeError> for Error {
 /// Example profiles (realistic and small) for tests and demos, here and
 /// in the crates that use this one.
 pub mod testdata;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spec_code_names_its_error_frame() {
+        for c in ErrorCode::ALL {
+            assert_eq!(
+                error_frame_name(c as u64),
+                format!("<unwinding aborted due to error {}>", c.name())
+            );
+        }
+        assert_eq!(
+            error_frame_name(4000),
+            "<unwinding aborted due to error native_no_mapping>"
+        );
+        assert_eq!(
+            error_frame_name(1 << 40),
+            "<unwinding aborted due to error error_1099511627776>"
+        );
+        assert!(error_frame_name(4000).starts_with(ERROR_FRAME_PREFIX));
+    }
+}

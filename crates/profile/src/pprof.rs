@@ -963,6 +963,26 @@ mod tests {
     }
 
     #[test]
+    fn error_frames_are_functions_named_from_the_spec() {
+        let pb = to_proto(&testdata::errors());
+        let names: Vec<&str> = pb.function.iter().map(|f| pb.string(f.name)).collect();
+        for want in testdata::ERROR_FRAME_NAMES {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        assert!(
+            !pb.string_table.iter().any(|s| s.contains("error code")),
+            "{:?}",
+            pb.string_table
+        );
+        // Each leaf is its error function, under main.
+        let leaves: Vec<String> = stacks_of_proto(&pb)
+            .into_iter()
+            .map(|(_, _, frames, _)| frames[0].0.clone())
+            .collect();
+        assert_eq!(leaves, testdata::ERROR_FRAME_NAMES);
+    }
+
+    #[test]
     fn decode_rejects_garbage() {
         assert!(matches!(
             decode(&[0x1f, 0x8b, 0, 1, 2]),

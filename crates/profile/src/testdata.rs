@@ -225,3 +225,48 @@ pub fn small() -> Profile {
         executables,
     }
 }
+
+/// What every output must call the error frames of [`errors`], in the
+/// order of its samples: each code named from spec/errors.json (4000 is
+/// `native_no_mapping`), `error_N` for a code the spec does not know.
+pub const ERROR_FRAME_NAMES: [&str; 3] = [
+    "<unwinding aborted due to error native_no_mapping>",
+    "<unwinding aborted due to error stack_length_exceeded>",
+    "<unwinding aborted due to error error_4242>",
+];
+
+/// Error frames as the agent records them (error bit on the unwinder's
+/// kind, no name, the code as data), under `main`: a native unwinder error
+/// 4000, the abort marker with code 2, and a code the spec does not know.
+/// 6 samples, one process; their names are [`ERROR_FRAME_NAMES`].
+pub fn errors() -> Profile {
+    let mut executables = BTreeMap::new();
+    executables.insert(
+        SERVER,
+        exe(SERVER, "/opt/app/bin/server", None, 0x1000, 0x9000),
+    );
+    let main = native(SERVER, 0x1800, "main", Some(("server.c", 20)));
+    let stacks = [
+        Frame::new(FrameType::NATIVE.with_error(), None, 4000u64),
+        Frame::new(FrameType::ABORT, None, 2u64),
+        error(4242),
+    ];
+    Profile {
+        start_unix_ns: 1_000,
+        duration_ns: 2_000_000_000,
+        frequency_hz: 20,
+        host_name: "h".into(),
+        samples: stacks
+            .into_iter()
+            .zip(1..)
+            .map(|(err, count)| {
+                sample(
+                    vec![err, main.clone()],
+                    labels(1, 1, "server", "server", 0),
+                    count,
+                )
+            })
+            .collect(),
+        executables,
+    }
+}

@@ -268,10 +268,7 @@ mod tests {
         let kernel = Frame::new(FrameType::KERNEL, None, 0xffffu64);
         assert_eq!(&*frame_name(&kernel, &ctx), "[kernel]+0xffff");
         let err = Frame::new(FrameType::NATIVE.with_error(), None, 3u64);
-        let want = format!(
-            "<unwinding aborted due to error {}>",
-            profile::error_name(3)
-        );
+        let want = profile::error_frame_name(3);
         assert_eq!(&*frame_name(&err, &ctx), want);
         let named = Frame::new(FrameType::NATIVE, None, 1u64).with_function("main");
         assert_eq!(&*frame_name(&named, &ctx), "main");

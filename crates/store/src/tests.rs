@@ -453,10 +453,7 @@ fn top_functions_count_self_and_total_once_per_sample() {
     assert_eq!((get("recurse").self_count, get("recurse").total), (0, 6));
     assert_eq!(get("vfs_write").class, FrameClass::Kernel);
     assert_eq!(get("dumps").class, FrameClass::Interpreted);
-    let err = format!(
-        "<unwinding aborted due to error {}>",
-        profile::error_name(3)
-    );
+    let err = profile::error_frame_name(3);
     assert_eq!(get(&err).class, FrameClass::Error);
     let by_total = store
         .top_functions_by(r, &filter(), 2, TopBy::Total)
@@ -509,6 +506,54 @@ fn diff_normalizes_by_range_totals() {
 
     let g = d.flamegraph();
     assert_eq!((g.total(), g.base_total()), (400, 200));
+}
+
+#[test]
+fn error_frames_are_named_from_the_spec_in_every_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    let mut p = profile::testdata::errors();
+    p.start_unix_ns = T0;
+    store.ingest(&p).unwrap();
+    let r = range(T0, T0 + 10 * S);
+    let names = profile::testdata::ERROR_FRAME_NAMES;
+
+    // The flame graph the page draws: main → one error leaf per code.
+    let g = store.flamegraph(r, &filter()).unwrap();
+    assert_eq!(g.total(), 6);
+    let main = &g.nodes[g.find("main")[0] as usize];
+    let mut leaves: Vec<(&str, FrameClass, u64)> = main
+        .children
+        .iter()
+        .map(|&c| &g.nodes[c as usize])
+        .map(|n| (&*n.name, n.class, n.self_count))
+        .collect();
+    leaves.sort_by_key(|l| l.2);
+    assert_eq!(
+        leaves,
+        [
+            (names[0], FrameClass::Error, 1),
+            (names[1], FrameClass::Error, 2),
+            (names[2], FrameClass::Error, 3),
+        ]
+    );
+    assert!(g.nodes.iter().all(|n| !n.name.contains("error code")));
+
+    // Top functions, and the merged profile the pprof download is made of.
+    let top = store.top_functions(r, &filter(), 100).unwrap();
+    for want in names {
+        assert!(top.iter().any(|f| &*f.name == want), "{want} not in top");
+    }
+    let merged = store.merged(r, &filter()).unwrap();
+    let mut got: Vec<String> = merged
+        .samples
+        .iter()
+        .map(|s| merged.frame_name(&s.frames[0]).into_owned())
+        .collect();
+    got.sort();
+    let mut want = names.map(String::from).to_vec();
+    want.sort();
+    assert_eq!(got, want);
 }
 
 #[test]

@@ -201,6 +201,52 @@ async fn bad_parameters_are_400_with_a_message() {
 }
 
 #[tokio::test]
+async fn error_frames_are_named_from_the_spec_on_the_page() {
+    // The agent's error frames (no name, the code as data), 10 minutes ago.
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::Store::open(dir.path(), store::StoreConfig::default()).unwrap();
+    let mut p = profile::testdata::errors();
+    p.start_unix_ns = store.now_unix_ns() / store::BUCKET_NS * store::BUCKET_NS - 600 * common::S;
+    store.ingest(&p).unwrap();
+    let f = Fixture {
+        store: std::sync::Arc::new(store),
+        _dir: dir,
+        a: p,
+        b: profile::Profile::default(),
+    };
+    let names = profile::testdata::ERROR_FRAME_NAMES;
+
+    // What the page draws: main → one error leaf per code, named from the
+    // spec (4000 is native_no_mapping), colored as errors.
+    let g = json(&f, "/api/flamegraph").await;
+    assert_eq!(g["total"], 6);
+    let main = child(&g["root"], "main");
+    for (name, count) in names.into_iter().zip(1..) {
+        let leaf = child(main, name);
+        assert_eq!(
+            (leaf["k"].as_str(), leaf["v"].as_u64()),
+            (Some("error"), Some(count))
+        );
+    }
+    assert!(!g.to_string().contains("error code"), "{g}");
+    let g = json(&f, "/api/flamegraph?frame_type=error").await;
+    assert_eq!(g["total"], 6);
+
+    // The top-functions table beside it.
+    let t = json(&f, "/api/top").await;
+    for name in names {
+        assert!(
+            t["functions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == name && r["kind"] == "error"),
+            "{name} not in {t}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn top_functions_with_self_and_total() {
     let f = fixture();
     let t = json(&f, "/api/top?n=3").await;

@@ -201,10 +201,7 @@ fn page_in_headless_chromium() {
     assert!(class_of("vfs_write").contains("k-kernel"));
     assert!(class_of("chain_b").contains("k-native"));
     assert!(class_of("dumps").contains("k-interpreted"));
-    let err = format!(
-        "<unwinding aborted due to error {}>",
-        profile::error_name(3)
-    );
+    let err = profile::error_frame_name(3);
     assert!(class_of(&err).contains("k-error"));
     // The top-functions table is filled, biggest self first.
     let top = &dom[dom.find("id=\"top\"").unwrap()..];
