@@ -2,6 +2,8 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use xtask::codegen::{self, ebpf};
 
+mod kernels;
+
 /// Project automation for ebpf-profiler.
 #[derive(Parser)]
 #[command(name = "cargo xtask", version)]
@@ -30,6 +32,9 @@ enum Command {
         #[arg(long)]
         no_build: bool,
     },
+    /// Boot Debian kernels under qemu and prove the profiler loads and unwinds in each.
+    #[command(long_about = kernels::HELP)]
+    Kernels(kernels::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +53,14 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("purity check failed:\n{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Kernels(args) => match kernels::run(&root, &args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -175,12 +175,12 @@ fn missing_metric_id_is_reported() {
     let e = bad_spec("metrics.json", |t| {
         t.replacen(
             "{\"id\": 3, \"name\": \"samples_pid_unknown\"",
-            "{\"id\": 40, \"name\": \"samples_pid_unknown\"",
+            "{\"id\": 1000, \"name\": \"samples_pid_unknown\"",
             1,
         )
     });
     assert!(
-        e.contains("spec/metrics.json: entry 3 (samples_pid_unknown): id 40 out of sequence")
+        e.contains("spec/metrics.json: entry 3 (samples_pid_unknown): id 1000 out of sequence")
             && e.contains("missing id 3"),
         "{e}"
     );
