@@ -31,6 +31,34 @@ struct task_struct {
     int pid;
     int tgid;
     void *stack;
+    struct mm_struct *mm;
+} __attribute__((preserve_access_index));
+
+/* What the bpf_find_vma callback reads of a mapping and its file. */
+struct super_block {
+    __u32 s_dev;
+} __attribute__((preserve_access_index));
+
+struct inode {
+    unsigned long i_ino;
+    struct super_block *i_sb;
+} __attribute__((preserve_access_index));
+
+struct file {
+    struct inode *f_inode;
+} __attribute__((preserve_access_index));
+
+struct mm_struct {
+    unsigned long start_code;
+    unsigned long end_code;
+    struct file *exe_file;
+} __attribute__((preserve_access_index));
+
+struct vm_area_struct {
+    unsigned long vm_start;
+    unsigned long vm_end;
+    unsigned long vm_pgoff;
+    struct file *vm_file;
 } __attribute__((preserve_access_index));
 
 /* x86-64 kernel stacks are THREAD_SIZE bytes (16 KiB; 32 KiB only with
@@ -126,6 +154,27 @@ struct {
     __type(value, struct unwind_state);
     __uint(max_entries, 1);
 } scratch SEC(".maps");
+
+/* Mappings found with bpf_find_vma, per process, until it execs or exits.
+ * The helper works once per sample (it defers the mmap unlock to a per-CPU
+ * irq_work that stays busy until the interrupt returns), so a process not
+ * scanned yet learns one mapping per sample: its first sample unwinds into
+ * one file, the next ones through all the files they have met. Private to
+ * the eBPF programs. */
+#define LEARNED_MAPPINGS 4
+
+struct learned_mappings {
+    struct mapping_value m[LEARNED_MAPPINGS];
+    __u32 next;
+    __u32 unused;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __type(key, __u32);
+    __type(value, struct learned_mappings);
+    __uint(max_entries, 4096);
+} learned SEC(".maps");
 
 static __always_inline void count(__u32 metric)
 {
@@ -257,6 +306,107 @@ static __always_inline int find_cached_mapping(struct unwind_state *s, __u64 pc)
     return 0;
 }
 
+struct vma_found {
+    __u64 start;
+    __u64 end;
+    __u64 pgoff;
+    __u64 dev;
+    __u64 ino;
+};
+
+static long vma_found_cb(struct task_struct *task, struct vm_area_struct *vma, void *ctx)
+{
+    struct vma_found *out = ctx;
+    struct file *file = BPF_CORE_READ(vma, vm_file);
+    if (!file)
+        return 0;
+    out->start = BPF_CORE_READ(vma, vm_start);
+    out->end = BPF_CORE_READ(vma, vm_end);
+    out->pgoff = BPF_CORE_READ(vma, vm_pgoff);
+    out->ino = BPF_CORE_READ(file, f_inode, i_ino);
+    out->dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
+    return 0;
+}
+
+/* Resolves pc through the kernel's own view of the current task, for a
+ * process userspace has not scanned (yet) or a PC outside its scanned
+ * mappings: a new process of a known executable unwinds from its first
+ * sample. In order: mappings this process met before; its main executable's
+ * text (mm->start_code..end_code, read without a lock); one bpf_find_vma.
+ * Makes the mapping current and returns 1 when its file's table is loaded.
+ * Only the *_vma programs call it (bpf_find_vma is 5.17+, and its callback
+ * needs 5.13+ just to load). */
+static __always_inline int resolve_by_vma(struct unwind_state *s, __u64 pc)
+{
+    __u32 pid = s->record.header.pid;
+    struct learned_mappings *l = bpf_map_lookup_elem(&learned, &pid);
+    struct mapping_value m = {};
+    if (l) {
+#pragma unroll
+        for (int i = 0; i < LEARNED_MAPPINGS; i++) {
+            if (pc >= l->m[i].start && pc < l->m[i].end) {
+                m = l->m[i];
+                goto table;
+            }
+        }
+    }
+    struct task_struct *task = bpf_get_current_task_btf();
+    struct mm_struct *mm = BPF_CORE_READ(task, mm);
+    __u64 start_code = BPF_CORE_READ(mm, start_code);
+    __u64 end_code = BPF_CORE_READ(mm, end_code);
+    const struct file_table *f;
+    if (pc >= start_code && pc < end_code) {
+        struct file_key key = {
+            .dev = BPF_CORE_READ(mm, exe_file, f_inode, i_sb, s_dev),
+            .ino = BPF_CORE_READ(mm, exe_file, f_inode, i_ino),
+        };
+        f = bpf_map_lookup_elem(&file_tables, &key);
+        if (!f) {
+            count(METRIC_NATIVE_VMA_MISSES);
+            return 0;
+        }
+        /* end_code is the load bias plus the end of the last executable
+         * segment (start_code is not on every kernel). */
+        m.bias = end_code - f->exec_end_vaddr;
+        m.start = start_code;
+        m.end = end_code;
+    } else {
+        struct vma_found found = {};
+        if (bpf_find_vma(task, pc, vma_found_cb, &found, 0) != 0 || found.ino == 0) {
+            count(METRIC_NATIVE_VMA_MISSES);
+            return 0;
+        }
+        struct file_key key = { .dev = found.dev, .ino = found.ino };
+        f = bpf_map_lookup_elem(&file_tables, &key);
+        if (!f) {
+            count(METRIC_NATIVE_VMA_MISSES);
+            return 0;
+        }
+        m.bias = found.start - found.pgoff * PAGE_SIZE + f->offset_minus_vaddr;
+        m.start = found.start;
+        m.end = found.end;
+    }
+    m.exe_id = f->exe_id;
+    if (!l) {
+        struct learned_mappings fresh = {};
+        bpf_map_update_elem(&learned, &pid, &fresh, BPF_NOEXIST);
+        l = bpf_map_lookup_elem(&learned, &pid);
+    }
+    if (l)
+        l->m[l->next++ & (LEARNED_MAPPINGS - 1)] = m;
+table:;
+    __u64 id = m.exe_id;
+    const struct exe_table *t = bpf_map_lookup_elem(&exe_tables, &id);
+    if (!t) {
+        count(METRIC_NATIVE_VMA_MISSES);
+        return 0;
+    }
+    s->mapping = m;
+    s->table = *t;
+    count(METRIC_NATIVE_VMA_LOOKUPS);
+    return 1;
+}
+
 /* Unwinds one native frame of the current CPU's trace. Returns 1 to stop the
  * loop.
  *
@@ -266,11 +416,8 @@ static __always_inline int find_cached_mapping(struct unwind_state *s, __u64 pc)
  * instructions on every kernel, where an inlined step cost from 4,000 to
  * over 1,000,000 depending on the kernel's state pruning. Global functions
  * take scalars only before 5.12, so the state is looked up here. */
-__attribute__((noinline)) int native_step(__u32 unused)
+static __always_inline int native_step_impl(struct unwind_state *s, const int vma)
 {
-    struct unwind_state *s = state();
-    if (!s)
-        return 1;
     __u64 pc = s->pc;
     if (pc == 0) {
         s->done = 1; /* the caller's return address was 0: end of stack */
@@ -289,12 +436,17 @@ __attribute__((noinline)) int native_step(__u32 unused)
             .asid_be = bpf_htonl(s->asid),
             .address_be = bpf_cpu_to_be64(pc),
         };
-        struct mapping_value *m = bpf_map_lookup_elem(&mappings, &key);
+        /* asid 0 is never allocated: a process not scanned yet. */
+        struct mapping_value *m = s->asid ? bpf_map_lookup_elem(&mappings, &key) : NULL;
         if (!m) {
             /* Maybe mapped since the last scan (dlopen): ask for a rescan. */
-            send_pid_event(PID_EVENT_KIND_UNKNOWN, s->record.header.pid, 0, 0);
-            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_MAPPING);
-            return 1;
+            if (s->asid)
+                send_pid_event(PID_EVENT_KIND_UNKNOWN, s->record.header.pid, 0, 0);
+            if (!vma || !resolve_by_vma(s, pc)) {
+                push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_MAPPING);
+                return 1;
+            }
+            goto mapped;
         }
         s->mapping = *m;
         __u64 id = m->exe_id;
@@ -313,6 +465,7 @@ __attribute__((noinline)) int native_step(__u32 unused)
             s->table.row_count = 0;
         }
     }
+mapped:
     s->cache_valid = 1;
     __u64 vaddr = pc - s->mapping.bias;
     __u64 exe_id = s->mapping.exe_id;
@@ -431,15 +584,30 @@ __attribute__((noinline)) int native_step(__u32 unused)
     return 0;
 }
 
+__attribute__((noinline)) int native_step(__u32 unused)
+{
+    struct unwind_state *s = state();
+    return s ? native_step_impl(s, 0) : 1;
+}
+
+/* The same step, falling back to bpf_find_vma where the trie has no
+ * mapping (5.17+; only the *_vma programs call it). */
+__attribute__((noinline)) int native_step_vma(__u32 unused)
+{
+    struct unwind_state *s = state();
+    return s ? native_step_impl(s, 1) : 1;
+}
+
 /* Unwinds a batch of native frames, then sends the trace or tail-calls the
  * native program for the next batch. */
-static __always_inline void unwind_batch(struct bpf_perf_event_data *ctx, struct unwind_state *s)
+static __always_inline void unwind_batch(struct bpf_perf_event_data *ctx, struct unwind_state *s,
+                                         const int vma)
 {
     __u32 frames_before = s->user_frames;
     /* A plain bounded loop (5.3+) rather than bpf_loop (5.17+): each
      * iteration is a call the verifier does not descend into again. */
     for (__u32 i = 0; i < NATIVE_FRAMES_PER_PROGRAM; i++) {
-        if (native_step(i))
+        if (vma ? native_step_vma(i) : native_step(i))
             break;
     }
     /* Counted per batch rather than per frame: one map access, not 16. */
@@ -463,12 +631,23 @@ static __always_inline void unwind_batch(struct bpf_perf_event_data *ctx, struct
     send_trace(s);
 }
 
+/* The native unwinder in the program array: unwind_native_vma where the
+ * kernel has bpf_find_vma, else unwind_native (userspace loads one). */
 SEC("perf_event")
 int unwind_native(struct bpf_perf_event_data *ctx)
 {
     struct unwind_state *s = state();
     if (s)
-        unwind_batch(ctx, s);
+        unwind_batch(ctx, s, 0);
+    return 0;
+}
+
+SEC("perf_event")
+int unwind_native_vma(struct bpf_perf_event_data *ctx)
+{
+    struct unwind_state *s = state();
+    if (s)
+        unwind_batch(ctx, s, 1);
     return 0;
 }
 
@@ -506,34 +685,33 @@ static __always_inline int user_regs(struct bpf_perf_event_data *ctx, struct unw
     return 1;
 }
 
-SEC("perf_event")
-int sample(struct bpf_perf_event_data *ctx)
+static __always_inline void sample_impl(struct bpf_perf_event_data *ctx, const int vma)
 {
     count(METRIC_SAMPLES);
     __u64 pid_tgid = bpf_get_current_pid_tgid();
     __u32 pid = pid_tgid >> 32;
     if (pid == 0 && !include_idle) {
         count(METRIC_SAMPLES_IDLE);
-        return 0;
+        return;
     }
     struct process_info *proc = NULL;
     if (pid != 0) {
         proc = bpf_map_lookup_elem(&processes, &pid);
         if (proc && (proc->flags & PROCESS_FLAG_EXCLUDED)) {
             count(METRIC_SAMPLES_FILTERED);
-            return 0;
+            return;
         }
         if (!proc && filter_enabled) {
             /* Not decided yet: userspace applies the filter to it. */
             count(METRIC_SAMPLES_PID_UNKNOWN);
             send_pid_event(PID_EVENT_KIND_UNKNOWN, pid, 0, 0);
-            return 0;
+            return;
         }
     }
 
     struct unwind_state *s = state();
     if (!s)
-        return 0;
+        return;
     s->tail_calls = 0;
     s->cache_valid = 0;
     s->last_exe_valid = 0;
@@ -576,19 +754,40 @@ int sample(struct bpf_perf_event_data *ctx)
         /* Idle or a kernel thread: the kernel stack is the whole trace. */
         if (kernel_frames == 0) {
             count(error_metric(ERR_EMPTY_STACK));
-            return 0;
+            return;
         }
         send_trace(s);
-        return 0;
+        return;
     }
     if (!proc) {
-        count(METRIC_SAMPLES_PID_UNKNOWN);
         send_pid_event(PID_EVENT_KIND_UNKNOWN, pid, 0, 0);
-        return 0;
+        if (!vma) {
+            count(METRIC_SAMPLES_PID_UNKNOWN);
+            return;
+        }
+        /* Not scanned yet: every frame is resolved through bpf_find_vma. */
+        count(METRIC_SAMPLES_PID_UNKNOWN_UNWOUND);
+        s->asid = 0;
+    } else {
+        s->asid = proc->asid;
     }
-    s->asid = proc->asid;
     /* The first batch runs here: most stacks need no tail call at all. */
-    unwind_batch(ctx, s);
+    unwind_batch(ctx, s, vma);
+}
+
+/* The sampling program; sample_vma where the kernel has bpf_find_vma
+ * (userspace attaches one). */
+SEC("perf_event")
+int sample(struct bpf_perf_event_data *ctx)
+{
+    sample_impl(ctx, 0);
+    return 0;
+}
+
+SEC("perf_event")
+int sample_vma(struct bpf_perf_event_data *ctx)
+{
+    sample_impl(ctx, 1);
     return 0;
 }
 
@@ -617,6 +816,7 @@ int on_exec(void *ctx)
 {
     __u32 pid = bpf_get_current_pid_tgid() >> 32;
     /* Its old mappings are gone: drop them now rather than unwind with them. */
+    bpf_map_delete_elem(&learned, &pid);
     if (bpf_map_delete_elem(&processes, &pid) == 0)
         send_pid_event(PID_EVENT_KIND_EXEC, pid, 0, 0);
     return 0;
@@ -630,6 +830,7 @@ int on_exit(void *ctx)
     if (pid != (__u32)pid_tgid)
         return 0; /* a thread other than the main one */
     bpf_map_delete_elem(&pid_reported, &pid);
+    bpf_map_delete_elem(&learned, &pid);
     if (bpf_map_delete_elem(&processes, &pid) == 0)
         send_pid_event(PID_EVENT_KIND_EXIT, pid, 0, 0);
     return 0;

@@ -377,6 +377,7 @@ fn update_metrics(session: &Session, m: &Metrics) {
     m.set(MetricId::AgentPidScans, ts.scans);
     m.set(MetricId::AgentPidScanErrors, ts.scan_errors);
     m.set(MetricId::AgentTableErrors, ts.table_errors);
+    m.set(MetricId::AgentTablesEvicted, ts.tables_evicted);
     let (procs, _spaces, _keys, exes, rows) = session.tracker.footprint();
     m.set(MetricId::AgentProcesses, procs as u64);
     m.set(MetricId::AgentExecutables, exes as u64);

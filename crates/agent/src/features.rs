@@ -26,6 +26,9 @@ pub enum Feature {
     /// of a sample that hit kernel mode. Without them the programs read the
     /// registers from the top of the task's kernel stack.
     TaskPtRegs,
+    /// `bpf_find_vma`: resolving a PC through the kernel's own mappings, so
+    /// a process not scanned yet unwinds from its first sample.
+    FindVma,
 }
 
 /// Whether a feature is required and where the kernel gained it.
@@ -43,11 +46,12 @@ pub struct FeatureInfo {
 }
 
 impl Feature {
-    pub const ALL: [Feature; 4] = [
+    pub const ALL: [Feature; 5] = [
         Feature::RingBuf,
         Feature::ProbeReadUser,
         Feature::BtfTracepoints,
         Feature::TaskPtRegs,
+        Feature::FindVma,
     ];
 
     pub fn info(self) -> FeatureInfo {
@@ -69,6 +73,12 @@ impl Feature {
                 "bpf_task_pt_regs",
                 "5.15",
                 "user registers of samples taken in kernel mode (else read from the kernel stack)",
+                false,
+            ),
+            Feature::FindVma => (
+                "bpf_find_vma",
+                "5.17",
+                "unwinding new processes before they are scanned (else their first samples are dropped, counted)",
                 false,
             ),
         };
@@ -100,6 +110,7 @@ impl Feature {
             }
             Feature::TaskPtRegs => Ok(helper(BpfHelper::BPF_FUNC_get_current_task_btf)?
                 && helper(BpfHelper::BPF_FUNC_task_pt_regs)?),
+            Feature::FindVma => helper(BpfHelper::BPF_FUNC_find_vma),
         }
     }
 }
@@ -212,6 +223,7 @@ mod tests {
                 probed(Feature::ProbeReadUser, true),
                 probed(Feature::BtfTracepoints, false),
                 probed(Feature::TaskPtRegs, false),
+                probed(Feature::FindVma, false),
             ],
         };
         let msg = k.require_all().unwrap_err().to_string();

@@ -20,6 +20,29 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../ebpf/profiler.bpf.o
 /// The sampling entry program.
 const SAMPLE_PROGRAM: &str = "sample";
 
+/// Programs built twice in the object: the `_vma` twin also resolves
+/// mappings through `bpf_find_vma` (5.17+), and its callback alone keeps it
+/// from loading before 5.13, so exactly one of each pair is loaded.
+const VMA_SUFFIX: &str = "_vma";
+const VMA_TWINS: [&str; 2] = [SAMPLE_PROGRAM, "unwind_native"];
+
+/// The name of the program to use for `base` (one of [`VMA_TWINS`]).
+fn variant(base: &str, vma: bool) -> String {
+    if vma {
+        format!("{base}{VMA_SUFFIX}")
+    } else {
+        base.to_string()
+    }
+}
+
+/// Whether `name` is the twin not chosen.
+fn unused_twin(name: &str, vma: bool) -> bool {
+    match name.strip_suffix(VMA_SUFFIX) {
+        Some(base) => !vma && VMA_TWINS.contains(&base),
+        None => vma && VMA_TWINS.contains(&name),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("permission denied: loading eBPF programs needs root or CAP_BPF + CAP_PERFMON (+ CAP_SYS_ADMIN to read /proc/PID/map_files); {0}")]
@@ -119,6 +142,10 @@ pub struct LoadOptions {
     /// kernel stack even where `bpf_task_pt_regs` exists: the path kernels
     /// before 5.15 take, so that a newer host can test it too.
     pub force_stack_pt_regs: bool,
+    /// Load the programs without `bpf_find_vma` even where it exists: the
+    /// path kernels before 5.17 take (samples of processes not scanned yet
+    /// are dropped, counted).
+    pub no_find_vma: bool,
 }
 
 impl Default for LoadOptions {
@@ -128,6 +155,7 @@ impl Default for LoadOptions {
             filter_pids: false,
             max_unwind_rows: maps::UNWIND_ROWS.max_entries,
             force_stack_pt_regs: false,
+            no_find_vma: false,
         }
     }
 }
@@ -219,6 +247,7 @@ pub struct KernelMaps {
     pub mappings: LpmTrie<MapData, [u8; 12], [u8; 32]>,
     pub processes: BpfHashMap<MapData, u32, [u8; 8]>,
     pub rows: RowArray,
+    pub file_tables: BpfHashMap<MapData, [u8; 16], [u8; 24]>,
     generation: aya::maps::Array<MapData, u64>,
 }
 
@@ -264,6 +293,8 @@ pub struct Sampler {
     ebpf: Ebpf,
     stats: Vec<ProgramStats>,
     features: KernelFeatures,
+    /// The sampling program loaded (`sample` or its `_vma` twin).
+    sample_program: String,
     // The kernel clears a program array when its last user reference goes.
     _programs: ProgramArray<MapData>,
     sampling: bool,
@@ -318,8 +349,12 @@ impl Sampler {
             .load(OBJECT)
             .map_err(|e| load_error(&e))?;
 
+        let vma = features.has(Feature::FindVma) && !opts.no_find_vma;
         let mut stats = Vec::new();
         for (name, prog) in ebpf.programs_mut() {
+            if unused_twin(name, vma) {
+                continue;
+            }
             let started = std::time::Instant::now();
             let res: Result<Option<aya::programs::ProgramInfo>, ProgramError> = match prog {
                 aya::programs::Program::PerfEvent(p) => p.load().and_then(|()| p.info()).map(Some),
@@ -355,8 +390,13 @@ impl Sampler {
             let Some(function) = id.function() else {
                 continue;
             };
+            let function = if VMA_TWINS.contains(&function) {
+                variant(function, vma)
+            } else {
+                function.to_string()
+            };
             let prog: &PerfEvent = ebpf
-                .program(function)
+                .program(&function)
                 .ok_or_else(|| LoadError::Load {
                     kernel: kernel_release(),
                     detail: format!(
@@ -402,6 +442,7 @@ impl Sampler {
             mappings: take(&mut ebpf, &maps::MAPPINGS)?,
             processes: take(&mut ebpf, &maps::PROCESSES)?,
             rows: row_array(rows_map, opts.max_unwind_rows)?,
+            file_tables: take(&mut ebpf, &maps::FILE_TABLES)?,
             generation: take(&mut ebpf, &maps::MAPPING_GENERATION)?,
         };
         drop(btf);
@@ -416,6 +457,7 @@ impl Sampler {
                 ebpf,
                 stats,
                 features,
+                sample_program: variant(SAMPLE_PROGRAM, vma),
                 _programs: programs,
                 sampling: false,
             },
@@ -434,6 +476,11 @@ impl Sampler {
         &self.features
     }
 
+    /// Whether the programs resolve unscanned processes with `bpf_find_vma`.
+    pub fn uses_find_vma(&self) -> bool {
+        self.sample_program != SAMPLE_PROGRAM
+    }
+
     /// Opens a CPU-clock perf event at `frequency` Hz on every online CPU.
     pub fn start_sampling(&mut self, frequency: u64) -> Result<usize, LoadError> {
         if self.sampling {
@@ -446,7 +493,7 @@ impl Sampler {
         })?;
         let prog: &mut PerfEvent = self
             .ebpf
-            .program_mut(SAMPLE_PROGRAM)
+            .program_mut(&self.sample_program)
             .ok_or_else(|| LoadError::Map("sample", "program missing".into()))?
             .try_into()
             .map_err(|e: ProgramError| load_error(&e))?;
@@ -477,6 +524,24 @@ impl Sampler {
                 Some((name.to_string(), info.id()))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_of_each_twin_is_used() {
+        for vma in [false, true] {
+            for base in VMA_TWINS {
+                let twin = format!("{base}{VMA_SUFFIX}");
+                assert_ne!(unused_twin(base, vma), unused_twin(&twin, vma));
+                assert!(!unused_twin(&variant(base, vma), vma));
+            }
+            // Programs without a twin are always loaded.
+            assert!(!unused_twin("on_fork", vma));
+        }
     }
 }
 

@@ -273,6 +273,23 @@ impl Session {
         self.sampler.program_ids()
     }
 
+    /// Selects `pid` too (a filtered session) and scans it now.
+    pub fn add_pid(&mut self, pid: u32) {
+        self.selected_pids.insert(pid);
+        self.decide(pid, false);
+    }
+
+    /// Unloads every table no process uses (they are otherwise kept for the
+    /// next process of the same file); returns how many.
+    pub fn unload_idle_tables(&mut self) -> usize {
+        self.tracker.unload_idle(&mut self.maps)
+    }
+
+    /// Whether the programs resolve processes not scanned yet in the kernel.
+    pub fn uses_find_vma(&self) -> bool {
+        self.sampler.uses_find_vma()
+    }
+
     /// Whether the kernel holds an unwind table for this executable id.
     pub fn has_table(&self, exe_id: u64) -> bool {
         self.maps.exe_tables.get(&exe_id, 0).is_ok()

@@ -22,7 +22,9 @@ use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use support::abi::{ExeTable, MappingKey, MappingValue, ProcessFlag, ProcessInfo};
+use support::abi::{
+    ExeTable, FileKey, FileTable, MappingKey, MappingValue, ProcessFlag, ProcessInfo,
+};
 use unwind::UnwindTable;
 
 /// An executable file seen in some process.
@@ -129,7 +131,35 @@ pub fn mapping_bias(segments: &[Segment], start: u64, file_offset: u64) -> Optio
     )
 }
 
+/// What the eBPF side needs to find a mapping's bias without a scan, from
+/// the executable segments: (file offset − virtual address, which must be
+/// the same for all of them, for a mapping found by `bpf_find_vma`; end of
+/// the last one, for the main executable's `mm->end_code`). `None` for an
+/// unusual layout or no executable segment.
+pub fn exec_layout(segments: &[Segment]) -> Option<(u64, u64)> {
+    let exec: Vec<&Segment> = segments.iter().filter(|s| s.executable).collect();
+    let delta = exec.first()?.offset.wrapping_sub(exec[0].vaddr);
+    if exec.iter().any(|s| s.offset.wrapping_sub(s.vaddr) != delta) {
+        return None;
+    }
+    let end = exec.iter().map(|s| s.vaddr + s.filesz).max()?;
+    Some((delta, end))
+}
+
+/// A `stat` device number in the kernel's internal encoding (`MKDEV`:
+/// major << 20 | minor), which is what `inode->i_sb->s_dev` holds.
+pub fn kernel_dev(st_dev: u64) -> u64 {
+    let (major, minor) = (libc::major(st_dev) as u64, libc::minor(st_dev) as u64);
+    (major << 20) | minor
+}
+
 /// An executable whose table is (or could not be) in the row array.
+///
+/// A table outlives the processes that map it: the next process of the same
+/// file (the next compiler of a build) needs no parsing and no row writes,
+/// and the kernel can resolve it before it is scanned (`file_tables`). Idle
+/// tables go, least recently used first, when the row array needs room (and
+/// in a continuous session also after a while unused).
 #[derive(Debug)]
 struct Executable {
     segments: Vec<Segment>,
@@ -137,6 +167,11 @@ struct Executable {
     rows: Option<(u32, u32)>,
     /// Address spaces that map it.
     refs: u32,
+    /// Since when no address space maps it.
+    idle_since: Option<std::time::Instant>,
+    /// The files (by the kernel's device and inode) entered in file_tables
+    /// for it.
+    file_keys: Vec<FileKey>,
 }
 
 #[derive(Debug, Default)]
@@ -156,6 +191,8 @@ pub struct TrackerStats {
     pub table_errors: u64,
     pub tables_loaded: u64,
     pub rows_loaded: u64,
+    /// Idle tables unloaded to make room for one that was needed.
+    pub tables_evicted: u64,
 }
 
 /// Why a scan failed.
@@ -398,6 +435,7 @@ impl Tracker {
             };
             if !space.exes.contains(&exe_id) {
                 exe.refs += 1;
+                exe.idle_since = None;
                 space.exes.push(exe_id);
             }
             let value = MappingValue {
@@ -485,7 +523,34 @@ impl Tracker {
             let exe = self.load_executable(maps, exe_id, info)?;
             self.exes.insert(exe_id, exe);
         }
+        let key = FileKey {
+            dev: kernel_dev(meta.dev()),
+            ino: meta.ino(),
+        };
+        self.publish_file(maps, exe_id, key);
         Some(exe_id)
+    }
+
+    /// Lets the eBPF side find a loaded table by the file a mapping maps.
+    fn publish_file(&mut self, maps: &mut KernelMaps, exe_id: u64, key: FileKey) {
+        let Some(exe) = self.exes.get_mut(&exe_id) else {
+            return;
+        };
+        if exe.rows.is_none() || exe.file_keys.contains(&key) {
+            return;
+        }
+        let Some((offset_minus_vaddr, exec_end_vaddr)) = exec_layout(&exe.segments) else {
+            return;
+        };
+        let value = FileTable {
+            exe_id,
+            offset_minus_vaddr,
+            exec_end_vaddr,
+        };
+        match maps.file_tables.insert(key.to_bytes(), value.to_bytes(), 0) {
+            Ok(()) => exe.file_keys.push(key),
+            Err(e) => tracing::debug!(error = %e, "file_tables insert failed"),
+        }
     }
 
     /// The vDSO: the same image in every process (it comes with the
@@ -555,6 +620,8 @@ impl Tracker {
             segments,
             rows,
             refs: 0,
+            idle_since: None,
+            file_keys: Vec::new(),
         })
     }
 
@@ -566,12 +633,15 @@ impl Tracker {
         info: &FileInfo,
     ) -> Option<(u32, u32)> {
         let len = rows.len() as u32;
-        let start = match self.alloc.alloc(len) {
-            Some(start) => Some(start),
-            // Tables kept for reuse give way to one that is needed now.
-            None if self.unload_unused(maps) > 0 => self.alloc.alloc(len),
-            None => None,
-        };
+        // Tables kept for reuse give way to one that is needed now.
+        let start = self.alloc.alloc(len).or_else(|| {
+            while self.evict_least_recently_used(maps) {
+                if let Some(start) = self.alloc.alloc(len) {
+                    return Some(start);
+                }
+            }
+            None
+        });
         let Some(start) = start else {
             self.stats.table_errors += 1;
             tracing::warn!(
@@ -743,14 +813,16 @@ impl Tracker {
                 None => false,
             };
             if unused {
+                // Kept loaded: the next short-lived process of the same
+                // binary (a compiler, a shell tool) reuses it instead of
+                // rebuilding it. A continuous session also lets it go once
+                // unused for a while.
+                let now = std::time::Instant::now();
+                if let Some(exe) = self.exes.get_mut(&exe_id) {
+                    exe.idle_since = Some(now);
+                }
                 if self.forget_after.is_some() {
-                    // A continuous session keeps the table a while: the next
-                    // short-lived process of the same binary (a compiler, a
-                    // shell tool) reuses it instead of rebuilding it.
-                    self.forgotten
-                        .push_back((std::time::Instant::now(), Forget::Table(exe_id)));
-                } else {
-                    self.unload(maps, exe_id);
+                    self.forgotten.push_back((now, Forget::Table(exe_id)));
                 }
             }
         }
@@ -784,6 +856,9 @@ impl Tracker {
     /// Removes an executable's table from the kernel and frees its rows.
     fn unload(&mut self, maps: &mut KernelMaps, exe_id: u64) {
         if let Some(exe) = self.exes.remove(&exe_id) {
+            for key in &exe.file_keys {
+                let _ = maps.file_tables.remove(&key.to_bytes());
+            }
             if let Some((start, len)) = exe.rows {
                 // Hide the table before its rows can be reused, and make the
                 // CPUs forget any copy of it they cached.
@@ -796,8 +871,25 @@ impl Tracker {
         }
     }
 
-    /// Unloads every table no process uses any more (row array pressure).
-    fn unload_unused(&mut self, maps: &mut KernelMaps) -> usize {
+    /// Unloads the idle table unused for the longest time; false when no
+    /// table is idle. Counted in `tables_evicted`.
+    fn evict_least_recently_used(&mut self, maps: &mut KernelMaps) -> bool {
+        let oldest = self
+            .exes
+            .iter()
+            .filter(|(_, e)| e.refs == 0)
+            .min_by_key(|(_, e)| e.idle_since)
+            .map(|(&id, _)| id);
+        let Some(id) = oldest else {
+            return false;
+        };
+        self.unload(maps, id);
+        self.stats.tables_evicted += 1;
+        true
+    }
+
+    /// Unloads every table no process uses; returns how many.
+    pub fn unload_idle(&mut self, maps: &mut KernelMaps) -> usize {
         let idle: Vec<u64> = self
             .exes
             .iter()
@@ -808,6 +900,20 @@ impl Tracker {
             self.unload(maps, id);
         }
         idle.len()
+    }
+
+    /// Rows of every loaded table, used or idle.
+    pub fn loaded_rows(&self) -> u64 {
+        self.exes
+            .values()
+            .filter_map(|e| e.rows)
+            .map(|(_, n)| n as u64)
+            .sum()
+    }
+
+    /// Executables whose tables are kept loaded with no process using them.
+    pub fn idle_tables(&self) -> usize {
+        self.exes.values().filter(|e| e.refs == 0).count()
     }
 }
 

@@ -316,13 +316,23 @@ fn nothing_leaks_after_workloads_exit_whole_system() {
         );
     }
     // Other processes come and go on a whole system; the workloads' own
-    // executables, mapped by nobody else, must be gone from the kernel.
+    // executables, mapped by nobody else, are held by no address space: their
+    // tables stay loaded only for the next process of the same file, and go
+    // as soon as idle tables are let go.
     for (id, path) in &exes {
         assert!(
-            !session.has_table(*id),
+            session.tracker.holders(*id).is_empty(),
             "table of {} leaked; held by (asid, users, pids): {:?}",
             path.display(),
             session.tracker.holders(*id)
+        );
+    }
+    session.unload_idle_tables();
+    for (id, path) in &exes {
+        assert!(
+            !session.has_table(*id),
+            "idle table of {} still loaded",
+            path.display()
         );
     }
 }
@@ -355,6 +365,15 @@ fn nothing_leaks_after_workloads_exit_exact_counts() {
     }
     pump(&mut session, Duration::from_secs(1));
     session.reap();
+    // Every process and mapping is gone; the tables stay, idle, for the next
+    // process of the same files, until they are let go.
+    assert_eq!(
+        session.kernel_map_counts(),
+        (session.tracker.excluded_count(), 0, tables),
+        "only idle tables left"
+    );
+    assert_eq!(session.tracker.idle_tables(), tables);
+    assert_eq!(session.unload_idle_tables(), tables);
     // Their rows are free for other tables now: the CPUs' caches of rows
     // and mappings were told to go (one bump per unloaded table).
     assert!(
@@ -766,4 +785,148 @@ fn a_reused_address_space_id_never_unwinds_with_the_old_mappings() {
         session.mapping_generation() > before,
         "the wrap-around dropped the cache"
     );
+}
+
+/// Runs `kind` once so its table is loaded, then a second process of it that
+/// userspace never gets to scan (the session is not drained while it runs),
+/// and returns the second process's traces resolved into a profile, with the
+/// session.
+fn unscanned_second_process(kind: Kind, load: LoadOptions) -> (Session, Profile, u64) {
+    let mut session = Session::new(SessionOptions {
+        target: Target::System,
+        frequency: 499,
+        load,
+    })
+    .unwrap();
+    session.start().unwrap();
+    let mut first = workloads::spawn(kind, None).unwrap();
+    pump(&mut session, Duration::from_millis(800));
+    first.kill().ok();
+    pump(&mut session, Duration::from_millis(200));
+    let unknown_before = session.metric(libpf::generated::metrics::MetricId::SamplesPidUnknown);
+    let mut second = workloads::spawn(kind, None).unwrap();
+    let pid = second.pid();
+    std::thread::sleep(Duration::from_millis(700));
+    second.kill().ok();
+    assert!(
+        !session.tracker.is_tracked(pid),
+        "the second process must not have been scanned"
+    );
+    let mut agg = agent::aggregate::Aggregator::new(false);
+    session.drain(|_, t| {
+        if t.pid == pid {
+            agg.add(t)
+        }
+    });
+    let profile =
+        agent::aggregate::Resolver::new(true, false).resolve(&session.tracker, agg.take());
+    let dropped =
+        session.metric(libpf::generated::metrics::MetricId::SamplesPidUnknown) - unknown_before;
+    (session, profile, dropped)
+}
+
+#[test]
+fn a_new_process_of_a_known_executable_unwinds_from_its_first_sample() {
+    require_root();
+    let _g = lock();
+    for kind in [Kind::CChains, Kind::RustRelease] {
+        let (session, profile, dropped) = unscanned_second_process(kind, LoadOptions::default());
+        assert!(
+            session.uses_find_vma(),
+            "this machine's kernel has bpf_find_vma"
+        );
+        let (share, total) = share(&profile, kind, |_| true);
+        assert!(
+            total >= 50,
+            "{kind:?}: {total} samples of the unscanned process"
+        );
+        assert!(
+            share >= 0.99,
+            "{kind:?}: {:.1}% of {total} complete; misses:\n{}",
+            share * 100.0,
+            show_misses(&profile, kind, |_| true)
+        );
+        assert_eq!(dropped, 0, "{kind:?}: samples dropped as not scanned yet");
+        assert!(session.metric(libpf::generated::metrics::MetricId::SamplesPidUnknownUnwound) > 0);
+    }
+}
+
+/// Kernels before 5.17 have no bpf_find_vma: samples of a process not
+/// scanned yet are dropped, and counted, never silently lost.
+#[test]
+fn without_find_vma_unscanned_samples_are_dropped_and_counted() {
+    require_root();
+    let _g = lock();
+    let load = LoadOptions {
+        no_find_vma: true,
+        ..LoadOptions::default()
+    };
+    let (session, profile, dropped) = unscanned_second_process(Kind::CChains, load);
+    assert!(!session.uses_find_vma());
+    assert_eq!(profile.total_samples(), 0, "nothing unwound without a scan");
+    assert!(
+        dropped >= 50,
+        "{dropped} samples counted as not scanned yet"
+    );
+}
+
+/// The row array is the tables' memory budget: a table that does not fit
+/// evicts idle ones, least recently used first, and each eviction counts.
+#[test]
+fn the_row_budget_evicts_idle_tables_least_recently_used_first() {
+    require_root();
+    let _g = lock();
+    let exe = |k: Kind| {
+        libpf::FileId::from_file(workloads::build(k).unwrap().exe)
+            .unwrap()
+            .hi()
+    };
+    let (rust, c, cpp) = (Kind::RustRelease, Kind::CChains, Kind::CppTemplates);
+    // Runs each workload in turn in a session that profiles only them.
+    let run_all = |capacity: u32| {
+        let mut first = Some(workloads::spawn(rust, None).unwrap());
+        let mut session = Session::new(SessionOptions {
+            target: Target::pids(vec![first.as_ref().unwrap().pid()]),
+            frequency: 99,
+            load: LoadOptions {
+                max_unwind_rows: capacity,
+                ..LoadOptions::default()
+            },
+        })
+        .unwrap();
+        session.start().unwrap();
+        for kind in [rust, c, cpp] {
+            let mut r = match first.take() {
+                Some(r) => r,
+                None => {
+                    let r = workloads::spawn(kind, None).unwrap();
+                    session.add_pid(r.pid());
+                    r
+                }
+            };
+            pump(&mut session, Duration::from_millis(300));
+            assert!(session.has_table(exe(kind)), "{kind:?} loaded");
+            r.kill().ok();
+            pump(&mut session, Duration::from_millis(200));
+            session.reap();
+        }
+        session
+    };
+    // Room for everything the three need at once, minus one row: loading
+    // the last one must evict, and only what the first one used alone.
+    let all = run_all(LoadOptions::default().max_unwind_rows);
+    assert_eq!(all.tracker.stats.tables_evicted, 0);
+    let needed = all.tracker.loaded_rows();
+    drop(all);
+    let tight = run_all((needed - 1) as u32);
+    assert!(
+        !tight.has_table(exe(rust)),
+        "the least recently used table made room"
+    );
+    assert!(
+        tight.has_table(exe(c)),
+        "a more recently used idle table stayed"
+    );
+    assert!(tight.has_table(exe(cpp)));
+    assert!(tight.tracker.stats.tables_evicted >= 1);
 }

@@ -188,6 +188,31 @@ _Static_assert(__builtin_offsetof(struct mapping_value, bias) == 8, "spec/abi.js
 _Static_assert(__builtin_offsetof(struct mapping_value, start) == 16, "spec/abi.json: offset of mapping_value.start");
 _Static_assert(__builtin_offsetof(struct mapping_value, end) == 24, "spec/abi.json: offset of mapping_value.end");
 
+/* Key of file_tables: a file as the kernel names it in a memory mapping (vma->vm_file->f_inode). */
+struct file_key {
+    /* The inode's superblock device in the kernel's encoding (major << 20 | minor), not stat's. */
+    __u64 dev;
+    /* Inode number. */
+    __u64 ino;
+};
+_Static_assert(sizeof(struct file_key) == 16, "spec/abi.json: size of file_key");
+_Static_assert(__builtin_offsetof(struct file_key, dev) == 0, "spec/abi.json: offset of file_key.dev");
+_Static_assert(__builtin_offsetof(struct file_key, ino) == 8, "spec/abi.json: offset of file_key.ino");
+
+/* What a loaded executable file resolves to when a mapping is found through bpf_find_vma instead of the mappings trie. */
+struct file_table {
+    /* Executable id (key of exe_tables). */
+    __u64 exe_id;
+    /* File offset minus ELF virtual address of the executable PT_LOAD segment (wrapping): bias = vm_start - vm_pgoff * 4096 + offset_minus_vaddr. */
+    __u64 offset_minus_vaddr;
+    /* End (p_vaddr + p_filesz) of the last executable PT_LOAD segment: for a process's main executable, bias = mm->end_code - exec_end_vaddr, with no mapping lookup at all. */
+    __u64 exec_end_vaddr;
+};
+_Static_assert(sizeof(struct file_table) == 24, "spec/abi.json: size of file_table");
+_Static_assert(__builtin_offsetof(struct file_table, exe_id) == 0, "spec/abi.json: offset of file_table.exe_id");
+_Static_assert(__builtin_offsetof(struct file_table, offset_minus_vaddr) == 8, "spec/abi.json: offset of file_table.offset_minus_vaddr");
+_Static_assert(__builtin_offsetof(struct file_table, exec_end_vaddr) == 16, "spec/abi.json: offset of file_table.exec_end_vaddr");
+
 /* What the eBPF side knows about a process. */
 struct process_info {
     /* Address space id whose mappings this process uses (shared with the parent after fork). */

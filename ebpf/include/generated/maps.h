@@ -54,6 +54,14 @@ struct {
     __uint(map_flags, BPF_F_NO_PREALLOC);
 } mappings SEC(".maps");
 
+/* Every executable file whose table is loaded, by the kernel's (device, inode): on kernels with bpf_find_vma (5.17+) a process userspace has not scanned yet, or a PC outside its scanned mappings, still unwinds through files whose tables are loaded. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __type(key, struct file_key);
+    __type(value, struct file_table);
+    __uint(max_entries, 65536);
+} file_tables SEC(".maps");
+
 /* Known processes (tgid) and their address space id. */
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);

@@ -78,8 +78,16 @@ enum metric_id {
     METRIC_AGENT_EXPORT_DROPPED_BATCHES = 35,
     /* agent.export.queue_bytes: Bytes waiting in the export queue. */
     METRIC_AGENT_EXPORT_QUEUE_BYTES = 36,
+    /* ebpf.native.vma_lookups: Mappings of a process not scanned yet (or a PC outside its scanned mappings) resolved in the kernel, through bpf_find_vma or the mappings it found earlier for that process, whose file has a loaded table. */
+    METRIC_NATIVE_VMA_LOOKUPS = 37,
+    /* ebpf.native.vma_misses: bpf_find_vma lookups that found no mapping, an anonymous one, a file without a loaded table, or could not take the mmap lock. */
+    METRIC_NATIVE_VMA_MISSES = 38,
+    /* ebpf.samples.pid_unknown_unwound: Samples of processes userspace has not scanned yet that were unwound anyway, through bpf_find_vma; the PID is still reported. */
+    METRIC_SAMPLES_PID_UNKNOWN_UNWOUND = 39,
+    /* agent.tables_evicted: Unused unwind tables unloaded, least recently used first, to make room in the row array for one that is needed. */
+    METRIC_AGENT_TABLES_EVICTED = 40,
 };
 
-#define METRIC_COUNT 37
+#define METRIC_COUNT 41
 
 #endif /* EBPF_PROFILER_GENERATED_METRICS_H */

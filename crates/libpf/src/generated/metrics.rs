@@ -21,7 +21,7 @@ pub enum MetricOrigin {
 }
 
 /// Number of metric ids: the size of the eBPF per-CPU metrics array.
-pub const METRIC_COUNT: usize = 37;
+pub const METRIC_COUNT: usize = 41;
 
 /// A metric id: the index in the eBPF per-CPU metrics array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,11 +101,19 @@ pub enum MetricId {
     AgentExportDroppedBatches = 35,
     /// Bytes waiting in the export queue.
     AgentExportQueueBytes = 36,
+    /// Mappings of a process not scanned yet (or a PC outside its scanned mappings) resolved in the kernel, through bpf_find_vma or the mappings it found earlier for that process, whose file has a loaded table.
+    NativeVmaLookups = 37,
+    /// bpf_find_vma lookups that found no mapping, an anonymous one, a file without a loaded table, or could not take the mmap lock.
+    NativeVmaMisses = 38,
+    /// Samples of processes userspace has not scanned yet that were unwound anyway, through bpf_find_vma; the PID is still reported.
+    SamplesPidUnknownUnwound = 39,
+    /// Unused unwind tables unloaded, least recently used first, to make room in the row array for one that is needed.
+    AgentTablesEvicted = 40,
 }
 
 impl MetricId {
     /// Every value, in spec order.
-    pub const ALL: [Self; 37] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes];
+    pub const ALL: [Self; 41] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted];
 
     /// The name in the spec.
     pub const fn name(self) -> &'static str {
@@ -147,6 +155,10 @@ impl MetricId {
             Self::AgentExportFailures => "agent_export_failures",
             Self::AgentExportDroppedBatches => "agent_export_dropped_batches",
             Self::AgentExportQueueBytes => "agent_export_queue_bytes",
+            Self::NativeVmaLookups => "native_vma_lookups",
+            Self::NativeVmaMisses => "native_vma_misses",
+            Self::SamplesPidUnknownUnwound => "samples_pid_unknown_unwound",
+            Self::AgentTablesEvicted => "agent_tables_evicted",
         }
     }
 
@@ -190,6 +202,10 @@ impl MetricId {
             Self::AgentExportFailures => "Export requests that failed.",
             Self::AgentExportDroppedBatches => "Batches dropped because the export queue was full.",
             Self::AgentExportQueueBytes => "Bytes waiting in the export queue.",
+            Self::NativeVmaLookups => "Mappings of a process not scanned yet (or a PC outside its scanned mappings) resolved in the kernel, through bpf_find_vma or the mappings it found earlier for that process, whose file has a loaded table.",
+            Self::NativeVmaMisses => "bpf_find_vma lookups that found no mapping, an anonymous one, a file without a loaded table, or could not take the mmap lock.",
+            Self::SamplesPidUnknownUnwound => "Samples of processes userspace has not scanned yet that were unwound anyway, through bpf_find_vma; the PID is still reported.",
+            Self::AgentTablesEvicted => "Unused unwind tables unloaded, least recently used first, to make room in the row array for one that is needed.",
         }
     }
 
@@ -233,6 +249,10 @@ impl MetricId {
             Self::AgentExportFailures => "agent.export.failures",
             Self::AgentExportDroppedBatches => "agent.export.dropped_batches",
             Self::AgentExportQueueBytes => "agent.export.queue_bytes",
+            Self::NativeVmaLookups => "ebpf.native.vma_lookups",
+            Self::NativeVmaMisses => "ebpf.native.vma_misses",
+            Self::SamplesPidUnknownUnwound => "ebpf.samples.pid_unknown_unwound",
+            Self::AgentTablesEvicted => "agent.tables_evicted",
         }
     }
 
@@ -276,6 +296,10 @@ impl MetricId {
             Self::AgentExportFailures => "{request}",
             Self::AgentExportDroppedBatches => "{batch}",
             Self::AgentExportQueueBytes => "By",
+            Self::NativeVmaLookups => "{lookup}",
+            Self::NativeVmaMisses => "{lookup}",
+            Self::SamplesPidUnknownUnwound => "{sample}",
+            Self::AgentTablesEvicted => "{executable}",
         }
     }
 
@@ -319,6 +343,10 @@ impl MetricId {
             Self::AgentExportFailures => MetricKind::Counter,
             Self::AgentExportDroppedBatches => MetricKind::Counter,
             Self::AgentExportQueueBytes => MetricKind::Gauge,
+            Self::NativeVmaLookups => MetricKind::Counter,
+            Self::NativeVmaMisses => MetricKind::Counter,
+            Self::SamplesPidUnknownUnwound => MetricKind::Counter,
+            Self::AgentTablesEvicted => MetricKind::Counter,
         }
     }
 
@@ -362,6 +390,10 @@ impl MetricId {
             Self::AgentExportFailures => MetricOrigin::Agent,
             Self::AgentExportDroppedBatches => MetricOrigin::Agent,
             Self::AgentExportQueueBytes => MetricOrigin::Agent,
+            Self::NativeVmaLookups => MetricOrigin::Ebpf,
+            Self::NativeVmaMisses => MetricOrigin::Ebpf,
+            Self::SamplesPidUnknownUnwound => MetricOrigin::Ebpf,
+            Self::AgentTablesEvicted => MetricOrigin::Agent,
         }
     }
 
@@ -405,6 +437,10 @@ impl MetricId {
             Self::AgentExportFailures => false,
             Self::AgentExportDroppedBatches => false,
             Self::AgentExportQueueBytes => false,
+            Self::NativeVmaLookups => false,
+            Self::NativeVmaMisses => false,
+            Self::SamplesPidUnknownUnwound => false,
+            Self::AgentTablesEvicted => false,
         }
     }
 
@@ -451,6 +487,10 @@ impl TryFrom<u32> for MetricId {
             34 => Ok(Self::AgentExportFailures),
             35 => Ok(Self::AgentExportDroppedBatches),
             36 => Ok(Self::AgentExportQueueBytes),
+            37 => Ok(Self::NativeVmaLookups),
+            38 => Ok(Self::NativeVmaMisses),
+            39 => Ok(Self::SamplesPidUnknownUnwound),
+            40 => Ok(Self::AgentTablesEvicted),
             _ => Err(super::UnknownValue { kind: "MetricId", value: value as u64 }),
         }
     }
@@ -503,6 +543,10 @@ impl core::str::FromStr for MetricId {
             "agent_export_failures" => Ok(Self::AgentExportFailures),
             "agent_export_dropped_batches" => Ok(Self::AgentExportDroppedBatches),
             "agent_export_queue_bytes" => Ok(Self::AgentExportQueueBytes),
+            "native_vma_lookups" => Ok(Self::NativeVmaLookups),
+            "native_vma_misses" => Ok(Self::NativeVmaMisses),
+            "samples_pid_unknown_unwound" => Ok(Self::SamplesPidUnknownUnwound),
+            "agent_tables_evicted" => Ok(Self::AgentTablesEvicted),
             _ => Err(super::UnknownName { kind: "MetricId", name: s.to_string() }),
         }
     }

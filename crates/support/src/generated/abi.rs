@@ -739,6 +739,130 @@ impl MappingValue {
     }
 }
 
+/// Key of file_tables: a file as the kernel names it in a memory mapping (vma->vm_file->f_inode).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileKey {
+    /// The inode's superblock device in the kernel's encoding (major << 20 | minor), not stat's.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<FileKey>() == 16);
+    assert!(core::mem::offset_of!(FileKey, dev) == 0);
+    assert!(core::mem::offset_of!(FileKey, ino) == 8);
+};
+
+impl Default for FileKey {
+    fn default() -> Self {
+        Self {
+            dev: 0,
+            ino: 0,
+        }
+    }
+}
+
+impl FileKey {
+    /// Size in bytes, as the C side sees it.
+    pub const SIZE: usize = 16;
+
+    /// Writes the struct's bytes into the start of `out`.
+    pub fn write_to(&self, out: &mut [u8]) -> Result<(), ShortBuffer> {
+        if out.len() < Self::SIZE {
+            return Err(ShortBuffer { kind: "FileKey", need: Self::SIZE, got: out.len() });
+        }
+        out[0..8].copy_from_slice(&self.dev.to_le_bytes());
+        out[8..16].copy_from_slice(&self.ino.to_le_bytes());
+        Ok(())
+    }
+
+    /// The struct's bytes.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        // Cannot fail: the buffer has exactly SIZE bytes.
+        let _ = self.write_to(&mut out);
+        out
+    }
+
+    /// Reads the struct from the start of `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ShortBuffer> {
+        if bytes.len() < Self::SIZE {
+            return Err(ShortBuffer { kind: "FileKey", need: Self::SIZE, got: bytes.len() });
+        }
+        let mut v = Self::default();
+        v.dev = u64::from_le_bytes(read_array(bytes, 0));
+        v.ino = u64::from_le_bytes(read_array(bytes, 8));
+        Ok(v)
+    }
+}
+
+/// What a loaded executable file resolves to when a mapping is found through bpf_find_vma instead of the mappings trie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileTable {
+    /// Executable id (key of exe_tables).
+    pub exe_id: u64,
+    /// File offset minus ELF virtual address of the executable PT_LOAD segment (wrapping): bias = vm_start - vm_pgoff * 4096 + offset_minus_vaddr.
+    pub offset_minus_vaddr: u64,
+    /// End (p_vaddr + p_filesz) of the last executable PT_LOAD segment: for a process's main executable, bias = mm->end_code - exec_end_vaddr, with no mapping lookup at all.
+    pub exec_end_vaddr: u64,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<FileTable>() == 24);
+    assert!(core::mem::offset_of!(FileTable, exe_id) == 0);
+    assert!(core::mem::offset_of!(FileTable, offset_minus_vaddr) == 8);
+    assert!(core::mem::offset_of!(FileTable, exec_end_vaddr) == 16);
+};
+
+impl Default for FileTable {
+    fn default() -> Self {
+        Self {
+            exe_id: 0,
+            offset_minus_vaddr: 0,
+            exec_end_vaddr: 0,
+        }
+    }
+}
+
+impl FileTable {
+    /// Size in bytes, as the C side sees it.
+    pub const SIZE: usize = 24;
+
+    /// Writes the struct's bytes into the start of `out`.
+    pub fn write_to(&self, out: &mut [u8]) -> Result<(), ShortBuffer> {
+        if out.len() < Self::SIZE {
+            return Err(ShortBuffer { kind: "FileTable", need: Self::SIZE, got: out.len() });
+        }
+        out[0..8].copy_from_slice(&self.exe_id.to_le_bytes());
+        out[8..16].copy_from_slice(&self.offset_minus_vaddr.to_le_bytes());
+        out[16..24].copy_from_slice(&self.exec_end_vaddr.to_le_bytes());
+        Ok(())
+    }
+
+    /// The struct's bytes.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        // Cannot fail: the buffer has exactly SIZE bytes.
+        let _ = self.write_to(&mut out);
+        out
+    }
+
+    /// Reads the struct from the start of `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ShortBuffer> {
+        if bytes.len() < Self::SIZE {
+            return Err(ShortBuffer { kind: "FileTable", need: Self::SIZE, got: bytes.len() });
+        }
+        let mut v = Self::default();
+        v.exe_id = u64::from_le_bytes(read_array(bytes, 0));
+        v.offset_minus_vaddr = u64::from_le_bytes(read_array(bytes, 8));
+        v.exec_end_vaddr = u64::from_le_bytes(read_array(bytes, 16));
+        Ok(v)
+    }
+}
+
 /// What the eBPF side knows about a process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -918,7 +1042,7 @@ pub mod maps {
         kind: "percpu_array",
         key_size: 4,
         value_size: 8,
-        max_entries: 37,
+        max_entries: 41,
     };
 
     /// Rows of every loaded executable; userspace allocates ranges and writes each table with batched updates.
@@ -946,6 +1070,15 @@ pub mod maps {
         key_size: 16,
         value_size: 32,
         max_entries: 524288,
+    };
+
+    /// Every executable file whose table is loaded, by the kernel's (device, inode): on kernels with bpf_find_vma (5.17+) a process userspace has not scanned yet, or a PC outside its scanned mappings, still unwinds through files whose tables are loaded.
+    pub const FILE_TABLES: MapSpec = MapSpec {
+        name: "file_tables",
+        kind: "hash",
+        key_size: 16,
+        value_size: 24,
+        max_entries: 65536,
     };
 
     /// Known processes (tgid) and their address space id.
@@ -985,7 +1118,7 @@ pub mod maps {
     };
 
     /// Every map, in spec order.
-    pub const ALL: [MapSpec; 10] = [TRACES, EVENTS, METRICS, UNWIND_ROWS, EXE_TABLES, MAPPINGS, PROCESSES, MAPPING_GENERATION, PID_REPORTED, PROGRAMS];
+    pub const ALL: [MapSpec; 11] = [TRACES, EVENTS, METRICS, UNWIND_ROWS, EXE_TABLES, MAPPINGS, FILE_TABLES, PROCESSES, MAPPING_GENERATION, PID_REPORTED, PROGRAMS];
 }
 
 /// Load-time globals (`const volatile` in the eBPF object), by name.
