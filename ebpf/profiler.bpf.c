@@ -663,6 +663,12 @@ static __always_inline int user_regs(struct bpf_perf_event_data *ctx, struct unw
         s->fp = ctx->regs.rbp;
         return 1;
     }
+    /* An exiting task drops its address space (exit_mm) before the kernel
+     * tears it down: from then on it has no user stack to unwind, as for
+     * perf. */
+    struct task_struct *current = (struct task_struct *)bpf_get_current_task();
+    if (!BPF_CORE_READ(current, mm))
+        return 0;
     struct pt_regs *saved;
     if (has_task_pt_regs) {
         saved = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
@@ -670,8 +676,7 @@ static __always_inline int user_regs(struct bpf_perf_event_data *ctx, struct unw
         /* The verifier never visits this branch where the helpers above
          * exist, nor the one above where they do not (has_task_pt_regs is a
          * read-only global): one object serves both. */
-        struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-        void *stack = BPF_CORE_READ(task, stack);
+        void *stack = BPF_CORE_READ(current, stack);
         saved = stack ? (struct pt_regs *)(stack + KERNEL_THREAD_SIZE) - 1 : NULL;
     }
     struct pt_regs regs;

@@ -5,7 +5,6 @@
 
 use crate::symbolize::{SymFrame, Symbolizer};
 use crate::tracker::Tracker;
-use libpf::generated::errors::ErrorCode;
 use libpf::{frame_flags, FileId, Frame, FrameKind, FrameType};
 use profile::{Executable, Profile, Sample, SampleLabels};
 use std::collections::{BTreeMap, HashMap};
@@ -78,12 +77,6 @@ impl Batch {
     }
 }
 
-pub(crate) fn error_name(code: u32) -> String {
-    ErrorCode::try_from(code)
-        .map(|e| e.name().to_string())
-        .unwrap_or_else(|_| format!("error_{code}"))
-}
-
 fn clock_ns(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -111,7 +104,12 @@ impl Aggregator {
     pub fn add(&mut self, t: RawTrace) {
         self.samples += 1;
         match t.error() {
-            Some((_, code)) => *self.errors.entry(error_name(code)).or_default() += 1,
+            Some((_, code)) => {
+                *self
+                    .errors
+                    .entry(profile::error_name(code.into()).into_owned())
+                    .or_default() += 1
+            }
             None => self.complete += 1,
         }
         let ktime = t.ktime_ns;

@@ -160,6 +160,10 @@ pub struct TableStats {
     pub plt_raw: BTreeMap<u8, usize>,
     /// Raw `EndOfStack` rows.
     pub end_of_stack_raw: usize,
+    /// The entry point, when it had no CFI and was made the end of the
+    /// stack for [`ENTRY_WITHOUT_CFI_SPAN`] bytes at most (see
+    /// `mark_entry_point`).
+    pub entry_point_end_of_stack: Option<u64>,
 }
 
 impl TableStats {
@@ -724,13 +728,144 @@ fn build(data: &[u8]) -> Result<UnwindTable, Error> {
     stats.plt_raw = sink.plt;
     stats.end_of_stack_raw = sink.end_of_stack;
     let mut rows = sink.rows;
+    if let Some(entry) = elf_entry(data) {
+        let before = rows.len();
+        if mark_entry_point(&mut rows, entry) {
+            stats.entry_point_end_of_stack = Some(entry);
+            stats.end_of_stack_raw += 1;
+            stats.rows_raw += rows.len().saturating_sub(before);
+            stats.rows_merged = rows.len();
+        }
+    }
     rows.shrink_to_fit();
     Ok(UnwindTable { rows, stats })
+}
+
+/// `e_entry` of an ELF64 little-endian header (`locate` already accepted
+/// the file as one); 0 (none) is `None`.
+fn elf_entry(data: &[u8]) -> Option<u64> {
+    let bytes = data.get(24..32)?;
+    let entry = u64::from_le_bytes(bytes.try_into().ok()?);
+    (entry != 0).then_some(entry)
+}
+
+/// Bytes after the entry point treated as its code when it has no CFI.
+pub const ENTRY_WITHOUT_CFI_SPAN: u64 = 64;
+
+/// The ELF entry point is where a new process starts: nothing called it, so
+/// it is the outermost frame of the main thread's stack. The dynamic
+/// loader's `_start` has no CFI, and every process runs it first (a
+/// short-lived one is sampled there often): without this its frames end as
+/// `no unwind info` instead of at the end of the stack. Only a gap with no
+/// CFI at the entry becomes `EndOfStack`, for at most
+/// [`ENTRY_WITHOUT_CFI_SPAN`] bytes; CFI that exists always wins. Returns
+/// whether the table changed.
+fn mark_entry_point(rows: &mut Vec<UnwindRow>, entry: u64) -> bool {
+    let no_info = UnwindRule::Invalid(InvalidReason::NoUnwindInfo);
+    let i = rows.partition_point(|r| r.address <= entry);
+    let covered_by_gap = i == 0 || rows[i - 1].rule == no_info;
+    if rows.is_empty() || !covered_by_gap {
+        return false;
+    }
+    let next = rows.get(i).map(|r| r.address);
+    let end = next.map_or(entry + ENTRY_WITHOUT_CFI_SPAN, |n| {
+        n.min(entry + ENTRY_WITHOUT_CFI_SPAN)
+    });
+    let mut insert = vec![UnwindRow {
+        address: entry,
+        rule: UnwindRule::EndOfStack,
+    }];
+    if Some(end) != next {
+        insert.push(UnwindRow {
+            address: end,
+            rule: no_info,
+        });
+    }
+    // A gap row starting exactly at the entry is replaced, not kept.
+    let from = if i > 0 && rows[i - 1].address == entry {
+        i - 1
+    } else {
+        i
+    };
+    rows.splice(from..i, insert);
+    // Keep adjacent rules distinct: the gap before the entry may now end
+    // right where the first inserted row starts with the same rule.
+    rows.dedup_by(|b, a| a.rule == b.rule);
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(address: u64, rule: UnwindRule) -> UnwindRow {
+        UnwindRow { address, rule }
+    }
+
+    #[test]
+    fn an_entry_point_without_cfi_ends_the_stack() {
+        let sp8 = UnwindRule::Invalid(InvalidReason::NoUnwindInfo);
+        let cfa = rows_rule();
+        // The dynamic loader's layout: a gap from 0x6f, entry at 0x70, the
+        // next FDE at 0xb0.
+        let mut rows = vec![
+            row(0x10, cfa),
+            row(0x6f, sp8),
+            row(0xb0, cfa),
+            row(0xc0, sp8),
+        ];
+        assert!(mark_entry_point(&mut rows, 0x70));
+        assert_eq!(
+            rows,
+            vec![
+                row(0x10, cfa),
+                row(0x6f, sp8),
+                row(0x70, UnwindRule::EndOfStack),
+                row(0xb0, cfa),
+                row(0xc0, sp8)
+            ]
+        );
+        // A long gap: only the first ENTRY_WITHOUT_CFI_SPAN bytes.
+        let mut rows = vec![
+            row(0x10, cfa),
+            row(0x20, sp8),
+            row(0x1000, cfa),
+            row(0x1010, sp8),
+        ];
+        assert!(mark_entry_point(&mut rows, 0x20));
+        assert_eq!(
+            rows,
+            vec![
+                row(0x10, cfa),
+                row(0x20, UnwindRule::EndOfStack),
+                row(0x20 + ENTRY_WITHOUT_CFI_SPAN, sp8),
+                row(0x1000, cfa),
+                row(0x1010, sp8)
+            ]
+        );
+    }
+
+    #[test]
+    fn cfi_at_the_entry_point_is_kept() {
+        let sp8 = UnwindRule::Invalid(InvalidReason::NoUnwindInfo);
+        let cfa = rows_rule();
+        let before = vec![row(0x10, cfa), row(0x40, sp8)];
+        let mut rows = before.clone();
+        assert!(!mark_entry_point(&mut rows, 0x20));
+        assert_eq!(rows, before);
+        assert!(!mark_entry_point(&mut Vec::new(), 0x20));
+    }
+
+    /// Any ordinary rule.
+    fn rows_rule() -> UnwindRule {
+        UnwindTable::from_elf(&std::fs::read("/proc/self/exe").unwrap())
+            .unwrap()
+            .rows
+            .iter()
+            .map(|r| r.rule)
+            .find(|r| !matches!(r, UnwindRule::Invalid(_) | UnwindRule::EndOfStack))
+            .unwrap()
+    }
 
     fn spans(p: &[Piece]) -> Vec<(u64, u64, usize)> {
         p.iter().map(|p| (p.start, p.end, p.fde)).collect()

@@ -355,3 +355,15 @@ fn stats_are_consistent() {
     assert!(s.rows_raw >= s.gimli_rows);
     assert!(s.unsupported_raw() > 0);
 }
+
+/// Every dynamically linked process starts in the loader's `_start`, which
+/// has no CFI: it must end the stack, not fail it.
+#[test]
+fn the_dynamic_loaders_entry_point_ends_the_stack() {
+    let data = std::fs::read("/lib64/ld-linux-x86-64.so.2").unwrap();
+    let entry = u64::from_le_bytes(data[24..32].try_into().unwrap());
+    let table = UnwindTable::from_elf(&data).unwrap();
+    assert_eq!(table.stats.entry_point_end_of_stack, Some(entry));
+    // The return address of its first call, minus one.
+    assert_eq!(table.lookup(entry + 7), Some(&UnwindRule::EndOfStack));
+}

@@ -505,6 +505,11 @@ pub fn check_against_gimli(data: &[u8], table: &UnwindTable) -> OracleReport {
         }
     }
 
+    // ... or of the entry point made the end of the stack where it has no CFI.
+    if let Some(entry) = table.stats.entry_point_end_of_stack {
+        assert_eq!(table.lookup(entry), Some(&UnwindRule::EndOfStack));
+        boundaries.extend([entry, entry + unwind::ENTRY_WITHOUT_CFI_SPAN]);
+    }
     // Every boundary of the table is a boundary of gimli's rows or FDEs.
     boundaries.sort_unstable();
     boundaries.dedup();
@@ -521,7 +526,9 @@ pub fn check_against_gimli(data: &[u8], table: &UnwindTable) -> OracleReport {
     }
     cover.sort();
     for (i, &(_, e)) in cover.iter().enumerate() {
-        if cover.get(i + 1).map(|n| n.0) != Some(e) {
+        if cover.get(i + 1).map(|n| n.0) != Some(e)
+            && table.stats.entry_point_end_of_stack != Some(e)
+        {
             assert_eq!(
                 table.lookup(e),
                 Some(&UnwindRule::Invalid(InvalidReason::NoUnwindInfo)),
