@@ -11,15 +11,18 @@
 //! `cargo bench -p agent --bench overhead` (full), `-- --quick` (CI size).
 //! Needs root, perf and bpftrace.
 
+mod common;
+
 use agent::loader::LoadOptions;
 use agent::record::{self, RecordOptions};
 use agent::session::{Session, SessionOptions, Target};
+use common::{median, proc_cpu_secs, CallGraph};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A fixed amount of work under a 24-frame deep stack. Built WITH frame
 /// pointers (leaf included) so that the frame-pointer peers (perf -g,
@@ -88,10 +91,7 @@ fn main() {
     );
     for tool in ["perf", "bpftrace", "bpftool", "gcc"] {
         assert!(
-            Command::new("which")
-                .arg(tool)
-                .output()
-                .is_ok_and(|o| o.status.success()),
+            common::have(tool),
             "{tool} is needed (apt-get install linux-perf bpftrace bpftool gcc)"
         );
     }
@@ -288,11 +288,7 @@ fn calibrate(exe: &Path, secs: f64) -> u64 {
 
 /// (run_time_ns, run_cnt) of every loaded perf_event program, by id.
 fn bpf_stats() -> HashMap<u64, (u64, u64)> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let v = common::bpftool_json(&["prog", "show"]);
     let mut m = HashMap::new();
     for p in v.as_array().into_iter().flatten() {
         if p["type"] == "perf_event" {
@@ -307,19 +303,6 @@ fn bpf_stats() -> HashMap<u64, (u64, u64)> {
         }
     }
     m
-}
-
-fn proc_cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    // utime and stime are fields 14 and 15 (1-based), 12 and 13 after the comm.
-    let ticks: u64 = fields.get(11).and_then(|s| s.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 fn peak_rss_kb(pid: u32) -> u64 {
@@ -344,15 +327,12 @@ fn start_profiler(p: Profiler, freq: u64) -> Option<Child> {
             (c, Some("ready"))
         }
         Profiler::PerfFp | Profiler::PerfDwarf => {
-            let mut c = Command::new("perf");
-            c.args(["record", "-a", "-q", "-F", &freq.to_string(), "-o"])
-                .arg(&data);
-            if p == Profiler::PerfFp {
-                c.arg("-g");
+            let cg = if p == Profiler::PerfFp {
+                CallGraph::FramePointers
             } else {
-                c.args(["--call-graph", "dwarf"]);
-            }
-            (c, None)
+                CallGraph::Dwarf
+            };
+            (common::perf_record(&data, freq, cg), None)
         }
         Profiler::Bpftrace => {
             let mut c = Command::new("bpftrace");
@@ -382,7 +362,7 @@ fn start_profiler(p: Profiler, freq: u64) -> Option<Child> {
             // Keep draining its output so it never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
         }
-        None => std::thread::sleep(Duration::from_secs(2)),
+        None => std::thread::sleep(common::PERF_SETTLE),
     }
     Some(child)
 }
@@ -404,10 +384,8 @@ fn measure(p: Profiler, freq: u64, exe: &Path, iters: u64) -> Run {
         ns += t - t0.min(*t);
         cnt += c - c0.min(*c);
     }
-    if let Some(mut c) = child {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-        c.wait().ok();
+    if let Some(c) = child {
+        common::interrupt_and_wait(&c, None);
     }
     Run {
         workload_secs: wall,
@@ -416,11 +394,6 @@ fn measure(p: Profiler, freq: u64, exe: &Path, iters: u64) -> Run {
         bpf_runs: cnt,
         peak_rss_kb: rss,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn startup_table() {

@@ -527,6 +527,22 @@ impl Sampler {
     }
 }
 
+/// Returns freed heap memory to the kernel. Parsing kernel BTF or a large
+/// unwind table leaves tens of MB in malloc's free lists, which would count
+/// in the agent's RSS for the rest of its life.
+pub fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks glibc's own arenas.
+    unsafe { libc::malloc_trim(0) };
+}
+
+/// Sums a per-CPU metric.
+pub fn read_metric(metrics: &PerCpuArray<MapData, u64>, id: u32) -> u64 {
+    metrics
+        .get(&id, 0)
+        .map(|v| v.iter().copied().sum())
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,20 +559,4 @@ mod tests {
             assert!(!unused_twin("on_fork", vma));
         }
     }
-}
-
-/// Returns freed heap memory to the kernel. Parsing kernel BTF or a large
-/// unwind table leaves tens of MB in malloc's free lists, which would count
-/// in the agent's RSS for the rest of its life.
-pub fn release_freed_memory() {
-    // SAFETY: malloc_trim only walks glibc's own arenas.
-    unsafe { libc::malloc_trim(0) };
-}
-
-/// Sums a per-CPU metric.
-pub fn read_metric(metrics: &PerCpuArray<MapData, u64>, id: u32) -> u64 {
-    metrics
-        .get(&id, 0)
-        .map(|v| v.iter().copied().sum())
-        .unwrap_or(0)
 }

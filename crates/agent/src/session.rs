@@ -229,6 +229,15 @@ impl Session {
             self.stats.events += 1;
             match e.kind {
                 PidEventKind::Unknown => self.decide(e.pid, false),
+                PidEventKind::Exec if self.filter.is_none() && self.sampler.uses_find_vma() => {
+                    // Its samples unwind without a scan: scanned only once the
+                    // kernel reports it (most processes of a build or a shell
+                    // script are never sampled, and a scan right at exec sees
+                    // only the executable and the loader, so it would be
+                    // scanned twice).
+                    self.tracker.remove(&mut self.maps, e.pid);
+                    self.tracker.forget_meta(e.pid);
+                }
                 PidEventKind::Exec => {
                     self.tracker.remove(&mut self.maps, e.pid);
                     self.decide(e.pid, true);

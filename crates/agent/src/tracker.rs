@@ -307,6 +307,12 @@ impl Tracker {
         self.meta.insert(pid, meta);
     }
 
+    /// Forgets a process's labels (it exec'd): the next [`Tracker::meta`]
+    /// reads them anew.
+    pub fn forget_meta(&mut self, pid: u32) {
+        self.meta.remove(&pid);
+    }
+
     /// Reads a process's labels again (after exec).
     pub fn refresh_meta(&mut self, pid: u32) -> Arc<ProcessMeta> {
         let m = Arc::new(procinfo::read(&self.proc_root, pid));
