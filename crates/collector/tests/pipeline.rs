@@ -370,15 +370,7 @@ async fn the_web_page_is_served_beside_the_store() {
     grpc(&c).await.export(req).await.unwrap();
     wait_until("store", Duration::from_secs(30), || store_samples(&c) == n).await;
     let addr = c.web_addr.unwrap();
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET /api/filters HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
+    let buf = http_get(addr, "/api/filters").await;
     assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
     assert!(buf.contains("web-host"), "{buf}");
     c.shutdown().await.unwrap();
@@ -439,15 +431,7 @@ async fn error_frames_are_named_from_the_spec_on_the_page_and_in_elasticsearch()
     grpc(&c).await.export(req).await.unwrap();
     wait_until("store", Duration::from_secs(30), || store_samples(&c) == n).await;
     let addr = c.web_addr.unwrap();
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET /api/flamegraph HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
+    let buf = http_get(addr, "/api/flamegraph").await;
     assert!(buf.starts_with("HTTP/1.1 200"), "{buf}");
     let body = &buf[buf.find("\r\n\r\n").unwrap() + 4..];
     let g: serde_json::Value = serde_json::from_str(body).unwrap();
@@ -544,4 +528,17 @@ async fn a_full_downstream_collector_slows_the_forwarders_to_its_retry_delay() {
     assert!(s.iter().all(|e| e.failed == 0), "{s:?}");
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+/// The whole HTTP/1.1 response (status line, headers, body) to a GET.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    buf
 }
