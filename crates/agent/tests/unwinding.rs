@@ -293,8 +293,13 @@ fn nothing_leaks_after_workloads_exit_whole_system() {
         .collect();
     pump(&mut session, Duration::from_secs(3));
     let pids: Vec<u32> = running.iter().map(|r| r.pid()).collect();
-    for p in &pids {
-        assert!(session.tracker.is_tracked(*p), "workload {p} was scanned");
+    // A process is scanned once it is sampled (where the kernel unwinds
+    // unscanned processes, not at exec): the forker's parent sleeps in
+    // waitpid and may never be; its busy children are.
+    for (kind, p) in CHURN.iter().zip(&pids) {
+        if *kind != Kind::Forker {
+            assert!(session.tracker.is_tracked(*p), "workload {p} was scanned");
+        }
     }
     for (id, path) in &exes {
         assert!(
@@ -514,7 +519,7 @@ fn stacks_deeper_than_128_frames_unwind_through_tail_calls() {
         "deep",
         r#"#include <stdint.h>
 volatile uint64_t sink;
-__attribute__((noinline, noipa)) uint64_t spin(void) { uint64_t x = 1; for (int i = 0; i < 100000; i++) x = x * 3 + i; return x; }
+__attribute__((noinline, noipa)) uint64_t spin(void) { uint64_t x = 1; for (int i = 0; i < 1000000; i++) x = x * 3 + i; return x; }
 __attribute__((noinline, noipa)) uint64_t down(int d) { uint64_t r = d == 0 ? spin() : down(d - 1); sink = r; return r + 1; }
 int main(void) { for (;;) { uint64_t r = down(200); sink = r; } }
 "#,
@@ -538,7 +543,7 @@ fn frames_pages_apart_unwind_through_fresh_stack_windows() {
         "bigframes",
         r#"#include <stdint.h>
 volatile uint64_t sink;
-__attribute__((noinline, noipa)) uint64_t spin(void) { uint64_t x = 1; for (int i = 0; i < 100000; i++) x = x * 3 + i; return x; }
+__attribute__((noinline, noipa)) uint64_t spin(void) { uint64_t x = 1; for (int i = 0; i < 1000000; i++) x = x * 3 + i; return x; }
 __attribute__((noinline, noipa)) uint64_t wide(int d) { volatile char buf[5000]; buf[d] = (char)d; uint64_t r = d == 0 ? spin() : wide(d - 1); sink = r + buf[d]; return r + 1; }
 __attribute__((noinline, noipa)) uint64_t big(int d) { volatile char buf[3000]; buf[d] = (char)d; uint64_t r = d == 0 ? wide(6) : big(d - 1); sink = r + buf[d]; return r + 1; }
 int main(void) { for (;;) { uint64_t r = big(6); sink = r; } }

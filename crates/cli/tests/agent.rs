@@ -323,8 +323,10 @@ fn exports_workload_stacks(protocol: &str) {
     let dir = scratch(protocol);
     let capture = dir.join("capture");
     let rt = runtime();
-    let (gp, hp) = (free_port(), free_port());
-    let c = start_collector(&rt, gp, hp, &dir.join("out"));
+    // Ports the kernel picks while binding: a port probed free and bound
+    // later can meanwhile be the source port of some connection.
+    let c = start_collector(&rt, 0, 0, &dir.join("out"));
+    let (gp, hp) = (c.grpc_addr.unwrap().port(), c.http_addr.unwrap().port());
     let mut c_chains = workloads::spawn(Kind::CChains, None).expect("workload starts");
     let mut rust = workloads::spawn(Kind::RustRelease, None).expect("workload starts");
     std::thread::sleep(Duration::from_millis(200));
