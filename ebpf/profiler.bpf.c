@@ -52,6 +52,7 @@ struct mm_struct {
     unsigned long start_code;
     unsigned long end_code;
     struct file *exe_file;
+    unsigned long saved_auxv[2];
 } __attribute__((preserve_access_index));
 
 struct vm_area_struct {
@@ -84,6 +85,8 @@ struct vm_area_struct {
  * Never crosses a page: a read that faults costs far more. */
 #define STACK_WINDOW 1024
 #define PAGE_SIZE 4096
+/* AT_BASE of <linux/auxvec.h>: where the kernel loaded the program interpreter. */
+#define AUXV_AT_BASE 7
 
 /* How often (in traces sent per CPU) the ring buffer's fill level is read to
  * decide on a wakeup: the read touches a cache line the consumer writes. */
@@ -189,7 +192,8 @@ static __always_inline struct unwind_state *state(void)
     return bpf_map_lookup_elem(&scratch, &zero);
 }
 
-/* Sends a process event; reports of unknown PIDs are rate limited per PID. */
+/* Sends a process event. Reports of unknown PIDs are rate limited per PID;
+ * a new PID is reported once (until it execs or exits). */
 static __always_inline void send_pid_event(__u32 kind, __u32 pid, __u32 parent, __u32 asid)
 {
     __u64 now = bpf_ktime_get_ns();
@@ -198,6 +202,10 @@ static __always_inline void send_pid_event(__u32 kind, __u32 pid, __u32 parent, 
         if (last && now - *last < PID_REPORT_INTERVAL_NS)
             return;
         bpf_map_update_elem(&pid_reported, &pid, &now, BPF_ANY);
+    } else if (kind == PID_EVENT_KIND_NEW) {
+        __u64 never = 0;
+        if (bpf_map_update_elem(&pid_reported, &pid, &never, BPF_NOEXIST) != 0)
+            return;
     }
     struct pid_event ev = {
         .kind = kind, .pid = pid, .parent_pid = parent, .asid = asid, .ktime_ns = now,
@@ -205,6 +213,8 @@ static __always_inline void send_pid_event(__u32 kind, __u32 pid, __u32 parent, 
     if (bpf_ringbuf_output(&events, &ev, sizeof(ev), 0) == 0) {
         if (kind == PID_EVENT_KIND_UNKNOWN)
             count(METRIC_PID_REPORTS);
+        else if (kind == PID_EVENT_KIND_NEW)
+            count(METRIC_PID_NEW_REPORTS);
     } else {
         count(METRIC_PID_EVENTS_DROPPED);
     }
@@ -328,11 +338,30 @@ static long vma_found_cb(struct task_struct *task, struct vm_area_struct *vma, v
     return 0;
 }
 
+/* The dynamic loader's load address: AT_BASE in the auxiliary vector the
+ * kernel saved at exec (0 for a static executable). Read without a lock. */
+static __always_inline __u64 loader_base(struct mm_struct *mm)
+{
+    const unsigned long *auxv = __builtin_preserve_access_index(&mm->saved_auxv[0]);
+    /* The kernel writes AT_BASE among the first ten pairs. */
+    for (int i = 0; i < 16; i++) {
+        __u64 pair[2];
+        if (bpf_probe_read_kernel(pair, sizeof(pair), auxv + 2 * i))
+            return 0;
+        if (pair[0] == AUXV_AT_BASE)
+            return pair[1];
+        if (pair[0] == 0)
+            return 0;
+    }
+    return 0;
+}
+
 /* Resolves pc through the kernel's own view of the current task, for a
  * process userspace has not scanned (yet) or a PC outside its scanned
  * mappings: a new process of a known executable unwinds from its first
  * sample. In order: mappings this process met before; its main executable's
- * text (mm->start_code..end_code, read without a lock); one bpf_find_vma.
+ * text (mm->start_code..end_code) and its dynamic loader (AT_BASE), both
+ * read without a lock; one bpf_find_vma.
  * Makes the mapping current and returns 1 when its file's table is loaded.
  * Only the *_vma programs call it (bpf_find_vma is 5.17+, and its callback
  * needs 5.13+ just to load). */
@@ -354,13 +383,15 @@ static __always_inline int resolve_by_vma(struct unwind_state *s, __u64 pc)
     struct mm_struct *mm = BPF_CORE_READ(task, mm);
     __u64 start_code = BPF_CORE_READ(mm, start_code);
     __u64 end_code = BPF_CORE_READ(mm, end_code);
+    struct file_key main_key = {
+        .dev = BPF_CORE_READ(mm, exe_file, f_inode, i_sb, s_dev),
+        .ino = BPF_CORE_READ(mm, exe_file, f_inode, i_ino),
+    };
+    const struct file_table *main = bpf_map_lookup_elem(&file_tables, &main_key);
     const struct file_table *f;
+    __u64 base;
     if (pc >= start_code && pc < end_code) {
-        struct file_key key = {
-            .dev = BPF_CORE_READ(mm, exe_file, f_inode, i_sb, s_dev),
-            .ino = BPF_CORE_READ(mm, exe_file, f_inode, i_ino),
-        };
-        f = bpf_map_lookup_elem(&file_tables, &key);
+        f = main;
         if (!f) {
             count(METRIC_NATIVE_VMA_MISSES);
             return 0;
@@ -370,6 +401,14 @@ static __always_inline int resolve_by_vma(struct unwind_state *s, __u64 pc)
         m.bias = end_code - f->exec_end_vaddr;
         m.start = start_code;
         m.end = end_code;
+        m.exe_id = f->exe_id;
+    } else if (main && main->interp_exe_id && (base = loader_base(mm)) != 0 &&
+               pc >= base + main->interp_exec_start && pc < base + main->interp_exec_end) {
+        m.bias = base;
+        m.start = base + main->interp_exec_start;
+        m.end = base + main->interp_exec_end;
+        m.exe_id = main->interp_exe_id;
+        count(METRIC_NATIVE_LOADER_LOOKUPS);
     } else {
         struct vma_found found = {};
         if (bpf_find_vma(task, pc, vma_found_cb, &found, 0) != 0 || found.ino == 0) {
@@ -385,8 +424,8 @@ static __always_inline int resolve_by_vma(struct unwind_state *s, __u64 pc)
         m.bias = found.start - found.pgoff * PAGE_SIZE + f->offset_minus_vaddr;
         m.start = found.start;
         m.end = found.end;
+        m.exe_id = f->exe_id;
     }
-    m.exe_id = f->exe_id;
     if (!l) {
         struct learned_mappings fresh = {};
         bpf_map_update_elem(&learned, &pid, &fresh, BPF_NOEXIST);
@@ -443,6 +482,10 @@ static __always_inline int native_step_impl(struct unwind_state *s, const int vm
             if (s->asid)
                 send_pid_event(PID_EVENT_KIND_UNKNOWN, s->record.header.pid, 0, 0);
             if (!vma || !resolve_by_vma(s, pc)) {
+                /* Not scanned, and a file without a loaded table (or the
+                 * kernel would not say): the scan loads it. */
+                if (vma && !s->asid)
+                    send_pid_event(PID_EVENT_KIND_UNKNOWN, s->record.header.pid, 0, 0);
                 push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_MAPPING);
                 return 1;
             }
@@ -765,12 +808,15 @@ static __always_inline void sample_impl(struct bpf_perf_event_data *ctx, const i
         return;
     }
     if (!proc) {
-        send_pid_event(PID_EVENT_KIND_UNKNOWN, pid, 0, 0);
         if (!vma) {
+            send_pid_event(PID_EVENT_KIND_UNKNOWN, pid, 0, 0);
             count(METRIC_SAMPLES_PID_UNKNOWN);
             return;
         }
-        /* Not scanned yet: every frame is resolved through bpf_find_vma. */
+        /* Not scanned: every frame is resolved through the kernel's view
+         * (resolve_by_vma), and userspace only reads its labels. Most
+         * processes of a build never need a scan at all. */
+        send_pid_event(PID_EVENT_KIND_NEW, pid, 0, 0);
         count(METRIC_SAMPLES_PID_UNKNOWN_UNWOUND);
         s->asid = 0;
     } else {
@@ -822,7 +868,8 @@ int on_exec(void *ctx)
     __u32 pid = bpf_get_current_pid_tgid() >> 32;
     /* Its old mappings are gone: drop them now rather than unwind with them. */
     bpf_map_delete_elem(&learned, &pid);
-    if (bpf_map_delete_elem(&processes, &pid) == 0)
+    int reported = bpf_map_delete_elem(&pid_reported, &pid) == 0;
+    if (bpf_map_delete_elem(&processes, &pid) == 0 || reported)
         send_pid_event(PID_EVENT_KIND_EXEC, pid, 0, 0);
     return 0;
 }
@@ -834,9 +881,9 @@ int on_exit(void *ctx)
     __u32 pid = pid_tgid >> 32;
     if (pid != (__u32)pid_tgid)
         return 0; /* a thread other than the main one */
-    bpf_map_delete_elem(&pid_reported, &pid);
+    int reported = bpf_map_delete_elem(&pid_reported, &pid) == 0;
     bpf_map_delete_elem(&learned, &pid);
-    if (bpf_map_delete_elem(&processes, &pid) == 0)
+    if (bpf_map_delete_elem(&processes, &pid) == 0 || reported)
         send_pid_event(PID_EVENT_KIND_EXIT, pid, 0, 0);
     return 0;
 }

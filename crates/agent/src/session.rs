@@ -228,7 +228,11 @@ impl Session {
         for e in events {
             self.stats.events += 1;
             match e.kind {
-                PidEventKind::Unknown => self.decide(e.pid, false),
+                PidEventKind::New if self.filter.is_none() => {
+                    // Unwound without a scan: only its labels are needed.
+                    self.tracker.meta(e.pid);
+                }
+                PidEventKind::Unknown | PidEventKind::New => self.decide(e.pid, false),
                 PidEventKind::Exec if self.filter.is_none() && self.sampler.uses_find_vma() => {
                     // Its samples unwind without a scan: scanned only once the
                     // kernel reports it (most processes of a build or a shell

@@ -146,11 +146,62 @@ pub fn exec_layout(segments: &[Segment]) -> Option<(u64, u64)> {
     Some((delta, end))
 }
 
+/// The span of virtual addresses of the executable segments, for the
+/// kernel to tell a PC in a dynamic loader mapped at AT_BASE.
+pub fn exec_vaddr_range(segments: &[Segment]) -> Option<(u64, u64)> {
+    let exec = segments.iter().filter(|s| s.executable);
+    let start = exec.clone().map(|s| s.vaddr).min()?;
+    let end = exec.map(|s| s.vaddr + s.filesz).max()?;
+    Some((start, end))
+}
+
+/// AT_BASE from a process's auxiliary vector (`/proc/PID/auxv`): where the
+/// kernel loaded its dynamic loader. `None` for a static executable or a
+/// process that is gone.
+pub fn loader_base(proc_root: &std::path::Path, pid: u32) -> Option<u64> {
+    let auxv = std::fs::read(proc_root.join(format!("{pid}/auxv"))).ok()?;
+    auxv.chunks_exact(16)
+        .map(|p| {
+            let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().expect("8 bytes"));
+            (word(&p[..8]), word(&p[8..]))
+        })
+        .take_while(|&(kind, _)| kind != libc::AT_NULL)
+        .find(|&(kind, _)| kind == libc::AT_BASE)
+        .map(|(_, base)| base)
+        .filter(|&base| base != 0)
+}
+
+/// A main executable's dynamic loader, as the kernel finds it (file_table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Loader {
+    exe_id: u64,
+    exec_start: u64,
+    exec_end: u64,
+}
+
 /// A `stat` device number in the kernel's internal encoding (`MKDEV`:
 /// major << 20 | minor), which is what `inode->i_sb->s_dev` holds.
 pub fn kernel_dev(st_dev: u64) -> u64 {
     let (major, minor) = (libc::major(st_dev) as u64, libc::minor(st_dev) as u64);
     (major << 20) | minor
+}
+
+/// The file_tables value of a loaded executable.
+fn file_table(exe_id: u64, exe: &Executable) -> Option<FileTable> {
+    let (offset_minus_vaddr, exec_end_vaddr) = exec_layout(&exe.segments)?;
+    let loader = exe.loader.unwrap_or(Loader {
+        exe_id: 0,
+        exec_start: 0,
+        exec_end: 0,
+    });
+    Some(FileTable {
+        exe_id,
+        offset_minus_vaddr,
+        exec_end_vaddr,
+        interp_exe_id: loader.exe_id,
+        interp_exec_start: loader.exec_start,
+        interp_exec_end: loader.exec_end,
+    })
 }
 
 /// An executable whose table is (or could not be) in the row array.
@@ -172,6 +223,8 @@ struct Executable {
     /// The files (by the kernel's device and inode) entered in file_tables
     /// for it.
     file_keys: Vec<FileKey>,
+    /// The dynamic loader its processes run, once a scan saw one.
+    loader: Option<Loader>,
 }
 
 #[derive(Debug, Default)]
@@ -431,6 +484,7 @@ impl Tracker {
             pids: 1,
             ..Default::default()
         };
+        let mut biases = Vec::with_capacity(entries.len());
         for e in &entries {
             let Some(exe_id) = self.executable_for(maps, pid, e) else {
                 continue;
@@ -439,6 +493,7 @@ impl Tracker {
             let Some(bias) = mapping_bias(&exe.segments, e.start, e.offset) else {
                 continue;
             };
+            biases.push((exe_id, bias));
             if !space.exes.contains(&exe_id) {
                 exe.refs += 1;
                 exe.idle_since = None;
@@ -462,6 +517,7 @@ impl Tracker {
             }
         }
         self.spaces.insert(asid, space);
+        self.note_loader(maps, pid, &biases);
         let info = ProcessInfo { asid, flags: 0 };
         if let Err(e) = maps.processes.insert(pid, info.to_bytes(), 0) {
             self.release_space(maps, asid);
@@ -545,17 +601,66 @@ impl Tracker {
         if exe.rows.is_none() || exe.file_keys.contains(&key) {
             return;
         }
-        let Some((offset_minus_vaddr, exec_end_vaddr)) = exec_layout(&exe.segments) else {
+        let Some(value) = file_table(exe_id, exe) else {
             return;
-        };
-        let value = FileTable {
-            exe_id,
-            offset_minus_vaddr,
-            exec_end_vaddr,
         };
         match maps.file_tables.insert(key.to_bytes(), value.to_bytes(), 0) {
             Ok(()) => exe.file_keys.push(key),
             Err(e) => tracing::debug!(error = %e, "file_tables insert failed"),
+        }
+    }
+
+    /// Tells the kernel which dynamic loader the main executable of `pid`
+    /// runs and where its code sits, so loader PCs of its next processes
+    /// resolve from AT_BASE without a lock (file_table). `space` holds the
+    /// (executable, bias) of each mapping just scanned: the loader is the
+    /// one whose bias is AT_BASE.
+    fn note_loader(&mut self, maps: &mut KernelMaps, pid: u32, space: &[(u64, u64)]) {
+        let Some(base) = loader_base(&self.proc_root, pid) else {
+            return;
+        };
+        let Some(&(loader_id, _)) = space.iter().find(|&&(_, bias)| bias == base) else {
+            return;
+        };
+        let Ok(meta) = std::fs::metadata(self.proc_root.join(format!("{pid}/exe"))) else {
+            return;
+        };
+        let main_key = FileKey {
+            dev: kernel_dev(meta.dev()),
+            ino: meta.ino(),
+        };
+        let Some(main_id) = space.iter().map(|&(id, _)| id).find(|id| {
+            self.exes
+                .get(id)
+                .is_some_and(|e| e.file_keys.contains(&main_key))
+        }) else {
+            return;
+        };
+        let Some((exec_start, exec_end)) = self
+            .exes
+            .get(&loader_id)
+            .filter(|l| l.rows.is_some() && main_id != loader_id)
+            .and_then(|l| exec_vaddr_range(&l.segments))
+        else {
+            return;
+        };
+        let loader = Loader {
+            exe_id: loader_id,
+            exec_start,
+            exec_end,
+        };
+        let exe = self.exes.get_mut(&main_id).expect("found above");
+        if exe.loader == Some(loader) {
+            return;
+        }
+        exe.loader = Some(loader);
+        let Some(value) = file_table(main_id, exe) else {
+            return;
+        };
+        for key in &exe.file_keys {
+            if let Err(e) = maps.file_tables.insert(key.to_bytes(), value.to_bytes(), 0) {
+                tracing::debug!(error = %e, "file_tables update failed");
+            }
         }
     }
 
@@ -628,6 +733,7 @@ impl Tracker {
             refs: 0,
             idle_since: None,
             file_keys: Vec::new(),
+            loader: None,
         })
     }
 

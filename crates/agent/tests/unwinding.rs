@@ -677,7 +677,9 @@ fn a_long_running_session_reuses_the_table_of_a_binary_that_comes_back() {
     let loaded = session.tracker.stats.tables_loaded;
     let mut again = workloads::spawn(Kind::CChains, None).unwrap();
     pump(&mut session, Duration::from_secs(1));
-    assert!(session.tracker.is_tracked(again.pid()));
+    // Sampled: scanned, or (bpf_find_vma kernels) unwound without a scan
+    // and reported for its labels.
+    assert!(session.tracker.known_meta(again.pid()).is_some());
     again.kill().ok();
     assert_eq!(
         session.tracker.stats.tables_loaded, loaded,
@@ -797,6 +799,19 @@ fn a_reused_address_space_id_never_unwinds_with_the_old_mappings() {
 /// and returns the second process's traces resolved into a profile, with the
 /// session.
 fn unscanned_second_process(kind: Kind, load: LoadOptions) -> (Session, Profile, u64) {
+    let spawn = || {
+        let r = workloads::spawn(kind, None).unwrap();
+        (r.pid(), r)
+    };
+    unscanned_second_process_of(spawn, load)
+}
+
+/// [`unscanned_second_process`] for any program `spawn` starts (its PID, and
+/// a guard that stops it when dropped).
+fn unscanned_second_process_of<G>(
+    spawn: impl Fn() -> (u32, G),
+    load: LoadOptions,
+) -> (Session, Profile, u64) {
     let mut session = Session::new(SessionOptions {
         target: Target::System,
         frequency: 499,
@@ -804,15 +819,14 @@ fn unscanned_second_process(kind: Kind, load: LoadOptions) -> (Session, Profile,
     })
     .unwrap();
     session.start().unwrap();
-    let mut first = workloads::spawn(kind, None).unwrap();
+    let (_, first) = spawn();
     pump(&mut session, Duration::from_millis(800));
-    first.kill().ok();
+    drop(first);
     pump(&mut session, Duration::from_millis(200));
     let unknown_before = session.metric(libpf::generated::metrics::MetricId::SamplesPidUnknown);
-    let mut second = workloads::spawn(kind, None).unwrap();
-    let pid = second.pid();
+    let (pid, second) = spawn();
     std::thread::sleep(Duration::from_millis(700));
-    second.kill().ok();
+    drop(second);
     assert!(
         !session.tracker.is_tracked(pid),
         "the second process must not have been scanned"
@@ -853,6 +867,8 @@ fn a_new_process_of_a_known_executable_unwinds_from_its_first_sample() {
         );
         assert_eq!(dropped, 0, "{kind:?}: samples dropped as not scanned yet");
         assert!(session.metric(libpf::generated::metrics::MetricId::SamplesPidUnknownUnwound) > 0);
+        // Reported for its labels only, never scanned (asserted inside).
+        assert!(session.metric(libpf::generated::metrics::MetricId::PidNewReports) > 0);
     }
 }
 
@@ -868,7 +884,23 @@ fn without_find_vma_unscanned_samples_are_dropped_and_counted() {
     };
     let (session, profile, dropped) = unscanned_second_process(Kind::CChains, load);
     assert!(!session.uses_find_vma());
-    assert_eq!(profile.total_samples(), 0, "nothing unwound without a scan");
+    // Samples the child took before its exec unwind with its parent's
+    // address space (and the parent's name): only the workload's count.
+    let exe = workloads::build(Kind::CChains).unwrap().exe;
+    let comm: String = exe
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .chars()
+        .take(15)
+        .collect();
+    let unwound: u64 = profile
+        .samples
+        .iter()
+        .filter(|s| *s.labels.thread_name == *comm)
+        .map(|s| s.count)
+        .sum();
+    assert_eq!(unwound, 0, "nothing unwound without a scan");
     assert!(
         dropped >= 50,
         "{dropped} samples counted as not scanned yet"
@@ -934,4 +966,103 @@ fn the_row_budget_evicts_idle_tables_least_recently_used_first() {
     );
     assert!(tight.has_table(exe(cpp)));
     assert!(tight.tracker.stats.tables_evicted >= 1);
+}
+
+/// Rows reach the kernel's array through a mapping of just their pages; the
+/// batched update (the fallback) writes the same bytes. Ranges start and end
+/// mid-page and span several pages.
+#[test]
+fn rows_written_through_the_mapping_read_back_like_batched_ones() {
+    require_root();
+    let _g = lock();
+    let (_sampler, mut maps, _outputs) =
+        agent::loader::Sampler::load(&LoadOptions::default()).unwrap();
+    let rows: Vec<support::abi::UnwindRow> = (0..3000u32)
+        .map(|i| support::abi::UnwindRow {
+            address: i.wrapping_mul(2654435761),
+            cfa_offset: (i % 500) as u16,
+            kind: (i % 5) as u8,
+            fp_offset: -((i % 7) as i8),
+        })
+        .collect();
+    let (mapped_at, batched_at) = (511u32, 9001u32);
+    maps.rows.write_mapped(mapped_at, &rows).unwrap();
+    maps.rows.write_batched(batched_at, &rows).unwrap();
+    for (i, want) in rows.iter().enumerate() {
+        let i = i as u32;
+        assert_eq!(
+            maps.rows.read(mapped_at + i).as_ref(),
+            Some(want),
+            "mapped row {i}"
+        );
+        assert_eq!(
+            maps.rows.read(batched_at + i).as_ref(),
+            Some(want),
+            "batched row {i}"
+        );
+    }
+    // Neighbours of the mapped range are untouched.
+    let zero = support::abi::UnwindRow {
+        address: 0,
+        cfa_offset: 0,
+        kind: 0,
+        fp_offset: 0,
+    };
+    assert_eq!(maps.rows.read(mapped_at - 1), Some(zero));
+    assert_eq!(maps.rows.read(mapped_at + rows.len() as u32), Some(zero));
+    // Past the end of the array: an error, not a write elsewhere.
+    let cap = maps.rows.capacity();
+    assert!(maps.rows.write_mapped(cap - 1, &rows[..2]).is_err());
+}
+
+/// A process not scanned yet whose stacks run from the executable through
+/// libc into the dynamic loader and back (`dlsym` → `_dl_catch_exception` →
+/// `_dl_lookup_symbol_x`) unwinds completely:
+/// the loader's PCs resolve from AT_BASE without a lock, so the one
+/// bpf_find_vma a sample may make is left for libc.
+#[test]
+fn loader_frames_of_an_unscanned_process_resolve_from_at_base() {
+    require_root();
+    let _g = lock();
+    let exe = build_c(
+        "loader",
+        r#"#include <dlfcn.h>
+volatile void *sink;
+int main(void) { for (;;) sink = dlsym(RTLD_DEFAULT, "no_such_symbol_anywhere"); }
+"#,
+    );
+    let spawn = || {
+        let c = Reaped(Command::new(&exe).spawn().unwrap());
+        (c.0.id(), c)
+    };
+    let (session, profile, dropped) = unscanned_second_process_of(spawn, LoadOptions::default());
+    assert!(
+        session.uses_find_vma(),
+        "this machine's kernel has bpf_find_vma"
+    );
+    assert_eq!(dropped, 0);
+    // Loader code without a dynamic symbol shows as `ld-linux-x86-64.so.2+0x…`.
+    let in_loader = |names: &[String]| names.iter().any(|n| n.starts_with("ld-linux"));
+    let loader_samples: u64 = profile
+        .samples
+        .iter()
+        .filter(|s| in_loader(&root_first(&profile, s)))
+        .map(|s| s.count)
+        .sum();
+    let stacks: Vec<String> = profile
+        .samples
+        .iter()
+        .take(5)
+        .map(|s| format!("x{} {}", s.count, root_first(&profile, s).join(";")))
+        .collect();
+    assert!(
+        loader_samples >= 20,
+        "{loader_samples} of {} samples in the loader:\n{}",
+        profile.total_samples(),
+        stacks.join("\n")
+    );
+    assert_nearly_all_complete(&profile, "main at the root", |names| {
+        names.iter().any(|n| n == "main") && !names.iter().any(|n| n.starts_with('<'))
+    });
+    assert!(session.metric(libpf::generated::metrics::MetricId::NativeLoaderLookups) > 0);
 }

@@ -65,6 +65,8 @@ enum pid_event_kind {
     PID_EVENT_KIND_EXIT = 3,
     /* A known process forked: the child shares the parent's address space id until it execs or maps something new. */
     PID_EVENT_KIND_FORK = 4,
+    /* First sample of a process the kernel unwinds without a scan (bpf_find_vma kernels, no filter): read its labels only. Its exec and exit are reported too. A PC it cannot resolve sends unknown, which asks for the scan. */
+    PID_EVENT_KIND_NEW = 5,
 };
 
 /* First word of every user frame in a trace record's frame data. */
@@ -207,11 +209,20 @@ struct file_table {
     __u64 offset_minus_vaddr;
     /* End (p_vaddr + p_filesz) of the last executable PT_LOAD segment: for a process's main executable, bias = mm->end_code - exec_end_vaddr, with no mapping lookup at all. */
     __u64 exec_end_vaddr;
+    /* For a main executable: executable id of the dynamic loader (PT_INTERP) a process of it was seen to run, 0 if none is known. The kernel maps the loader at exec at the AT_BASE of the auxiliary vector (mm->saved_auxv), so its PCs resolve with no lock and no mapping lookup: in the loader, mmap_lock may be held for writing (it maps libraries) and bpf_find_vma cannot run. */
+    __u64 interp_exe_id;
+    /* Start (p_vaddr) of the loader's executable code: it spans AT_BASE + interp_exec_start .. AT_BASE + interp_exec_end, and its bias is AT_BASE. */
+    __u64 interp_exec_start;
+    /* End (p_vaddr + p_filesz) of the loader's executable code. */
+    __u64 interp_exec_end;
 };
-_Static_assert(sizeof(struct file_table) == 24, "spec/abi.json: size of file_table");
+_Static_assert(sizeof(struct file_table) == 48, "spec/abi.json: size of file_table");
 _Static_assert(__builtin_offsetof(struct file_table, exe_id) == 0, "spec/abi.json: offset of file_table.exe_id");
 _Static_assert(__builtin_offsetof(struct file_table, offset_minus_vaddr) == 8, "spec/abi.json: offset of file_table.offset_minus_vaddr");
 _Static_assert(__builtin_offsetof(struct file_table, exec_end_vaddr) == 16, "spec/abi.json: offset of file_table.exec_end_vaddr");
+_Static_assert(__builtin_offsetof(struct file_table, interp_exe_id) == 24, "spec/abi.json: offset of file_table.interp_exe_id");
+_Static_assert(__builtin_offsetof(struct file_table, interp_exec_start) == 32, "spec/abi.json: offset of file_table.interp_exec_start");
+_Static_assert(__builtin_offsetof(struct file_table, interp_exec_end) == 40, "spec/abi.json: offset of file_table.interp_exec_end");
 
 /* What the eBPF side knows about a process. */
 struct process_info {

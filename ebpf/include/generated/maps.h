@@ -29,12 +29,13 @@ struct {
     __uint(max_entries, METRIC_COUNT);
 } metrics SEC(".maps");
 
-/* Rows of every loaded executable; userspace allocates ranges and writes each table with batched updates. */
+/* Rows of every loaded executable; userspace allocates ranges and writes each table through a memory mapping of just that range (no syscall per row or batch). */
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __type(key, __u32);
     __type(value, struct unwind_row);
     __uint(max_entries, 4194304);
+    __uint(map_flags, BPF_F_MMAPABLE);
 } unwind_rows SEC(".maps");
 
 /* Executable id to its rows. */
@@ -78,7 +79,7 @@ struct {
     __uint(max_entries, 1);
 } mapping_generation SEC(".maps");
 
-/* When a PID was last reported, for rate limiting. */
+/* PIDs reported to userspace (new or unknown), with when a scan was last asked for (0: never), to rate-limit unknown reports. Exec and exit of a PID found here are reported, then it is deleted. */
 struct {
     __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __type(key, __u32);

@@ -82,12 +82,16 @@ enum metric_id {
     METRIC_NATIVE_VMA_LOOKUPS = 37,
     /* ebpf.native.vma_misses: bpf_find_vma lookups that found no mapping, an anonymous one, a file without a loaded table, or could not take the mmap lock. */
     METRIC_NATIVE_VMA_MISSES = 38,
-    /* ebpf.samples.pid_unknown_unwound: Samples of processes userspace has not scanned yet that were unwound anyway, through bpf_find_vma; the PID is still reported. */
+    /* ebpf.samples.pid_unknown_unwound: Samples of processes userspace has not scanned yet that were unwound anyway, through bpf_find_vma; the PID is reported once for its labels (a scan is asked for only when a PC does not resolve). */
     METRIC_SAMPLES_PID_UNKNOWN_UNWOUND = 39,
     /* agent.tables_evicted: Unused unwind tables unloaded, least recently used first, to make room in the row array for one that is needed. */
     METRIC_AGENT_TABLES_EVICTED = 40,
+    /* ebpf.pid_new_reports: Processes reported once at their first sample so userspace reads their labels, without a scan (bpf_find_vma kernels, no filter). */
+    METRIC_PID_NEW_REPORTS = 41,
+    /* ebpf.native.loader_lookups: PCs in the dynamic loader resolved from the auxiliary vector's AT_BASE (no lock, no bpf_find_vma). */
+    METRIC_NATIVE_LOADER_LOOKUPS = 42,
 };
 
-#define METRIC_COUNT 41
+#define METRIC_COUNT 43
 
 #endif /* EBPF_PROFILER_GENERATED_METRICS_H */

@@ -21,7 +21,7 @@ pub enum MetricOrigin {
 }
 
 /// Number of metric ids: the size of the eBPF per-CPU metrics array.
-pub const METRIC_COUNT: usize = 41;
+pub const METRIC_COUNT: usize = 43;
 
 /// A metric id: the index in the eBPF per-CPU metrics array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,15 +105,19 @@ pub enum MetricId {
     NativeVmaLookups = 37,
     /// bpf_find_vma lookups that found no mapping, an anonymous one, a file without a loaded table, or could not take the mmap lock.
     NativeVmaMisses = 38,
-    /// Samples of processes userspace has not scanned yet that were unwound anyway, through bpf_find_vma; the PID is still reported.
+    /// Samples of processes userspace has not scanned yet that were unwound anyway, through bpf_find_vma; the PID is reported once for its labels (a scan is asked for only when a PC does not resolve).
     SamplesPidUnknownUnwound = 39,
     /// Unused unwind tables unloaded, least recently used first, to make room in the row array for one that is needed.
     AgentTablesEvicted = 40,
+    /// Processes reported once at their first sample so userspace reads their labels, without a scan (bpf_find_vma kernels, no filter).
+    PidNewReports = 41,
+    /// PCs in the dynamic loader resolved from the auxiliary vector's AT_BASE (no lock, no bpf_find_vma).
+    NativeLoaderLookups = 42,
 }
 
 impl MetricId {
     /// Every value, in spec order.
-    pub const ALL: [Self; 41] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted];
+    pub const ALL: [Self; 43] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted, Self::PidNewReports, Self::NativeLoaderLookups];
 
     /// The name in the spec.
     pub const fn name(self) -> &'static str {
@@ -159,6 +163,8 @@ impl MetricId {
             Self::NativeVmaMisses => "native_vma_misses",
             Self::SamplesPidUnknownUnwound => "samples_pid_unknown_unwound",
             Self::AgentTablesEvicted => "agent_tables_evicted",
+            Self::PidNewReports => "pid_new_reports",
+            Self::NativeLoaderLookups => "native_loader_lookups",
         }
     }
 
@@ -204,8 +210,10 @@ impl MetricId {
             Self::AgentExportQueueBytes => "Bytes waiting in the export queue.",
             Self::NativeVmaLookups => "Mappings of a process not scanned yet (or a PC outside its scanned mappings) resolved in the kernel, through bpf_find_vma or the mappings it found earlier for that process, whose file has a loaded table.",
             Self::NativeVmaMisses => "bpf_find_vma lookups that found no mapping, an anonymous one, a file without a loaded table, or could not take the mmap lock.",
-            Self::SamplesPidUnknownUnwound => "Samples of processes userspace has not scanned yet that were unwound anyway, through bpf_find_vma; the PID is still reported.",
+            Self::SamplesPidUnknownUnwound => "Samples of processes userspace has not scanned yet that were unwound anyway, through bpf_find_vma; the PID is reported once for its labels (a scan is asked for only when a PC does not resolve).",
             Self::AgentTablesEvicted => "Unused unwind tables unloaded, least recently used first, to make room in the row array for one that is needed.",
+            Self::PidNewReports => "Processes reported once at their first sample so userspace reads their labels, without a scan (bpf_find_vma kernels, no filter).",
+            Self::NativeLoaderLookups => "PCs in the dynamic loader resolved from the auxiliary vector's AT_BASE (no lock, no bpf_find_vma).",
         }
     }
 
@@ -253,6 +261,8 @@ impl MetricId {
             Self::NativeVmaMisses => "ebpf.native.vma_misses",
             Self::SamplesPidUnknownUnwound => "ebpf.samples.pid_unknown_unwound",
             Self::AgentTablesEvicted => "agent.tables_evicted",
+            Self::PidNewReports => "ebpf.pid_new_reports",
+            Self::NativeLoaderLookups => "ebpf.native.loader_lookups",
         }
     }
 
@@ -300,6 +310,8 @@ impl MetricId {
             Self::NativeVmaMisses => "{lookup}",
             Self::SamplesPidUnknownUnwound => "{sample}",
             Self::AgentTablesEvicted => "{executable}",
+            Self::PidNewReports => "{process}",
+            Self::NativeLoaderLookups => "{lookup}",
         }
     }
 
@@ -347,6 +359,8 @@ impl MetricId {
             Self::NativeVmaMisses => MetricKind::Counter,
             Self::SamplesPidUnknownUnwound => MetricKind::Counter,
             Self::AgentTablesEvicted => MetricKind::Counter,
+            Self::PidNewReports => MetricKind::Counter,
+            Self::NativeLoaderLookups => MetricKind::Counter,
         }
     }
 
@@ -394,6 +408,8 @@ impl MetricId {
             Self::NativeVmaMisses => MetricOrigin::Ebpf,
             Self::SamplesPidUnknownUnwound => MetricOrigin::Ebpf,
             Self::AgentTablesEvicted => MetricOrigin::Agent,
+            Self::PidNewReports => MetricOrigin::Ebpf,
+            Self::NativeLoaderLookups => MetricOrigin::Ebpf,
         }
     }
 
@@ -441,6 +457,8 @@ impl MetricId {
             Self::NativeVmaMisses => false,
             Self::SamplesPidUnknownUnwound => false,
             Self::AgentTablesEvicted => false,
+            Self::PidNewReports => false,
+            Self::NativeLoaderLookups => false,
         }
     }
 
@@ -491,6 +509,8 @@ impl TryFrom<u32> for MetricId {
             38 => Ok(Self::NativeVmaMisses),
             39 => Ok(Self::SamplesPidUnknownUnwound),
             40 => Ok(Self::AgentTablesEvicted),
+            41 => Ok(Self::PidNewReports),
+            42 => Ok(Self::NativeLoaderLookups),
             _ => Err(super::UnknownValue { kind: "MetricId", value: value as u64 }),
         }
     }
@@ -547,6 +567,8 @@ impl core::str::FromStr for MetricId {
             "native_vma_misses" => Ok(Self::NativeVmaMisses),
             "samples_pid_unknown_unwound" => Ok(Self::SamplesPidUnknownUnwound),
             "agent_tables_evicted" => Ok(Self::AgentTablesEvicted),
+            "pid_new_reports" => Ok(Self::PidNewReports),
+            "native_loader_lookups" => Ok(Self::NativeLoaderLookups),
             _ => Err(super::UnknownName { kind: "MetricId", name: s.to_string() }),
         }
     }

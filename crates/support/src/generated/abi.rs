@@ -205,11 +205,13 @@ pub enum PidEventKind {
     Exit = 3,
     /// A known process forked: the child shares the parent's address space id until it execs or maps something new.
     Fork = 4,
+    /// First sample of a process the kernel unwinds without a scan (bpf_find_vma kernels, no filter): read its labels only. Its exec and exit are reported too. A PC it cannot resolve sends unknown, which asks for the scan.
+    New = 5,
 }
 
 impl PidEventKind {
     /// Every value, in spec order.
-    pub const ALL: [Self; 4] = [Self::Unknown, Self::Exec, Self::Exit, Self::Fork];
+    pub const ALL: [Self; 5] = [Self::Unknown, Self::Exec, Self::Exit, Self::Fork, Self::New];
 
     /// The name in the spec.
     pub const fn name(self) -> &'static str {
@@ -218,6 +220,7 @@ impl PidEventKind {
             Self::Exec => "exec",
             Self::Exit => "exit",
             Self::Fork => "fork",
+            Self::New => "new",
         }
     }
 
@@ -228,6 +231,7 @@ impl PidEventKind {
             Self::Exec => "The process called exec: its mappings changed completely.",
             Self::Exit => "The process exited: free its state.",
             Self::Fork => "A known process forked: the child shares the parent's address space id until it execs or maps something new.",
+            Self::New => "First sample of a process the kernel unwinds without a scan (bpf_find_vma kernels, no filter): read its labels only. Its exec and exit are reported too. A PC it cannot resolve sends unknown, which asks for the scan.",
         }
     }
 
@@ -241,6 +245,7 @@ impl TryFrom<u32> for PidEventKind {
             2 => Ok(Self::Exec),
             3 => Ok(Self::Exit),
             4 => Ok(Self::Fork),
+            5 => Ok(Self::New),
             _ => Err(libpf::generated::UnknownValue { kind: "PidEventKind", value: value as u64 }),
         }
     }
@@ -260,6 +265,7 @@ impl core::str::FromStr for PidEventKind {
             "exec" => Ok(Self::Exec),
             "exit" => Ok(Self::Exit),
             "fork" => Ok(Self::Fork),
+            "new" => Ok(Self::New),
             _ => Err(libpf::generated::UnknownName { kind: "PidEventKind", name: s.to_string() }),
         }
     }
@@ -808,13 +814,22 @@ pub struct FileTable {
     pub offset_minus_vaddr: u64,
     /// End (p_vaddr + p_filesz) of the last executable PT_LOAD segment: for a process's main executable, bias = mm->end_code - exec_end_vaddr, with no mapping lookup at all.
     pub exec_end_vaddr: u64,
+    /// For a main executable: executable id of the dynamic loader (PT_INTERP) a process of it was seen to run, 0 if none is known. The kernel maps the loader at exec at the AT_BASE of the auxiliary vector (mm->saved_auxv), so its PCs resolve with no lock and no mapping lookup: in the loader, mmap_lock may be held for writing (it maps libraries) and bpf_find_vma cannot run.
+    pub interp_exe_id: u64,
+    /// Start (p_vaddr) of the loader's executable code: it spans AT_BASE + interp_exec_start .. AT_BASE + interp_exec_end, and its bias is AT_BASE.
+    pub interp_exec_start: u64,
+    /// End (p_vaddr + p_filesz) of the loader's executable code.
+    pub interp_exec_end: u64,
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<FileTable>() == 24);
+    assert!(core::mem::size_of::<FileTable>() == 48);
     assert!(core::mem::offset_of!(FileTable, exe_id) == 0);
     assert!(core::mem::offset_of!(FileTable, offset_minus_vaddr) == 8);
     assert!(core::mem::offset_of!(FileTable, exec_end_vaddr) == 16);
+    assert!(core::mem::offset_of!(FileTable, interp_exe_id) == 24);
+    assert!(core::mem::offset_of!(FileTable, interp_exec_start) == 32);
+    assert!(core::mem::offset_of!(FileTable, interp_exec_end) == 40);
 };
 
 impl Default for FileTable {
@@ -823,13 +838,16 @@ impl Default for FileTable {
             exe_id: 0,
             offset_minus_vaddr: 0,
             exec_end_vaddr: 0,
+            interp_exe_id: 0,
+            interp_exec_start: 0,
+            interp_exec_end: 0,
         }
     }
 }
 
 impl FileTable {
     /// Size in bytes, as the C side sees it.
-    pub const SIZE: usize = 24;
+    pub const SIZE: usize = 48;
 
     /// Writes the struct's bytes into the start of `out`.
     pub fn write_to(&self, out: &mut [u8]) -> Result<(), ShortBuffer> {
@@ -839,6 +857,9 @@ impl FileTable {
         out[0..8].copy_from_slice(&self.exe_id.to_le_bytes());
         out[8..16].copy_from_slice(&self.offset_minus_vaddr.to_le_bytes());
         out[16..24].copy_from_slice(&self.exec_end_vaddr.to_le_bytes());
+        out[24..32].copy_from_slice(&self.interp_exe_id.to_le_bytes());
+        out[32..40].copy_from_slice(&self.interp_exec_start.to_le_bytes());
+        out[40..48].copy_from_slice(&self.interp_exec_end.to_le_bytes());
         Ok(())
     }
 
@@ -859,6 +880,9 @@ impl FileTable {
         v.exe_id = u64::from_le_bytes(read_array(bytes, 0));
         v.offset_minus_vaddr = u64::from_le_bytes(read_array(bytes, 8));
         v.exec_end_vaddr = u64::from_le_bytes(read_array(bytes, 16));
+        v.interp_exe_id = u64::from_le_bytes(read_array(bytes, 24));
+        v.interp_exec_start = u64::from_le_bytes(read_array(bytes, 32));
+        v.interp_exec_end = u64::from_le_bytes(read_array(bytes, 40));
         Ok(v)
     }
 }
@@ -1042,10 +1066,10 @@ pub mod maps {
         kind: "percpu_array",
         key_size: 4,
         value_size: 8,
-        max_entries: 41,
+        max_entries: 43,
     };
 
-    /// Rows of every loaded executable; userspace allocates ranges and writes each table with batched updates.
+    /// Rows of every loaded executable; userspace allocates ranges and writes each table through a memory mapping of just that range (no syscall per row or batch).
     pub const UNWIND_ROWS: MapSpec = MapSpec {
         name: "unwind_rows",
         kind: "array",
@@ -1077,7 +1101,7 @@ pub mod maps {
         name: "file_tables",
         kind: "hash",
         key_size: 16,
-        value_size: 24,
+        value_size: 48,
         max_entries: 65536,
     };
 
@@ -1099,7 +1123,7 @@ pub mod maps {
         max_entries: 1,
     };
 
-    /// When a PID was last reported, for rate limiting.
+    /// PIDs reported to userspace (new or unknown), with when a scan was last asked for (0: never), to rate-limit unknown reports. Exec and exit of a PID found here are reported, then it is deleted.
     pub const PID_REPORTED: MapSpec = MapSpec {
         name: "pid_reported",
         kind: "lru_hash",
