@@ -104,11 +104,12 @@ fn bench(path: &Path) {
         .map(|(t, n)| format!("plt({t})={n}"))
         .collect();
     println!(
-        "    gimli rows {}, used FDEs {}, signal FDEs {}, end-of-stack rows {}, {}; raw invalid: {}",
+        "    gimli rows {}, used FDEs {}, signal FDEs {}, end-of-stack rows {}, crt stubs {}, {}; raw invalid: {}",
         s.gimli_rows,
         s.fdes_used,
         s.signal_frame_fdes,
         s.end_of_stack_raw,
+        s.crt_stubs,
         if plt.is_empty() { "no PLT rows".to_string() } else { plt.join(" ") },
         reasons.join(" ")
     );

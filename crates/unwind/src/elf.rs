@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use gimli::{BaseAddresses, EhFrameHdr, LittleEndian as GimliLE, Pointer};
 use object::elf;
-use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
+use object::read::elf::{Dyn, FileHeader, ProgramHeader, SectionHeader};
 use object::{CompressedData, CompressionFormat, LittleEndian as LE};
 
 use crate::{Compression, Error, LocatedVia, SectionKind};
@@ -28,6 +28,10 @@ pub(crate) struct CfiSection<'data> {
 pub(crate) struct ElfCfi<'data> {
     pub eh_frame: Option<CfiSection<'data>>,
     pub debug_frame: Option<CfiSection<'data>>,
+    /// The code at `DT_INIT` and `DT_FINI` (address, up to
+    /// [`CRT_STUB_WINDOW`] bytes): `_init` and `_fini`, which crt files build
+    /// without CFI.
+    pub init_fini: Vec<(u64, &'data [u8])>,
     /// `[start, end)` of every executable `PT_LOAD`, sorted.
     pub exec_ranges: Vec<(u64, u64)>,
     pub bases: BaseAddresses,
@@ -97,6 +101,8 @@ pub(crate) fn locate(data: &[u8]) -> Result<ElfCfi<'_>, Error> {
         .collect();
     exec_ranges.sort_unstable();
 
+    let init_fini = init_fini_code(data, phdrs);
+
     let mut bases = BaseAddresses::default();
     if let Some((_, s)) = sections.section_by_name(LE, b".text") {
         bases = bases.set_text(s.sh_addr(LE));
@@ -136,9 +142,49 @@ pub(crate) fn locate(data: &[u8]) -> Result<ElfCfi<'_>, Error> {
     Ok(ElfCfi {
         eh_frame,
         debug_frame,
+        init_fini,
         exec_ranges,
         bases,
     })
+}
+
+/// Bytes read at `_init`/`_fini`: the crt stubs are 9 to 27 bytes.
+pub(crate) const CRT_STUB_WINDOW: u64 = 64;
+
+/// `_init` and `_fini` found through the dynamic section (so a file without
+/// section headers gets the same table), with the bytes that follow each up
+/// to [`CRT_STUB_WINDOW`] or the end of its executable segment.
+fn init_fini_code<'data>(
+    data: &'data [u8],
+    phdrs: &'data [elf::ProgramHeader64<LE>],
+) -> Vec<(u64, &'data [u8])> {
+    let Some(dynamic) = phdrs
+        .iter()
+        .find(|p| p.p_type(LE) == elf::PT_DYNAMIC)
+        .and_then(|p| p.dynamic(LE, data).ok().flatten())
+    else {
+        return Vec::new();
+    };
+    let code_at = |addr: u64| -> Option<&'data [u8]> {
+        let seg = phdrs.iter().find(|p| {
+            p.p_type(LE) == elf::PT_LOAD
+                && p.p_flags(LE).contains(elf::PF_X)
+                && addr >= p.p_vaddr(LE)
+                && addr < p.p_vaddr(LE).saturating_add(p.p_filesz(LE))
+        })?;
+        let off = seg.p_offset(LE).checked_add(addr - seg.p_vaddr(LE))?;
+        let seg_end = seg.p_offset(LE).checked_add(seg.p_filesz(LE))?;
+        let end = seg_end.min(off.saturating_add(CRT_STUB_WINDOW));
+        data.get(usize::try_from(off).ok()?..usize::try_from(end).ok()?)
+    };
+    dynamic
+        .iter()
+        .filter(|d| [elf::DT_INIT, elf::DT_FINI].contains(&d.d_tag(LE)))
+        .filter_map(|d| {
+            let addr = d.d_val(LE);
+            Some((addr, code_at(addr)?))
+        })
+        .collect()
 }
 
 fn debug_frame_section<'data>(

@@ -57,6 +57,7 @@
 //! * Corrupt CFI is an error for the whole file (never a partial table):
 //!   a table that silently misses a corrupt tail would mis-unwind.
 
+mod crt;
 mod elf;
 mod rule;
 
@@ -164,6 +165,8 @@ pub struct TableStats {
     /// stack for [`ENTRY_WITHOUT_CFI_SPAN`] bytes at most (see
     /// `mark_entry_point`).
     pub entry_point_end_of_stack: Option<u64>,
+    /// `.init`/`.fini` stubs without CFI given rules (see `crt`).
+    pub crt_stubs: usize,
 }
 
 impl TableStats {
@@ -735,6 +738,16 @@ fn build(data: &[u8]) -> Result<UnwindTable, Error> {
             stats.end_of_stack_raw += 1;
             stats.rows_raw += rows.len().saturating_sub(before);
             stats.rows_merged = rows.len();
+        }
+    }
+    for &(address, code) in &cfi.init_fini {
+        if let Some((stub, end)) = crt::stub_rows(address, code) {
+            let before = rows.len();
+            if crt::fill_gap(&mut rows, stub, end) {
+                stats.crt_stubs += 1;
+                stats.rows_raw += rows.len().saturating_sub(before);
+                stats.rows_merged = rows.len();
+            }
         }
     }
     rows.shrink_to_fit();

@@ -510,6 +510,17 @@ pub fn check_against_gimli(data: &[u8], table: &UnwindTable) -> OracleReport {
         assert_eq!(table.lookup(entry), Some(&UnwindRule::EndOfStack));
         boundaries.extend([entry, entry + unwind::ENTRY_WITHOUT_CFI_SPAN]);
     }
+    // ... or of a crt stub (`.init`/`.fini` without CFI) given rules.
+    let crt = crt_stubs(data, table, &eh_cover, &debug_cover);
+    for &(s, e) in &crt {
+        boundaries.extend(
+            table
+                .rows
+                .iter()
+                .map(|r| r.address)
+                .filter(|&a| a >= s && a <= e),
+        );
+    }
     // Every boundary of the table is a boundary of gimli's rows or FDEs.
     boundaries.sort_unstable();
     boundaries.dedup();
@@ -524,6 +535,7 @@ pub fn check_against_gimli(data: &[u8], table: &UnwindTable) -> OracleReport {
     for &(s, e) in &debug_cover {
         cover.extend(uncovered(s, e, &eh_cover));
     }
+    cover.extend_from_slice(&crt);
     cover.sort();
     for (i, &(_, e)) in cover.iter().enumerate() {
         if cover.get(i + 1).map(|n| n.0) != Some(e)
@@ -544,6 +556,34 @@ pub fn check_against_gimli(data: &[u8], table: &UnwindTable) -> OracleReport {
         assert!(table.rows.is_empty());
     }
     report
+}
+
+/// `.init` and `.fini` sections no CFI covers whose start the table gives
+/// `CFA = rsp + 8` (the crt stub rules), as `[start, end)`.
+fn crt_stubs(
+    data: &[u8],
+    table: &UnwindTable,
+    eh_cover: &[(u64, u64)],
+    debug_cover: &[(u64, u64)],
+) -> Vec<(u64, u64)> {
+    use object::{Object, ObjectSection};
+    let Ok(file) = object::File::parse(data) else {
+        return Vec::new();
+    };
+    let entry_rule = UnwindRule::Cfa {
+        base: unwind::CfaBase::Sp,
+        offset: 8,
+        fp: unwind::FpRule::Unchanged,
+    };
+    [".init", ".fini"]
+        .iter()
+        .filter_map(|name| file.section_by_name(name))
+        .map(|s| (s.address(), s.address() + s.size()))
+        .filter(|&(s, e)| {
+            let no_cfi = |cover: &[(u64, u64)]| cover.iter().all(|&(a, b)| b <= s || a >= e);
+            no_cfi(eh_cover) && no_cfi(debug_cover) && table.lookup(s) == Some(&entry_rule)
+        })
+        .collect()
 }
 
 /// The parts of `[s, e)` inside the (sorted, disjoint) `pieces`.
