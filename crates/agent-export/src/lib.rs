@@ -378,6 +378,7 @@ fn update_metrics(session: &Session, m: &Metrics) {
     m.set(MetricId::AgentPidScanErrors, ts.scan_errors);
     m.set(MetricId::AgentTableErrors, ts.table_errors);
     m.set(MetricId::AgentTablesEvicted, ts.tables_evicted);
+    m.set(MetricId::AgentTableOnlyScans, ts.table_only_scans);
     let (procs, _spaces, _keys, exes, rows) = session.tracker.footprint();
     m.set(MetricId::AgentProcesses, procs as u64);
     m.set(MetricId::AgentExecutables, exes as u64);

@@ -100,6 +100,9 @@ pub struct Session {
     filter: Option<Filter>,
     /// PIDs a PID filter selected, with their descendants.
     selected_pids: HashSet<u32>,
+    /// Processes whose tables were loaded without an address space
+    /// ([`Tracker::load_tables`]); the next report scans them.
+    tables_only: HashSet<u32>,
     frequency: u64,
     last_reap: Instant,
     pub stats: SessionStats,
@@ -128,6 +131,7 @@ impl Session {
             tracker,
             filter,
             selected_pids,
+            tables_only: HashSet::new(),
             frequency: opts.frequency,
             last_reap: Instant::now(),
             stats: SessionStats::default(),
@@ -169,7 +173,10 @@ impl Session {
         while let Some(item) = self.outputs.traces.next() {
             self.stats.traces += 1;
             match decode_trace(&item) {
-                Ok(t) => on_trace(&self.tracker, t),
+                Ok(t) => {
+                    self.tracker.note_used(&t);
+                    on_trace(&self.tracker, t)
+                }
                 Err(e) => {
                     self.stats.decode_errors += 1;
                     tracing::debug!(error = %e, "undecodable trace record");
@@ -232,8 +239,22 @@ impl Session {
                     // Unwound without a scan: only its labels are needed.
                     self.tracker.meta(e.pid);
                 }
+                PidEventKind::Unknown
+                    if self.filter.is_none()
+                        && self.sampler.uses_find_vma()
+                        && !self.tracker.is_tracked(e.pid)
+                        && self.tables_only.insert(e.pid) =>
+                {
+                    // First time the kernel could not unwind it: load what it
+                    // maps, no address space yet (most such processes are
+                    // short-lived). Still failing a second later: scan it.
+                    if let Err(err) = self.tracker.load_tables(&mut self.maps, e.pid) {
+                        tracing::debug!(pid = e.pid, error = %err, "tables not loaded");
+                    }
+                }
                 PidEventKind::Unknown | PidEventKind::New => self.decide(e.pid, false),
                 PidEventKind::Exec if self.filter.is_none() && self.sampler.uses_find_vma() => {
+                    self.tables_only.remove(&e.pid);
                     // Its samples unwind without a scan: scanned only once the
                     // kernel reports it (most processes of a build or a shell
                     // script are never sampled, and a scan right at exec sees
@@ -247,6 +268,7 @@ impl Session {
                     self.decide(e.pid, true);
                 }
                 PidEventKind::Exit => {
+                    self.tables_only.remove(&e.pid);
                     self.tracker.remove(&mut self.maps, e.pid);
                     self.selected_pids.remove(&e.pid);
                 }

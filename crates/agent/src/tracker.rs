@@ -246,6 +246,9 @@ pub struct TrackerStats {
     pub rows_loaded: u64,
     /// Idle tables unloaded to make room for one that was needed.
     pub tables_evicted: u64,
+    /// Processes whose tables were loaded without giving them an address
+    /// space ([`Tracker::load_tables`]).
+    pub table_only_scans: u64,
 }
 
 /// Why a scan failed.
@@ -449,10 +452,8 @@ impl Tracker {
         res
     }
 
-    fn scan_inner(&mut self, maps: &mut KernelMaps, pid: u32) -> Result<bool, ScanError> {
-        // Included now (a filter changed its mind after exec): the entry
-        // written below replaces the exclusion.
-        self.excluded.remove(&pid);
+    /// The executable mappings of `pid` (files and the vDSO).
+    fn executable_mappings(&self, pid: u32) -> Result<Vec<MapsEntry>, ScanError> {
         let text =
             std::fs::read_to_string(self.proc_root.join(format!("{pid}/maps"))).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
@@ -461,10 +462,81 @@ impl Tracker {
                     ScanError::Maps(pid, e)
                 }
             })?;
-        let entries: Vec<MapsEntry> = procmaps::parse(&text)
+        Ok(procmaps::parse(&text)
             .into_iter()
             .filter(|e| e.executable && (e.is_file() || e.pathname == VDSO))
-            .collect();
+            .collect())
+    }
+
+    /// Loads the tables of every file `pid` maps (and notes its loader), but
+    /// gives it no address space: the kernel resolves its PCs through
+    /// file_tables (bpf_find_vma kernels). What a process the kernel could
+    /// not fully unwind gets first; most are short-lived, and an address
+    /// space costs dozens of trie writes to set up and as many to remove.
+    pub fn load_tables(&mut self, maps: &mut KernelMaps, pid: u32) -> Result<(), ScanError> {
+        self.stats.table_only_scans += 1;
+        let entries = self.executable_mappings(pid).inspect_err(|_| {
+            self.stats.scan_errors += 1;
+        })?;
+        let mut biases = Vec::with_capacity(entries.len());
+        for e in &entries {
+            let Some(exe_id) = self.executable_for(maps, pid, e) else {
+                continue;
+            };
+            if let Some(bias) = self
+                .exes
+                .get(&exe_id)
+                .and_then(|exe| mapping_bias(&exe.segments, e.start, e.offset))
+            {
+                biases.push((exe_id, bias));
+            }
+        }
+        self.note_loader(maps, pid, &biases);
+        self.touch(&biases);
+        Ok(())
+    }
+
+    /// Marks the tables a trace was unwound with as used now: a table that
+    /// only processes without an address space use (the kernel finds it
+    /// through file_tables) looks idle otherwise, and would be unloaded or
+    /// evicted first while in use.
+    pub fn note_used(&mut self, trace: &support::trace::RawTrace) {
+        let now = std::time::Instant::now();
+        let mut last = None;
+        for f in &trace.frames {
+            let support::trace::RawFrame::Native { exe_id, .. } = f else {
+                continue;
+            };
+            if last == Some(*exe_id) {
+                continue;
+            }
+            last = Some(*exe_id);
+            if let Some(exe) = self.exes.get_mut(exe_id) {
+                if exe.refs == 0 {
+                    exe.idle_since = Some(now);
+                }
+            }
+        }
+    }
+
+    /// Marks tables a process without an address space just used as
+    /// recently used (eviction order).
+    fn touch(&mut self, used: &[(u64, u64)]) {
+        let now = std::time::Instant::now();
+        for (id, _) in used {
+            if let Some(exe) = self.exes.get_mut(id) {
+                if exe.refs == 0 {
+                    exe.idle_since = Some(now);
+                }
+            }
+        }
+    }
+
+    fn scan_inner(&mut self, maps: &mut KernelMaps, pid: u32) -> Result<bool, ScanError> {
+        // Included now (a filter changed its mind after exec): the entry
+        // written below replaces the exclusion.
+        self.excluded.remove(&pid);
+        let entries = self.executable_mappings(pid)?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         entries.hash(&mut h);
         let fingerprint = h.finish();
@@ -892,7 +964,17 @@ impl Tracker {
                     }
                 }
                 Forget::Table(id) if self.exes.get(&id).is_some_and(|e| e.refs == 0) => {
-                    self.unload(maps, id);
+                    // Still unwinding processes that have no address space
+                    // (they resolve it through file_tables)? Look again later.
+                    let used = self.exes[&id]
+                        .idle_since
+                        .is_some_and(|t| t.elapsed() < after);
+                    if used {
+                        self.forgotten
+                            .push_back((std::time::Instant::now(), Forget::Table(id)));
+                    } else {
+                        self.unload(maps, id);
+                    }
                 }
                 _ => {}
             }

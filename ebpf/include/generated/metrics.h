@@ -90,8 +90,10 @@ enum metric_id {
     METRIC_PID_NEW_REPORTS = 41,
     /* ebpf.native.loader_lookups: PCs in the dynamic loader resolved from the auxiliary vector's AT_BASE (no lock, no bpf_find_vma). */
     METRIC_NATIVE_LOADER_LOOKUPS = 42,
+    /* agent.table_only_scans: Processes the kernel could not fully unwind without a scan whose files' tables were loaded without giving them an address space (bpf_find_vma kernels; scanned only if they keep failing a second later). */
+    METRIC_AGENT_TABLE_ONLY_SCANS = 43,
 };
 
-#define METRIC_COUNT 43
+#define METRIC_COUNT 44
 
 #endif /* EBPF_PROFILER_GENERATED_METRICS_H */

@@ -21,7 +21,7 @@ pub enum MetricOrigin {
 }
 
 /// Number of metric ids: the size of the eBPF per-CPU metrics array.
-pub const METRIC_COUNT: usize = 43;
+pub const METRIC_COUNT: usize = 44;
 
 /// A metric id: the index in the eBPF per-CPU metrics array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -113,11 +113,13 @@ pub enum MetricId {
     PidNewReports = 41,
     /// PCs in the dynamic loader resolved from the auxiliary vector's AT_BASE (no lock, no bpf_find_vma).
     NativeLoaderLookups = 42,
+    /// Processes the kernel could not fully unwind without a scan whose files' tables were loaded without giving them an address space (bpf_find_vma kernels; scanned only if they keep failing a second later).
+    AgentTableOnlyScans = 43,
 }
 
 impl MetricId {
     /// Every value, in spec order.
-    pub const ALL: [Self; 43] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted, Self::PidNewReports, Self::NativeLoaderLookups];
+    pub const ALL: [Self; 44] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted, Self::PidNewReports, Self::NativeLoaderLookups, Self::AgentTableOnlyScans];
 
     /// The name in the spec.
     pub const fn name(self) -> &'static str {
@@ -165,6 +167,7 @@ impl MetricId {
             Self::AgentTablesEvicted => "agent_tables_evicted",
             Self::PidNewReports => "pid_new_reports",
             Self::NativeLoaderLookups => "native_loader_lookups",
+            Self::AgentTableOnlyScans => "agent_table_only_scans",
         }
     }
 
@@ -214,6 +217,7 @@ impl MetricId {
             Self::AgentTablesEvicted => "Unused unwind tables unloaded, least recently used first, to make room in the row array for one that is needed.",
             Self::PidNewReports => "Processes reported once at their first sample so userspace reads their labels, without a scan (bpf_find_vma kernels, no filter).",
             Self::NativeLoaderLookups => "PCs in the dynamic loader resolved from the auxiliary vector's AT_BASE (no lock, no bpf_find_vma).",
+            Self::AgentTableOnlyScans => "Processes the kernel could not fully unwind without a scan whose files' tables were loaded without giving them an address space (bpf_find_vma kernels; scanned only if they keep failing a second later).",
         }
     }
 
@@ -263,6 +267,7 @@ impl MetricId {
             Self::AgentTablesEvicted => "agent.tables_evicted",
             Self::PidNewReports => "ebpf.pid_new_reports",
             Self::NativeLoaderLookups => "ebpf.native.loader_lookups",
+            Self::AgentTableOnlyScans => "agent.table_only_scans",
         }
     }
 
@@ -312,6 +317,7 @@ impl MetricId {
             Self::AgentTablesEvicted => "{executable}",
             Self::PidNewReports => "{process}",
             Self::NativeLoaderLookups => "{lookup}",
+            Self::AgentTableOnlyScans => "{process}",
         }
     }
 
@@ -361,6 +367,7 @@ impl MetricId {
             Self::AgentTablesEvicted => MetricKind::Counter,
             Self::PidNewReports => MetricKind::Counter,
             Self::NativeLoaderLookups => MetricKind::Counter,
+            Self::AgentTableOnlyScans => MetricKind::Counter,
         }
     }
 
@@ -410,6 +417,7 @@ impl MetricId {
             Self::AgentTablesEvicted => MetricOrigin::Agent,
             Self::PidNewReports => MetricOrigin::Ebpf,
             Self::NativeLoaderLookups => MetricOrigin::Ebpf,
+            Self::AgentTableOnlyScans => MetricOrigin::Agent,
         }
     }
 
@@ -459,6 +467,7 @@ impl MetricId {
             Self::AgentTablesEvicted => false,
             Self::PidNewReports => false,
             Self::NativeLoaderLookups => false,
+            Self::AgentTableOnlyScans => false,
         }
     }
 
@@ -511,6 +520,7 @@ impl TryFrom<u32> for MetricId {
             40 => Ok(Self::AgentTablesEvicted),
             41 => Ok(Self::PidNewReports),
             42 => Ok(Self::NativeLoaderLookups),
+            43 => Ok(Self::AgentTableOnlyScans),
             _ => Err(super::UnknownValue { kind: "MetricId", value: value as u64 }),
         }
     }
@@ -569,6 +579,7 @@ impl core::str::FromStr for MetricId {
             "agent_tables_evicted" => Ok(Self::AgentTablesEvicted),
             "pid_new_reports" => Ok(Self::PidNewReports),
             "native_loader_lookups" => Ok(Self::NativeLoaderLookups),
+            "agent_table_only_scans" => Ok(Self::AgentTableOnlyScans),
             _ => Err(super::UnknownName { kind: "MetricId", name: s.to_string() }),
         }
     }
