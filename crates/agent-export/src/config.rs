@@ -92,6 +92,9 @@ pub struct AgentArgs {
     /// `host.name` of every resource (e.g. the Kubernetes node name, since a pod's own hostname is the pod's). [default: the kernel's hostname]
     #[arg(long, env = "EBPF_PROFILER_HOST_NAME")]
     pub host_name: Option<String>,
+    /// Directory where built unwind tables are kept across restarts (up to 256 MiB, least recently used first out), or `off`. [default: /var/cache/ebpf-profiler/tables]
+    #[arg(long, env = "EBPF_PROFILER_TABLE_CACHE")]
+    pub table_cache: Option<String>,
     /// Test aid: write each request's serialized protobuf here after it was delivered.
     #[arg(long, hide = true)]
     pub capture_dir: Option<PathBuf>,
@@ -119,6 +122,7 @@ pub struct FileConfig {
     pub include_idle: Option<bool>,
     pub debug_info: Option<bool>,
     pub host_name: Option<String>,
+    pub table_cache: Option<String>,
 }
 
 /// Headers in the file: a list of `NAME=VALUE` or a table.
@@ -160,6 +164,8 @@ pub struct Settings {
     pub debug_info: bool,
     /// `None`: the kernel's hostname.
     pub host_name: Option<String>,
+    /// `None`: tables are built at every start.
+    pub table_cache: Option<PathBuf>,
     pub capture_dir: Option<PathBuf>,
 }
 
@@ -287,6 +293,9 @@ impl Settings {
                 .clone()
                 .or_else(|| file.host_name.clone())
                 .filter(|h| !h.trim().is_empty()),
+            table_cache: table_cache_dir(
+                args.table_cache.as_deref().or(file.table_cache.as_deref()),
+            ),
             capture_dir: args.capture_dir.clone(),
         })
     }
@@ -294,6 +303,15 @@ impl Settings {
     /// Whether the endpoint wants TLS.
     pub fn uses_tls(&self) -> bool {
         self.endpoint.starts_with("https://")
+    }
+}
+
+/// `--table-cache`: a directory, `off`, or (unset) the default directory.
+pub fn table_cache_dir(value: Option<&str>) -> Option<PathBuf> {
+    match value.map(str::trim) {
+        None => Some(PathBuf::from(agent::table_cache::DEFAULT_DIR)),
+        Some(v) if v.is_empty() || v.eq_ignore_ascii_case("off") => None,
+        Some(v) => Some(PathBuf::from(v)),
     }
 }
 
@@ -588,5 +606,18 @@ mod tests {
         assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
         assert!(parse_duration("abc").is_err());
         assert!(parse_duration("1e400").is_err());
+    }
+
+    #[test]
+    fn the_table_cache_is_on_by_default_and_can_be_turned_off() {
+        let default = Some(PathBuf::from(agent::table_cache::DEFAULT_DIR));
+        assert_eq!(table_cache_dir(None), default);
+        assert_eq!(table_cache_dir(Some("off")), None);
+        assert_eq!(table_cache_dir(Some(" OFF ")), None);
+        assert_eq!(table_cache_dir(Some("")), None);
+        assert_eq!(
+            table_cache_dir(Some("/tmp/t")),
+            Some(PathBuf::from("/tmp/t"))
+        );
     }
 }

@@ -277,6 +277,7 @@ fn sample_loop(
     started: tokio::sync::oneshot::Sender<Result<usize, String>>,
 ) {
     let opts = SessionOptions {
+        table_cache: s.table_cache.clone(),
         target: Target::System,
         frequency: s.frequency,
         load: LoadOptions {
@@ -379,6 +380,11 @@ fn update_metrics(session: &Session, m: &Metrics) {
     m.set(MetricId::AgentTableErrors, ts.table_errors);
     m.set(MetricId::AgentTablesEvicted, ts.tables_evicted);
     m.set(MetricId::AgentTableOnlyScans, ts.table_only_scans);
+    if let Some(c) = session.tracker.table_cache_stats() {
+        m.set(MetricId::AgentTableCacheHits, c.hits);
+        m.set(MetricId::AgentTableCacheMisses, c.misses + c.rejected);
+        m.set(MetricId::AgentTableCacheWriteErrors, c.write_errors);
+    }
     let (procs, _spaces, _keys, exes, rows) = session.tracker.footprint();
     m.set(MetricId::AgentProcesses, procs as u64);
     m.set(MetricId::AgentExecutables, exes as u64);

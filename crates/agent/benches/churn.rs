@@ -1068,11 +1068,17 @@ fn print_header(ctx: &Ctx, rounds: usize, quick: bool) {
         kernel.trim(),
         if quick { " (--quick)" } else { "" }
     );
+    // Ours keeps built unwind tables on disk: only the first run of a
+    // binary ever builds its table (say how warm the cache starts).
+    let cached = std::fs::read_dir(agent::table_cache::DEFAULT_DIR)
+        .map(|d| d.filter_map(|e| e.ok()).count())
+        .unwrap_or(0);
     println!(
-        "\n# Process churn: {} CPUs, kernel {}, {rounds} interleaved round(s){}, medians\nours: {ours} ({head})",
+        "\n# Process churn: {} CPUs, kernel {}, {rounds} interleaved round(s){}, medians\nours: {ours} ({head}); its table cache {} held {cached} table(s) at the start",
         ctx.cpus,
         kernel.trim(),
-        if quick { ", --quick sizes" } else { "" }
+        if quick { ", --quick sizes" } else { "" },
+        agent::table_cache::DEFAULT_DIR,
     );
 }
 

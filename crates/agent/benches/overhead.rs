@@ -205,6 +205,7 @@ fn as_profiler(frequency: u64, filtered: bool) {
     signal_hook_register(&stop);
     let opts = RecordOptions {
         session: SessionOptions {
+            table_cache: None,
             // Only init (asleep): every busy process is excluded in the
             // kernel, which is what the filtered row measures.
             target: if filtered {
@@ -400,6 +401,7 @@ fn startup_table() {
     let rss0 = peak_rss_kb(std::process::id());
     let t = Instant::now();
     let session = Session::new(SessionOptions {
+        table_cache: None,
         target: Target::System,
         frequency: 99,
         load: LoadOptions::default(),

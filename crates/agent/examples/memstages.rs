@@ -23,6 +23,7 @@ fn main() {
     println!("object loaded: {}", rss());
     drop((s, m, o));
     let mut session = agent::session::Session::new(agent::session::SessionOptions {
+        table_cache: None,
         target: agent::session::Target::System,
         frequency: 99,
         load: Default::default(),

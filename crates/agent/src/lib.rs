@@ -17,4 +17,5 @@ pub mod record;
 pub mod rows;
 pub mod session;
 pub mod symbolize;
+pub mod table_cache;
 pub mod tracker;

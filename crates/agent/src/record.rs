@@ -29,6 +29,8 @@ pub struct Summary {
     pub scan_errors: u64,
     pub tables_loaded: u64,
     pub rows_loaded: u64,
+    /// Tables read back from the on-disk cache rather than built.
+    pub tables_from_cache: u64,
 }
 
 impl Summary {
@@ -154,6 +156,7 @@ pub fn record(
         scans: ts.scans,
         scan_errors: ts.scan_errors,
         tables_loaded: ts.tables_loaded,
+        tables_from_cache: session.tracker.table_cache_stats().map_or(0, |c| c.hits),
         rows_loaded: ts.rows_loaded,
     };
     let batch = agg.take();

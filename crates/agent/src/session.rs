@@ -4,6 +4,7 @@
 
 use crate::loader::{self, KernelMaps, LoadError, LoadOptions, Outputs, Sampler};
 use crate::procinfo::ProcessMeta;
+use crate::table_cache::{self, TableCache};
 use crate::tracker::{self, Tracker};
 use libpf::generated::metrics::{MetricId, MetricOrigin};
 use std::collections::HashSet;
@@ -82,6 +83,9 @@ pub struct SessionOptions {
     pub target: Target,
     pub frequency: u64,
     pub load: LoadOptions,
+    /// Keep built unwind tables in this directory across runs
+    /// ([`crate::table_cache`]); `None`: build every table at every start.
+    pub table_cache: Option<PathBuf>,
 }
 
 /// Counts of the session's own work.
@@ -119,7 +123,17 @@ impl Session {
         };
         load.filter_pids = filter.is_some();
         let (sampler, maps, outputs) = Sampler::load(&load)?;
-        let tracker = Tracker::new(maps.rows.capacity());
+        let mut tracker = Tracker::new(maps.rows.capacity());
+        if let Some(dir) = &opts.table_cache {
+            match TableCache::open(dir, table_cache::DEFAULT_BUDGET) {
+                Ok(c) => tracker.set_table_cache(Some(c)),
+                Err(e) => tracing::warn!(
+                    dir = %dir.display(),
+                    error = %e,
+                    "no unwind table cache: tables are built at every start"
+                ),
+            }
+        }
         let selected_pids = filter
             .as_ref()
             .map(|f| f.pids.iter().copied().collect())

@@ -269,6 +269,8 @@ pub struct Tracker {
     files: HashMap<u64, Arc<FileInfo>>,
     /// Loaded executables by executable id.
     exes: HashMap<u64, Executable>,
+    /// Tables built in earlier runs.
+    table_cache: Option<crate::table_cache::TableCache>,
     /// (dev, inode, size, mtime) → executable id: skips re-hashing a file
     /// that hundreds of processes map.
     identities: HashMap<(u64, u64, u64, i64, i64), u64>,
@@ -303,6 +305,7 @@ impl Tracker {
         Tracker {
             files: HashMap::new(),
             exes: HashMap::new(),
+            table_cache: None,
             identities: HashMap::new(),
             pids: HashMap::new(),
             excluded: HashSet::new(),
@@ -494,6 +497,16 @@ impl Tracker {
         self.note_loader(maps, pid, &biases);
         self.touch(&biases);
         Ok(())
+    }
+
+    /// Keeps built tables on disk across runs (or stops doing so).
+    pub fn set_table_cache(&mut self, cache: Option<crate::table_cache::TableCache>) {
+        self.table_cache = cache;
+    }
+
+    /// What the table cache did, when there is one.
+    pub fn table_cache_stats(&self) -> Option<&crate::table_cache::CacheStats> {
+        self.table_cache.as_ref().map(|c| &c.stats)
     }
 
     /// Marks the tables a trace was unwound with as used now: a table that
@@ -783,10 +796,22 @@ impl Tracker {
         // executables are replaced, not rewritten in place.
         let data = unsafe { memmap2::Mmap::map(&info.file) }.ok()?;
         let segments = load_segments(&data).ok()?;
-        let rows = match UnwindTable::from_elf(&data)
-            .map_err(|e| e.to_string())
-            .and_then(|t| rows::convert(&t).map_err(|e| e.to_string()))
-        {
+        let cached = self
+            .table_cache
+            .as_mut()
+            .and_then(|c| c.get(info.file_id, data.len() as u64));
+        let built = match cached {
+            Some(rows) => Ok(rows),
+            None => UnwindTable::from_elf(&data)
+                .map_err(|e| e.to_string())
+                .and_then(|t| rows::convert(&t).map_err(|e| e.to_string()))
+                .inspect(|rows| {
+                    if let (Some(c), false) = (self.table_cache.as_mut(), rows.is_empty()) {
+                        c.put(info.file_id, data.len() as u64, rows);
+                    }
+                }),
+        };
+        let rows = match built {
             Ok(rows) if !rows.is_empty() => self.install_rows(maps, exe_id, &rows, &info),
             Ok(_) => None,
             Err(err) => {

@@ -33,6 +33,7 @@ fn require_root() {
 fn options(target: Target, frequency: u64, seconds: u64) -> RecordOptions {
     RecordOptions {
         session: SessionOptions {
+            table_cache: None,
             target,
             frequency,
             load: LoadOptions::default(),
@@ -280,6 +281,7 @@ fn nothing_leaks_after_workloads_exit_whole_system() {
     require_root();
     let _g = lock();
     let mut session = Session::new(SessionOptions {
+        table_cache: None,
         target: Target::System,
         frequency: 99,
         load: LoadOptions::default(),
@@ -356,6 +358,7 @@ fn nothing_leaks_after_workloads_exit_exact_counts() {
         .collect();
     let pids: Vec<u32> = running.iter().map(|r| r.pid()).collect();
     let mut session = Session::new(SessionOptions {
+        table_cache: None,
         target: Target::pids(pids.clone()),
         frequency: 99,
         load: LoadOptions::default(),
@@ -625,6 +628,7 @@ fn a_long_running_session_forgets_exited_processes_and_unloaded_files() {
         .unwrap()
         .hi();
     let mut session = Session::new(SessionOptions {
+        table_cache: None,
         target: Target::pids(vec![pid]),
         frequency: 99,
         load: LoadOptions::default(),
@@ -657,6 +661,7 @@ fn a_long_running_session_reuses_the_table_of_a_binary_that_comes_back() {
     require_root();
     let _g = lock();
     let mut session = Session::new(SessionOptions {
+        table_cache: None,
         target: Target::System,
         frequency: 99,
         load: LoadOptions::default(),
@@ -723,6 +728,7 @@ fn a_reused_address_space_id_never_unwinds_with_the_old_mappings() {
     let (a_kind, b_kind) = (Kind::CChains, Kind::CppTemplates);
     let comm = regex::Regex::new(&format!("^({}|{})$", a_kind.comm(), b_kind.comm())).unwrap();
     let mut session = Session::new(SessionOptions {
+        table_cache: None,
         target: Target::Filtered(Filter {
             pids: vec![],
             comm: Some(comm),
@@ -817,6 +823,7 @@ fn unscanned_second_process_of<G>(
     load: LoadOptions,
 ) -> (Session, Profile, u64) {
     let mut session = Session::new(SessionOptions {
+        table_cache: None,
         target: Target::System,
         frequency: 499,
         load,
@@ -930,6 +937,7 @@ fn the_row_budget_evicts_idle_tables_least_recently_used_first() {
     let run_all = |capacity: u32| {
         let mut first = Some(workloads::spawn(rust, None).unwrap());
         let mut session = Session::new(SessionOptions {
+            table_cache: None,
             target: Target::pids(vec![first.as_ref().unwrap().pid()]),
             frequency: 99,
             load: LoadOptions {
@@ -1075,4 +1083,45 @@ int main(void) { for (;;) sink = dlsym(RTLD_DEFAULT, "no_such_symbol_anywhere");
     // The first process's tables were loaded without giving it an address
     // space (it was not unwound completely at first: its files were new).
     assert!(session.tracker.stats.table_only_scans >= 1);
+}
+
+/// Tables built in one run are read back from the on-disk cache by the next
+/// (no parsing), and unwind exactly as well.
+#[test]
+fn a_second_run_reads_its_tables_back_from_the_cache() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("unwind-test-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let kind = Kind::CChains;
+    let exe_id = libpf::FileId::from_file(workloads::build(kind).unwrap().exe).unwrap();
+    let cached = dir.join(format!("{:016x}{:016x}.rows", exe_id.hi(), exe_id.lo()));
+    let run = || {
+        let _g = lock();
+        let w = workloads::spawn(kind, None).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut opts = options(Target::pids(vec![w.pid()]), 199, 2);
+        opts.session.table_cache = Some(dir.clone());
+        let rec = record::record(&opts, &AtomicBool::new(false), |_| {}).unwrap();
+        drop(w);
+        rec
+    };
+    let first = run();
+    assert_eq!(first.summary.tables_from_cache, 0, "{}", dir.display());
+    assert!(cached.exists(), "{} written", cached.display());
+    let second = run();
+    assert!(
+        second.summary.tables_from_cache >= 1,
+        "{}",
+        second.summary.line()
+    );
+    let comm = kind.comm();
+    let (share, total) = share(&second.profile, kind, |s| &*s.labels.process_name == comm);
+    assert!(total >= 50, "{total} samples");
+    assert!(
+        share >= 0.99,
+        "full chains in {:.2}% of {total} samples; misses:\n{}",
+        share * 100.0,
+        show_misses(&second.profile, kind, |s| &*s.labels.process_name == comm)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

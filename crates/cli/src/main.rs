@@ -104,6 +104,9 @@ struct RecordArgs {
     /// Capacity of the kernel's unwind row array (8 bytes per row), for hosts with huge binaries.
     #[arg(long, default_value_t = LoadOptions::default().max_unwind_rows)]
     max_unwind_rows: u32,
+    /// Directory where built unwind tables are kept for the next run (up to 256 MiB, least recently used first out), or `off`.
+    #[arg(long, default_value = agent::table_cache::DEFAULT_DIR)]
+    table_cache: String,
     /// Do not show the progress line.
     #[arg(short, long)]
     quiet: bool,
@@ -246,6 +249,7 @@ fn run_record(args: RecordArgs) -> ExitCode {
     };
     let opts = RecordOptions {
         session: SessionOptions {
+            table_cache: agent_export::config::table_cache_dir(Some(&args.table_cache)),
             target,
             frequency: args.frequency,
             load: LoadOptions {

@@ -24,6 +24,7 @@ fn a_real_recording_encodes_to_consistent_elasticsearch_documents() {
     let rec = record::record(
         &RecordOptions {
             session: SessionOptions {
+                table_cache: None,
                 target: Target::pids(vec![w.pid()]),
                 frequency: 99,
                 load: LoadOptions::default(),

@@ -92,8 +92,14 @@ enum metric_id {
     METRIC_NATIVE_LOADER_LOOKUPS = 42,
     /* agent.table_only_scans: Processes the kernel could not fully unwind without a scan whose files' tables were loaded without giving them an address space (bpf_find_vma kernels; scanned only if they keep failing a second later). */
     METRIC_AGENT_TABLE_ONLY_SCANS = 43,
+    /* agent.table_cache.hits: Unwind tables read back from the on-disk cache instead of being built. */
+    METRIC_AGENT_TABLE_CACHE_HITS = 44,
+    /* agent.table_cache.misses: Unwind tables built because the on-disk cache had none usable (absent, or rejected: other format, truncated, bad checksum). */
+    METRIC_AGENT_TABLE_CACHE_MISSES = 45,
+    /* agent.table_cache.write_errors: Built tables that could not be written to the on-disk cache (full disk, read-only or missing directory). */
+    METRIC_AGENT_TABLE_CACHE_WRITE_ERRORS = 46,
 };
 
-#define METRIC_COUNT 44
+#define METRIC_COUNT 47
 
 #endif /* EBPF_PROFILER_GENERATED_METRICS_H */

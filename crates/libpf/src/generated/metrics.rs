@@ -21,7 +21,7 @@ pub enum MetricOrigin {
 }
 
 /// Number of metric ids: the size of the eBPF per-CPU metrics array.
-pub const METRIC_COUNT: usize = 44;
+pub const METRIC_COUNT: usize = 47;
 
 /// A metric id: the index in the eBPF per-CPU metrics array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -115,11 +115,17 @@ pub enum MetricId {
     NativeLoaderLookups = 42,
     /// Processes the kernel could not fully unwind without a scan whose files' tables were loaded without giving them an address space (bpf_find_vma kernels; scanned only if they keep failing a second later).
     AgentTableOnlyScans = 43,
+    /// Unwind tables read back from the on-disk cache instead of being built.
+    AgentTableCacheHits = 44,
+    /// Unwind tables built because the on-disk cache had none usable (absent, or rejected: other format, truncated, bad checksum).
+    AgentTableCacheMisses = 45,
+    /// Built tables that could not be written to the on-disk cache (full disk, read-only or missing directory).
+    AgentTableCacheWriteErrors = 46,
 }
 
 impl MetricId {
     /// Every value, in spec order.
-    pub const ALL: [Self; 44] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted, Self::PidNewReports, Self::NativeLoaderLookups, Self::AgentTableOnlyScans];
+    pub const ALL: [Self; 47] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted, Self::PidNewReports, Self::NativeLoaderLookups, Self::AgentTableOnlyScans, Self::AgentTableCacheHits, Self::AgentTableCacheMisses, Self::AgentTableCacheWriteErrors];
 
     /// The name in the spec.
     pub const fn name(self) -> &'static str {
@@ -168,6 +174,9 @@ impl MetricId {
             Self::PidNewReports => "pid_new_reports",
             Self::NativeLoaderLookups => "native_loader_lookups",
             Self::AgentTableOnlyScans => "agent_table_only_scans",
+            Self::AgentTableCacheHits => "agent_table_cache_hits",
+            Self::AgentTableCacheMisses => "agent_table_cache_misses",
+            Self::AgentTableCacheWriteErrors => "agent_table_cache_write_errors",
         }
     }
 
@@ -218,6 +227,9 @@ impl MetricId {
             Self::PidNewReports => "Processes reported once at their first sample so userspace reads their labels, without a scan (bpf_find_vma kernels, no filter).",
             Self::NativeLoaderLookups => "PCs in the dynamic loader resolved from the auxiliary vector's AT_BASE (no lock, no bpf_find_vma).",
             Self::AgentTableOnlyScans => "Processes the kernel could not fully unwind without a scan whose files' tables were loaded without giving them an address space (bpf_find_vma kernels; scanned only if they keep failing a second later).",
+            Self::AgentTableCacheHits => "Unwind tables read back from the on-disk cache instead of being built.",
+            Self::AgentTableCacheMisses => "Unwind tables built because the on-disk cache had none usable (absent, or rejected: other format, truncated, bad checksum).",
+            Self::AgentTableCacheWriteErrors => "Built tables that could not be written to the on-disk cache (full disk, read-only or missing directory).",
         }
     }
 
@@ -268,6 +280,9 @@ impl MetricId {
             Self::PidNewReports => "ebpf.pid_new_reports",
             Self::NativeLoaderLookups => "ebpf.native.loader_lookups",
             Self::AgentTableOnlyScans => "agent.table_only_scans",
+            Self::AgentTableCacheHits => "agent.table_cache.hits",
+            Self::AgentTableCacheMisses => "agent.table_cache.misses",
+            Self::AgentTableCacheWriteErrors => "agent.table_cache.write_errors",
         }
     }
 
@@ -318,6 +333,9 @@ impl MetricId {
             Self::PidNewReports => "{process}",
             Self::NativeLoaderLookups => "{lookup}",
             Self::AgentTableOnlyScans => "{process}",
+            Self::AgentTableCacheHits => "{table}",
+            Self::AgentTableCacheMisses => "{table}",
+            Self::AgentTableCacheWriteErrors => "{table}",
         }
     }
 
@@ -368,6 +386,9 @@ impl MetricId {
             Self::PidNewReports => MetricKind::Counter,
             Self::NativeLoaderLookups => MetricKind::Counter,
             Self::AgentTableOnlyScans => MetricKind::Counter,
+            Self::AgentTableCacheHits => MetricKind::Counter,
+            Self::AgentTableCacheMisses => MetricKind::Counter,
+            Self::AgentTableCacheWriteErrors => MetricKind::Counter,
         }
     }
 
@@ -418,6 +439,9 @@ impl MetricId {
             Self::PidNewReports => MetricOrigin::Ebpf,
             Self::NativeLoaderLookups => MetricOrigin::Ebpf,
             Self::AgentTableOnlyScans => MetricOrigin::Agent,
+            Self::AgentTableCacheHits => MetricOrigin::Agent,
+            Self::AgentTableCacheMisses => MetricOrigin::Agent,
+            Self::AgentTableCacheWriteErrors => MetricOrigin::Agent,
         }
     }
 
@@ -468,6 +492,9 @@ impl MetricId {
             Self::PidNewReports => false,
             Self::NativeLoaderLookups => false,
             Self::AgentTableOnlyScans => false,
+            Self::AgentTableCacheHits => false,
+            Self::AgentTableCacheMisses => false,
+            Self::AgentTableCacheWriteErrors => false,
         }
     }
 
@@ -521,6 +548,9 @@ impl TryFrom<u32> for MetricId {
             41 => Ok(Self::PidNewReports),
             42 => Ok(Self::NativeLoaderLookups),
             43 => Ok(Self::AgentTableOnlyScans),
+            44 => Ok(Self::AgentTableCacheHits),
+            45 => Ok(Self::AgentTableCacheMisses),
+            46 => Ok(Self::AgentTableCacheWriteErrors),
             _ => Err(super::UnknownValue { kind: "MetricId", value: value as u64 }),
         }
     }
@@ -580,6 +610,9 @@ impl core::str::FromStr for MetricId {
             "pid_new_reports" => Ok(Self::PidNewReports),
             "native_loader_lookups" => Ok(Self::NativeLoaderLookups),
             "agent_table_only_scans" => Ok(Self::AgentTableOnlyScans),
+            "agent_table_cache_hits" => Ok(Self::AgentTableCacheHits),
+            "agent_table_cache_misses" => Ok(Self::AgentTableCacheMisses),
+            "agent_table_cache_write_errors" => Ok(Self::AgentTableCacheWriteErrors),
             _ => Err(super::UnknownName { kind: "MetricId", name: s.to_string() }),
         }
     }
