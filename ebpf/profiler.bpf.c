@@ -32,6 +32,7 @@ struct task_struct {
     int tgid;
     void *stack;
     struct mm_struct *mm;
+    unsigned int in_execve : 1;
 } __attribute__((preserve_access_index));
 
 /* What the bpf_find_vma callback reads of a mapping and its file. */
@@ -446,6 +447,16 @@ table:;
     return 1;
 }
 
+/* Whether the current task is inside execve (task->in_execve, where the
+ * kernel has it). */
+static __always_inline int in_exec(void)
+{
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    if (!bpf_core_field_exists(task->in_execve))
+        return 0;
+    return BPF_CORE_READ_BITFIELD_PROBED(task, in_execve);
+}
+
 /* Unwinds one native frame of the current CPU's trace. Returns 1 to stop the
  * loop.
  *
@@ -482,6 +493,14 @@ static __always_inline int native_step_impl(struct unwind_state *s, const int vm
             if (s->asid)
                 send_pid_event(PID_EVENT_KIND_UNKNOWN, s->record.header.pid, 0, 0);
             if (!vma || !resolve_by_vma(s, pc)) {
+                if (s->user_frames == 0 && s->record.header.num_kernel_frames > 0 && in_exec()) {
+                    /* Its registers are those of the image exec is
+                     * replacing, its memory may already be the new one's:
+                     * there is no user stack to unwind, only the kernel's. */
+                    count(METRIC_SAMPLES_IN_EXEC);
+                    s->done = 1;
+                    return 1;
+                }
                 /* Not scanned, and a file without a loaded table (or the
                  * kernel would not say): the scan loads it. */
                 if (vma && !s->asid)

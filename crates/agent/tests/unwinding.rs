@@ -1125,3 +1125,60 @@ fn a_second_run_reads_its_tables_back_from_the_cache() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A sample taken inside execve, once the new image replaced the old one's
+/// memory, has the old image's registers: it is recorded with its kernel
+/// stack only (counted), not as a user stack that failed to unwind.
+#[test]
+fn samples_inside_exec_keep_their_kernel_stack_without_an_error() {
+    require_root();
+    let _g = lock();
+    let mut session = Session::new(SessionOptions {
+        table_cache: None,
+        target: Target::System,
+        frequency: 499,
+        load: LoadOptions::default(),
+    })
+    .unwrap();
+    session.start().unwrap();
+    let mut agg = agent::aggregate::Aggregator::new(false);
+    let mut execs = Command::new("sh")
+        .args(["-c", "for i in $(seq 3000); do /bin/true; done"])
+        .spawn()
+        .unwrap();
+    let sh = execs.id();
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        session.wait(Duration::from_millis(50));
+        session.drain(|_, t| agg.add(t));
+    }
+    execs.kill().ok();
+    execs.wait().ok();
+    let profile =
+        agent::aggregate::Resolver::new(true, false).resolve(&session.tracker, agg.take());
+    let in_exec: Vec<(Vec<String>, u64)> = profile
+        .samples
+        .iter()
+        .map(|s| (root_first(&profile, s), s.count))
+        .filter(|(names, _)| names.iter().any(|n| n.contains("bprm_execve")))
+        .collect();
+    let total: u64 = in_exec.iter().map(|(_, c)| c).sum();
+    let failed: u64 = in_exec
+        .iter()
+        .filter(|(names, _)| names.iter().any(|n| n.starts_with('<')))
+        .map(|(_, c)| c)
+        .sum();
+    assert!(total >= 10, "{total} samples inside execve (sh {sh})");
+    assert!(
+        failed * 10 <= total,
+        "{failed} of {total} samples inside execve end with an error:\n{}",
+        in_exec
+            .iter()
+            .filter(|(n, _)| n.iter().any(|n| n.starts_with('<')))
+            .take(5)
+            .map(|(n, c)| format!("x{c} {}", n.join(";")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(session.metric(libpf::generated::metrics::MetricId::SamplesInExec) > 0);
+}

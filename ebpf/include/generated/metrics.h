@@ -98,8 +98,10 @@ enum metric_id {
     METRIC_AGENT_TABLE_CACHE_MISSES = 45,
     /* agent.table_cache.write_errors: Built tables that could not be written to the on-disk cache (full disk, read-only or missing directory). */
     METRIC_AGENT_TABLE_CACHE_WRITE_ERRORS = 46,
+    /* ebpf.samples.in_exec: Samples taken inside execve whose user registers no longer match the process's memory (the image being replaced): recorded with their kernel stack only. */
+    METRIC_SAMPLES_IN_EXEC = 47,
 };
 
-#define METRIC_COUNT 47
+#define METRIC_COUNT 48
 
 #endif /* EBPF_PROFILER_GENERATED_METRICS_H */

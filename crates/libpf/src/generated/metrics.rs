@@ -21,7 +21,7 @@ pub enum MetricOrigin {
 }
 
 /// Number of metric ids: the size of the eBPF per-CPU metrics array.
-pub const METRIC_COUNT: usize = 47;
+pub const METRIC_COUNT: usize = 48;
 
 /// A metric id: the index in the eBPF per-CPU metrics array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,11 +121,13 @@ pub enum MetricId {
     AgentTableCacheMisses = 45,
     /// Built tables that could not be written to the on-disk cache (full disk, read-only or missing directory).
     AgentTableCacheWriteErrors = 46,
+    /// Samples taken inside execve whose user registers no longer match the process's memory (the image being replaced): recorded with their kernel stack only.
+    SamplesInExec = 47,
 }
 
 impl MetricId {
     /// Every value, in spec order.
-    pub const ALL: [Self; 47] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted, Self::PidNewReports, Self::NativeLoaderLookups, Self::AgentTableOnlyScans, Self::AgentTableCacheHits, Self::AgentTableCacheMisses, Self::AgentTableCacheWriteErrors];
+    pub const ALL: [Self; 48] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted, Self::PidNewReports, Self::NativeLoaderLookups, Self::AgentTableOnlyScans, Self::AgentTableCacheHits, Self::AgentTableCacheMisses, Self::AgentTableCacheWriteErrors, Self::SamplesInExec];
 
     /// The name in the spec.
     pub const fn name(self) -> &'static str {
@@ -177,6 +179,7 @@ impl MetricId {
             Self::AgentTableCacheHits => "agent_table_cache_hits",
             Self::AgentTableCacheMisses => "agent_table_cache_misses",
             Self::AgentTableCacheWriteErrors => "agent_table_cache_write_errors",
+            Self::SamplesInExec => "samples_in_exec",
         }
     }
 
@@ -230,6 +233,7 @@ impl MetricId {
             Self::AgentTableCacheHits => "Unwind tables read back from the on-disk cache instead of being built.",
             Self::AgentTableCacheMisses => "Unwind tables built because the on-disk cache had none usable (absent, or rejected: other format, truncated, bad checksum).",
             Self::AgentTableCacheWriteErrors => "Built tables that could not be written to the on-disk cache (full disk, read-only or missing directory).",
+            Self::SamplesInExec => "Samples taken inside execve whose user registers no longer match the process's memory (the image being replaced): recorded with their kernel stack only.",
         }
     }
 
@@ -283,6 +287,7 @@ impl MetricId {
             Self::AgentTableCacheHits => "agent.table_cache.hits",
             Self::AgentTableCacheMisses => "agent.table_cache.misses",
             Self::AgentTableCacheWriteErrors => "agent.table_cache.write_errors",
+            Self::SamplesInExec => "ebpf.samples.in_exec",
         }
     }
 
@@ -336,6 +341,7 @@ impl MetricId {
             Self::AgentTableCacheHits => "{table}",
             Self::AgentTableCacheMisses => "{table}",
             Self::AgentTableCacheWriteErrors => "{table}",
+            Self::SamplesInExec => "{sample}",
         }
     }
 
@@ -389,6 +395,7 @@ impl MetricId {
             Self::AgentTableCacheHits => MetricKind::Counter,
             Self::AgentTableCacheMisses => MetricKind::Counter,
             Self::AgentTableCacheWriteErrors => MetricKind::Counter,
+            Self::SamplesInExec => MetricKind::Counter,
         }
     }
 
@@ -442,6 +449,7 @@ impl MetricId {
             Self::AgentTableCacheHits => MetricOrigin::Agent,
             Self::AgentTableCacheMisses => MetricOrigin::Agent,
             Self::AgentTableCacheWriteErrors => MetricOrigin::Agent,
+            Self::SamplesInExec => MetricOrigin::Ebpf,
         }
     }
 
@@ -495,6 +503,7 @@ impl MetricId {
             Self::AgentTableCacheHits => false,
             Self::AgentTableCacheMisses => false,
             Self::AgentTableCacheWriteErrors => false,
+            Self::SamplesInExec => false,
         }
     }
 
@@ -551,6 +560,7 @@ impl TryFrom<u32> for MetricId {
             44 => Ok(Self::AgentTableCacheHits),
             45 => Ok(Self::AgentTableCacheMisses),
             46 => Ok(Self::AgentTableCacheWriteErrors),
+            47 => Ok(Self::SamplesInExec),
             _ => Err(super::UnknownValue { kind: "MetricId", value: value as u64 }),
         }
     }
@@ -613,6 +623,7 @@ impl core::str::FromStr for MetricId {
             "agent_table_cache_hits" => Ok(Self::AgentTableCacheHits),
             "agent_table_cache_misses" => Ok(Self::AgentTableCacheMisses),
             "agent_table_cache_write_errors" => Ok(Self::AgentTableCacheWriteErrors),
+            "samples_in_exec" => Ok(Self::SamplesInExec),
             _ => Err(super::UnknownName { kind: "MetricId", name: s.to_string() }),
         }
     }
