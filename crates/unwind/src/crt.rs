@@ -4,7 +4,7 @@
 //! there often: on the page fault of their first instruction, since nothing
 //! else touched that page yet.
 
-use crate::{CfaBase, FpRule, InvalidReason, UnwindRow, UnwindRule};
+use crate::{CfaBase, FpRule, UnwindRow, UnwindRule};
 
 const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
 /// `sub $0x8,%rsp`
@@ -53,42 +53,10 @@ pub(crate) fn stub_rows(address: u64, code: &[u8]) -> Option<(Vec<UnwindRow>, u6
     Some((rows, end))
 }
 
-/// Puts `insert` (rows from its first address up to `end`) into a sorted
-/// table, only where the table has no unwind info at all for that range:
-/// CFI that exists always wins. Returns whether the table changed.
-pub(crate) fn fill_gap(rows: &mut Vec<UnwindRow>, mut insert: Vec<UnwindRow>, end: u64) -> bool {
-    let no_info = UnwindRule::Invalid(InvalidReason::NoUnwindInfo);
-    let Some(start) = insert.first().map(|r| r.address) else {
-        return false;
-    };
-    // rows[..i] start at or before `start`; rows[i..j] inside the range.
-    let i = rows.partition_point(|r| r.address <= start);
-    let j = rows.partition_point(|r| r.address < end);
-    let covered_at_start = i > 0 && rows[i - 1].rule != no_info;
-    if covered_at_start || rows[i..j].iter().any(|r| r.rule != no_info) {
-        return false;
-    }
-    // Whatever held at `end` was "no info" (or nothing): say so again,
-    // unless a row starts right there.
-    if rows.get(j).map(|r| r.address) != Some(end) {
-        insert.push(UnwindRow {
-            address: end,
-            rule: no_info,
-        });
-    }
-    let from = if i > 0 && rows[i - 1].address == start {
-        i - 1
-    } else {
-        i
-    };
-    rows.splice(from..j, insert);
-    rows.dedup_by(|b, a| a.rule == b.rule);
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{fill_gap, InvalidReason};
 
     fn row(address: u64, rule: UnwindRule) -> UnwindRow {
         UnwindRow { address, rule }

@@ -743,7 +743,7 @@ fn build(data: &[u8]) -> Result<UnwindTable, Error> {
     for &(address, code) in &cfi.init_fini {
         if let Some((stub, end)) = crt::stub_rows(address, code) {
             let before = rows.len();
-            if crt::fill_gap(&mut rows, stub, end) {
+            if fill_gap(&mut rows, stub, end) {
                 stats.crt_stubs += 1;
                 stats.rows_raw += rows.len().saturating_sub(before);
                 stats.rows_merged = rows.len();
@@ -774,35 +774,49 @@ pub const ENTRY_WITHOUT_CFI_SPAN: u64 = 64;
 /// [`ENTRY_WITHOUT_CFI_SPAN`] bytes; CFI that exists always wins. Returns
 /// whether the table changed.
 fn mark_entry_point(rows: &mut Vec<UnwindRow>, entry: u64) -> bool {
-    let no_info = UnwindRule::Invalid(InvalidReason::NoUnwindInfo);
-    let i = rows.partition_point(|r| r.address <= entry);
-    let covered_by_gap = i == 0 || rows[i - 1].rule == no_info;
-    if rows.is_empty() || !covered_by_gap {
+    if rows.is_empty() {
         return false;
     }
-    let next = rows.get(i).map(|r| r.address);
+    let next = rows.get(rows.partition_point(|r| r.address <= entry));
     let end = next.map_or(entry + ENTRY_WITHOUT_CFI_SPAN, |n| {
-        n.min(entry + ENTRY_WITHOUT_CFI_SPAN)
+        n.address.min(entry + ENTRY_WITHOUT_CFI_SPAN)
     });
-    let mut insert = vec![UnwindRow {
+    let end_of_stack = UnwindRow {
         address: entry,
         rule: UnwindRule::EndOfStack,
-    }];
-    if Some(end) != next {
+    };
+    fill_gap(rows, vec![end_of_stack], end)
+}
+
+/// Puts `insert` (rows from its first address up to `end`) into a sorted
+/// table, only where the table has no unwind info at all for that range:
+/// CFI that exists always wins. Returns whether the table changed.
+pub(crate) fn fill_gap(rows: &mut Vec<UnwindRow>, mut insert: Vec<UnwindRow>, end: u64) -> bool {
+    let no_info = UnwindRule::Invalid(InvalidReason::NoUnwindInfo);
+    let Some(start) = insert.first().map(|r| r.address) else {
+        return false;
+    };
+    // rows[..i] start at or before `start`; rows[i..j] inside the range.
+    let i = rows.partition_point(|r| r.address <= start);
+    let j = rows.partition_point(|r| r.address < end);
+    let covered_at_start = i > 0 && rows[i - 1].rule != no_info;
+    if covered_at_start || rows[i..j].iter().any(|r| r.rule != no_info) {
+        return false;
+    }
+    // Whatever held at `end` was "no info" (or nothing): say so again,
+    // unless a row starts right there.
+    if rows.get(j).map(|r| r.address) != Some(end) {
         insert.push(UnwindRow {
             address: end,
             rule: no_info,
         });
     }
-    // A gap row starting exactly at the entry is replaced, not kept.
-    let from = if i > 0 && rows[i - 1].address == entry {
+    let from = if i > 0 && rows[i - 1].address == start {
         i - 1
     } else {
         i
     };
-    rows.splice(from..i, insert);
-    // Keep adjacent rules distinct: the gap before the entry may now end
-    // right where the first inserted row starts with the same rule.
+    rows.splice(from..j, insert);
     rows.dedup_by(|b, a| a.rule == b.rule);
     true
 }
