@@ -495,7 +495,7 @@ impl Tracker {
             }
         }
         self.note_loader(maps, pid, &biases);
-        self.touch(&biases);
+        self.mark_used(biases.iter().map(|&(id, _)| id));
         Ok(())
     }
 
@@ -514,30 +514,25 @@ impl Tracker {
     /// through file_tables) looks idle otherwise, and would be unloaded or
     /// evicted first while in use.
     pub fn note_used(&mut self, trace: &support::trace::RawTrace) {
-        let now = std::time::Instant::now();
         let mut last = None;
-        for f in &trace.frames {
-            let support::trace::RawFrame::Native { exe_id, .. } = f else {
-                continue;
-            };
-            if last == Some(*exe_id) {
-                continue;
+        let ids = trace.frames.iter().filter_map(|f| match f {
+            // Consecutive frames mostly share an executable: look it up once.
+            support::trace::RawFrame::Native { exe_id, .. } if last != Some(*exe_id) => {
+                last = Some(*exe_id);
+                Some(*exe_id)
             }
-            last = Some(*exe_id);
-            if let Some(exe) = self.exes.get_mut(exe_id) {
-                if exe.refs == 0 {
-                    exe.idle_since = Some(now);
-                }
-            }
-        }
+            _ => None,
+        });
+        self.mark_used(ids);
     }
 
-    /// Marks tables a process without an address space just used as
-    /// recently used (eviction order).
-    fn touch(&mut self, used: &[(u64, u64)]) {
+    /// Marks idle tables as used now (the eviction and unloading order):
+    /// tables that only processes without an address space use hold no
+    /// reference that says so.
+    fn mark_used(&mut self, ids: impl IntoIterator<Item = u64>) {
         let now = std::time::Instant::now();
-        for (id, _) in used {
-            if let Some(exe) = self.exes.get_mut(id) {
+        for id in ids {
+            if let Some(exe) = self.exes.get_mut(&id) {
                 if exe.refs == 0 {
                     exe.idle_since = Some(now);
                 }
