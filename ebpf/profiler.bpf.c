@@ -27,12 +27,18 @@
 char LICENSE[] SEC("license") = "GPL";
 
 /* Only the fields read here; CO-RE relocates them against the kernel's BTF. */
+struct thread_struct {
+    /* The user fs base: on x86-64, the thread's pthread_self(). */
+    unsigned long fsbase;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
     int pid;
     int tgid;
     void *stack;
     struct mm_struct *mm;
     unsigned int in_execve : 1;
+    struct thread_struct thread;
 } __attribute__((preserve_access_index));
 
 /* What the bpf_find_vma callback reads of a mapping and its file. */
@@ -68,6 +74,9 @@ struct vm_area_struct {
  * at kernel entry sit at their top (TOP_OF_KERNEL_STACK_PADDING is 0 on
  * x86-64). Read there only on kernels without bpf_task_pt_regs (< 5.15). */
 #define KERNEL_THREAD_SIZE 16384
+_Static_assert(__builtin_offsetof(struct pt_regs, rsp) ==
+                   __builtin_offsetof(struct pt_regs, rip) + 3 * 8,
+               "rip, cs, eflags, rsp are adjacent");
 
 /* Offsets in the x86-64 ucontext_t at rsp inside a signal trampoline
  * (uc_mcontext starts at 40; see the kernel's struct sigcontext). */
@@ -85,6 +94,10 @@ struct vm_area_struct {
  * few dozen bytes of the previous frame's: one copy serves many frames.
  * Never crosses a page: a read that faults costs far more. */
 #define STACK_WINDOW 1024
+
+/* Room for the head of an interpreter frame (python_file.frame_read_size
+ * bytes of it are read). */
+#define PYTHON_FRAME_READ 128
 #define PAGE_SIZE 4096
 /* AT_BASE of <linux/auxvec.h>: where the kernel loaded the program interpreter. */
 #define AUXV_AT_BASE 7
@@ -149,6 +162,20 @@ struct unwind_state {
     __u64 window_base;
     __u64 window_len;
     __u8 window[STACK_WINDOW];
+    /* Python: the next interpreter frame to emit, once py_frame_known (the
+     * thread state is looked up at the first interpreter loop only). */
+    __u64 py_frame;
+    __u32 py_frame_known;
+    /* 1 once a Python walk failed in this sample: later loops stay native
+     * frames rather than risk a wrong Python frame. */
+    __u32 py_failed;
+    /* For the interpreter loop at pc: 0 not handled yet, 1 Python frames
+     * replaced it (no native frame), 2 it stays a native frame. */
+    __u32 interp_done;
+    __u32 py_unused;
+    /* The head of the interpreter frame being read (PYTHON_FRAME_READ
+     * bytes; the rest is slack for an 8-byte field at a masked offset). */
+    __u8 py_buf[PYTHON_FRAME_READ + 8];
     struct trace_record record;
 };
 
@@ -530,24 +557,34 @@ static __always_inline int native_step_impl(struct unwind_state *s, const int vm
 mapped:
     s->cache_valid = 1;
     __u64 vaddr = pc - s->mapping.bias;
-    __u64 exe_id = s->mapping.exe_id;
-    __u64 flags = s->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0;
-    /* Callers mostly live in their callee's executable: such a frame leaves
-     * the id out, which halves the bytes a trace costs the ring buffer. */
-    __u64 length = NATIVE_FRAME_WORDS;
-    if (s->last_exe_valid && s->last_exe_id == exe_id) {
-        length = NATIVE_FRAME_WORDS_SAME_EXE;
-    } else {
-        s->record.frames[(words + 1) & (MAX_FRAME_WORDS - 1)] = exe_id;
-        s->last_exe_id = exe_id;
-        s->last_exe_valid = 1;
-    }
-    s->record.frames[words & (MAX_FRAME_WORDS - 1)] =
-        frame_header_pack(vaddr, length, flags, FRAME_TYPE_NATIVE);
-    s->record.header.num_frame_words = words + length;
-    s->user_frames++;
-
     __u64 lookup = vaddr - (s->return_address ? 1 : 0);
+    /* An interpreter loop: its unwinder emits the interpreted frames first
+     * (python_step, run by the caller), then the next step unwinds the loop's
+     * native frame without recording it, unless the unwinder declined. */
+    int in_loop = s->table.interpreter_end != 0 && lookup >= s->table.interpreter_start &&
+                  lookup < s->table.interpreter_end;
+    if (in_loop && s->interp_done == 0)
+        return 2;
+    __u64 length = NATIVE_FRAME_WORDS;
+    if (!in_loop || s->interp_done != 1) {
+        __u64 exe_id = s->mapping.exe_id;
+        __u64 flags = s->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0;
+        /* Callers mostly live in their callee's executable: such a frame
+         * leaves the id out, which halves the bytes a trace costs the ring
+         * buffer. */
+        if (s->last_exe_valid && s->last_exe_id == exe_id) {
+            length = NATIVE_FRAME_WORDS_SAME_EXE;
+        } else {
+            s->record.frames[(words + 1) & (MAX_FRAME_WORDS - 1)] = exe_id;
+            s->last_exe_id = exe_id;
+            s->last_exe_valid = 1;
+        }
+        s->record.frames[words & (MAX_FRAME_WORDS - 1)] =
+            frame_header_pack(vaddr, length, flags, FRAME_TYPE_NATIVE);
+        s->record.header.num_frame_words = words + length;
+        s->user_frames++;
+    }
+
     if (lookup > 0xffffffffull) {
         push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_PC_OUT_OF_RANGE);
         return 1;
@@ -614,6 +651,7 @@ mapped:
         s->pc = regs[2];
         /* The interrupted PC is exact, not a return address. */
         s->return_address = 0;
+        s->interp_done = 0;
         return 0;
     }
     case UNWIND_RULE_KIND_END_OF_STACK:
@@ -643,21 +681,184 @@ mapped:
     s->sp = cfa;
     s->pc = ra;
     s->return_address = 1;
+    s->interp_done = 0;
+    return 0;
+}
+
+/* A global function's argument must be a scalar, but the compiler passes
+ * whatever a register holds for an argument the callee never reads: each
+ * step reads its (meaningless) argument so the caller sets it. */
+#define KEEP_ARG(x) __asm__ volatile("" ::"r"(x))
+
+/* A field of the interpreter frame in py_buf (offsets come from
+ * python_files: masked so the verifier sees the read in bounds). */
+static __always_inline __u64 py_buf_u64(struct unwind_state *s, __u16 off)
+{
+    __u64 v = 0;
+    __builtin_memcpy(&v, &s->py_buf[off & (PYTHON_FRAME_READ - 1)], 8);
+    return v;
+}
+
+/* Finds the sampled thread's current interpreter frame: the main
+ * interpreter's thread states are searched for the one whose thread_id
+ * (pthread_self()) is the thread's fs base. Returns 0 or an error code. */
+static __always_inline __u32 python_current_frame(struct unwind_state *s,
+                                                  const struct python_file *pf, __u64 *frame)
+{
+    __u64 runtime = s->mapping.bias + pf->runtime_vaddr;
+    __u64 interp = 0, tstate = 0;
+    if (bpf_probe_read_user(&interp, 8, (void *)(runtime + pf->runtime_interpreters_head)) ||
+        !interp ||
+        bpf_probe_read_user(&tstate, 8, (void *)(interp + pf->interpreter_threads_head)))
+        return ERR_PYTHON_READ_THREAD_STATE_ADDR;
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    __u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
+    /* Only the search in the loop: the verifier walks its body once per
+     * iteration. */
+    int found = 0;
+    for (int i = 0; i < PYTHON_THREAD_SEARCH && tstate; i++) {
+        __u64 id = 0;
+        if (bpf_probe_read_user(&id, 8, (void *)(tstate + pf->thread_id)))
+            return ERR_PYTHON_READ_THREAD_STATE_ADDR;
+        if (id == fsbase) {
+            found = 1;
+            break;
+        }
+        if (bpf_probe_read_user(&tstate, 8, (void *)(tstate + pf->thread_next)))
+            return ERR_PYTHON_READ_THREAD_STATE_ADDR;
+    }
+    if (!found)
+        return ERR_PYTHON_ZERO_THREAD_STATE;
+    __u64 f = 0;
+    if (bpf_probe_read_user(&f, 8, (void *)(tstate + pf->thread_frame)))
+        return ERR_PYTHON_BAD_THREAD_STATE_FRAME_ADDR;
+    if (pf->thread_frame_via_cframe &&
+        (!f || bpf_probe_read_user(&f, 8, (void *)(f + pf->cframe_current_frame))))
+        return ERR_PYTHON_BAD_CFRAME_CURRENT_FRAME_ADDR;
+    *frame = f;
+    return 0;
+}
+
+/* Ends the Python walk of this sample: the loop at pc and every later one
+ * stay native frames. */
+static __always_inline int python_give_up(struct unwind_state *s, __u32 err)
+{
+    count(error_metric(err));
+    s->py_failed = 1;
+    s->interp_done = 2;
+    return 0;
+}
+
+/* Emits the Python frames one call of the interpreter loop at s->pc runs,
+ * in place of the loop's native frame: native_step_impl returned 2 for it
+ * and unwinds the loop's registers at the next step. Returns 1 to stop the
+ * batch (the trace is full).
+ *
+ * Part of the native step rather than a tail-called program: a stack of
+ * CPython 3.10 or older has one loop per Python call, and two tail calls per
+ * loop would exhaust the kernel's 33 in a few frames. Inside the step's
+ * global function it is verified once per step twin, and the batch loop
+ * keeps one call per iteration (a second call there doubled the verifier's
+ * work per iteration and, on 5.10, must not end the loop body). */
+static __always_inline int python_step(struct unwind_state *s)
+{
+    if (s->py_failed) {
+        s->interp_done = 2;
+        return 0;
+    }
+    __u64 id = s->mapping.exe_id;
+    const struct python_file *pf = bpf_map_lookup_elem(&python_files, &id);
+    if (!pf)
+        return python_give_up(s, ERR_PYTHON_NO_PROC_INFO);
+    if (!s->py_frame_known) {
+        __u64 f = 0;
+        __u32 err = python_current_frame(s, pf, &f);
+        if (err)
+            return python_give_up(s, err);
+        s->py_frame = f;
+        s->py_frame_known = 1;
+    }
+    __u32 layout = pf->frame_layout;
+    __u64 version = pf->version;
+    __u16 off_prev = pf->frame_previous, off_code = pf->frame_code;
+    __u16 off_instr = pf->frame_instruction, off_owner = pf->frame_owner;
+    __u16 off_entry = pf->frame_is_entry;
+    __u64 f = s->py_frame;
+    __u32 emitted = 0;
+    int finished = 0;
+    for (int i = 0; i < PYTHON_FRAMES_PER_STEP; i++) {
+        if (!f) {
+            /* The chain ended: nothing more is running Python. */
+            finished = 1;
+            break;
+        }
+        __u32 words = s->record.header.num_frame_words;
+        if (s->user_frames >= MAX_USER_FRAMES ||
+            words > MAX_FRAME_WORDS - PYTHON_FRAME_WORDS - 1) {
+            push_error(s, FRAME_TYPE_UNKNOWN, ERR_STACK_LENGTH_EXCEEDED);
+            return 1;
+        }
+        if (bpf_probe_read_user(s->py_buf, pf->frame_read_size & (PYTHON_FRAME_READ - 1),
+                                (void *)f))
+            return python_give_up(s, ERR_PYTHON_BAD_FRAME_OBJECT_ADDR);
+        __u64 prev = py_buf_u64(s, off_prev);
+        __u64 code = py_buf_u64(s, off_code);
+        __u64 instr = py_buf_u64(s, off_instr);
+        __u8 owner = s->py_buf[off_owner & (PYTHON_FRAME_READ - 1)];
+        __u8 is_entry = s->py_buf[off_entry & (PYTHON_FRAME_READ - 1)];
+        if (layout == PYTHON_FRAME_LAYOUT_CSTACK_OWNER && owner == PYTHON_FRAME_OWNED_BY_CSTACK) {
+            /* The shim below this loop's first frame: the loop is done. */
+            f = prev;
+            finished = 1;
+            break;
+        }
+        if (layout == PYTHON_FRAME_LAYOUT_FRAME_OBJECT)
+            instr = (__u32)instr; /* f_lasti is an int */
+        else
+            instr -= code;
+        s->record.frames[words & (MAX_FRAME_WORDS - 1)] = frame_header_pack(
+            python_frame_data_pack(instr, version), PYTHON_FRAME_WORDS, 0, FRAME_TYPE_PYTHON);
+        s->record.frames[(words + 1) & (MAX_FRAME_WORDS - 1)] = code;
+        s->record.header.num_frame_words = words + PYTHON_FRAME_WORDS;
+        s->user_frames++;
+        emitted++;
+        f = prev;
+        if (layout == PYTHON_FRAME_LAYOUT_FRAME_OBJECT ||
+            (layout == PYTHON_FRAME_LAYOUT_ENTRY_FLAG && is_entry)) {
+            finished = 1;
+            break;
+        }
+    }
+    s->py_frame = f;
+    if (finished)
+        s->interp_done = 1;
+    __u32 metric = METRIC_PYTHON_FRAMES;
+    __u64 *frames = bpf_map_lookup_elem(&metrics, &metric);
+    if (frames)
+        *frames += emitted;
     return 0;
 }
 
 __attribute__((noinline)) int native_step(__u32 unused)
 {
+    KEEP_ARG(unused);
     struct unwind_state *s = state();
-    return s ? native_step_impl(s, 0) : 1;
+    if (!s)
+        return 1;
+    int r = native_step_impl(s, 0);
+    return r == 2 ? python_step(s) : r;
 }
 
 /* The same step, falling back to bpf_find_vma where the trie has no
  * mapping (5.17+; only the *_vma programs call it). */
 __attribute__((noinline)) int native_step_vma(__u32 unused)
 {
+    KEEP_ARG(unused);
     struct unwind_state *s = state();
-    return s ? native_step_impl(s, 1) : 1;
+    if (!s)
+        return 1;
+    int r = native_step_impl(s, 1);
+    return r == 2 ? python_step(s) : r;
 }
 
 /* Unwinds a batch of native frames, then sends the trace or tail-calls the
@@ -741,14 +942,17 @@ static __always_inline int user_regs(struct bpf_perf_event_data *ctx, struct unw
         void *stack = BPF_CORE_READ(current, stack);
         saved = stack ? (struct pt_regs *)(stack + KERNEL_THREAD_SIZE) - 1 : NULL;
     }
-    struct pt_regs regs;
-    if (!saved || bpf_probe_read_kernel(&regs, sizeof(regs), saved))
+    /* rip, cs, eflags and rsp (adjacent in pt_regs), then rbp: two reads,
+     * not the whole struct on a stack the unwinder's frames need. */
+    __u64 tail[4], rbp;
+    if (!saved || bpf_probe_read_kernel(tail, sizeof(tail), &saved->rip) ||
+        bpf_probe_read_kernel(&rbp, sizeof(rbp), &saved->rbp))
         return 0;
-    if ((regs.cs & 3) != 3 || regs.rip == 0)
+    if ((tail[1] & 3) != 3 || tail[0] == 0)
         return 0;
-    s->pc = regs.rip;
-    s->sp = regs.rsp;
-    s->fp = regs.rbp;
+    s->pc = tail[0];
+    s->sp = tail[3];
+    s->fp = rbp;
     return 1;
 }
 
@@ -797,6 +1001,9 @@ static __always_inline void sample_impl(struct bpf_perf_event_data *ctx, const i
     s->user_frames = 0;
     s->return_address = 0;
     s->done = 0;
+    s->py_frame_known = 0;
+    s->py_failed = 0;
+    s->interp_done = 0;
     struct trace_header *h = &s->record.header;
     h->pid = pid;
     h->tid = (__u32)pid_tgid;

@@ -284,5 +284,7 @@ fn abi_layouts_match_the_generated_rust() {
     assert_eq!(l["mapping_key"].size, 16);
     assert_eq!(l["mapping_value"].size, 32);
     assert_eq!(l["pid_event"].size, 24);
-    assert_eq!(l["trace_record"].size, 40 + 8 * 1024);
+    assert_eq!(l["trace_record"].size, 40 + 8 * 2048);
+    assert_eq!(l["exe_table"].size, 16);
+    assert_eq!(l["python_file"].size, 40);
 }

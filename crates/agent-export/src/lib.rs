@@ -335,7 +335,7 @@ fn sample_loop(
         session.drain(|_, t| agg.add(t));
         if stopping || last_metrics.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             last_metrics = Some(Instant::now());
-            update_metrics(&session, metrics);
+            update_metrics(&session, &agg, metrics);
         }
         if stopping || Instant::now() >= deadline {
             let end = unix_ns();
@@ -370,7 +370,7 @@ fn sample_loop(
     }
 }
 
-fn update_metrics(session: &Session, m: &Metrics) {
+fn update_metrics(session: &Session, agg: &Aggregator, m: &Metrics) {
     for (id, v) in session.ebpf_metrics() {
         m.set(id, v);
     }
@@ -380,6 +380,11 @@ fn update_metrics(session: &Session, m: &Metrics) {
     m.set(MetricId::AgentTableErrors, ts.table_errors);
     m.set(MetricId::AgentTablesEvicted, ts.tables_evicted);
     m.set(MetricId::AgentTableOnlyScans, ts.table_only_scans);
+    m.set(MetricId::AgentPythonFiles, ts.python_files);
+    m.set(MetricId::AgentPythonFilesRejected, ts.python_files_rejected);
+    let (reads, read_errors) = agg.python_code_reads();
+    m.set(MetricId::AgentPythonCodeReads, reads);
+    m.set(MetricId::AgentPythonCodeReadErrors, read_errors);
     if let Some(c) = session.tracker.table_cache_stats() {
         m.set(MetricId::AgentTableCacheHits, c.hits);
         m.set(MetricId::AgentTableCacheMisses, c.misses + c.rejected);

@@ -20,6 +20,14 @@ pub enum FrameKey {
         address: u64,
         return_address: bool,
     },
+    /// Named when the trace arrived: the process may be gone by the time
+    /// the batch is resolved.
+    Python {
+        name: Arc<str>,
+        file: Arc<str>,
+        line: u32,
+        first_line: u32,
+    },
     Error {
         kind: FrameKind,
         code: u32,
@@ -52,6 +60,59 @@ pub struct Aggregator {
     pub samples: u64,
     pub complete: u64,
     pub errors: BTreeMap<String, u64>,
+    python: PythonCodes,
+}
+
+/// Code objects read so far, per process and address (None: unreadable).
+#[derive(Default)]
+struct PythonCodes {
+    codes: HashMap<(u32, u64), Option<Arc<crate::python::CodeInfo>>>,
+    reads: u64,
+    read_errors: u64,
+}
+
+/// Code objects remembered at most; the cache restarts empty past it.
+const MAX_PYTHON_CODES: usize = 1 << 16;
+
+/// The name of a Python frame whose code object could not be read.
+pub const UNKNOWN_PYTHON_CODE: &str = "<unknown python code>";
+
+impl PythonCodes {
+    fn frame(&mut self, pid: u32, code: u64, instruction: u64, version: u16) -> FrameKey {
+        if self.codes.len() >= MAX_PYTHON_CODES {
+            self.codes.clear();
+        }
+        let info = self.codes.entry((pid, code)).or_insert_with(|| {
+            self.reads += 1;
+            let read = crate::python::version_of_frame(version)
+                .ok_or_else(|| std::io::Error::other("unknown version"))
+                .and_then(|v| {
+                    crate::python::read_code(&crate::python::ProcessMemory(pid), code, v)
+                });
+            match read {
+                Ok(info) => Some(Arc::new(info)),
+                Err(e) => {
+                    self.read_errors += 1;
+                    tracing::debug!(pid, code, error = %e, "reading a Python code object failed");
+                    None
+                }
+            }
+        });
+        match info {
+            Some(c) => FrameKey::Python {
+                name: c.name.clone(),
+                file: c.file.clone(),
+                line: c.line(instruction),
+                first_line: c.first_line,
+            },
+            None => FrameKey::Python {
+                name: Arc::from(UNKNOWN_PYTHON_CODE),
+                file: Arc::from(""),
+                line: 0,
+                first_line: 0,
+            },
+        }
+    }
 }
 
 #[derive(Default)]
@@ -98,7 +159,20 @@ impl Aggregator {
             samples: 0,
             complete: 0,
             errors: BTreeMap::new(),
+            python: PythonCodes::default(),
         }
+    }
+
+    /// Code objects read from processes to name Python frames, and those
+    /// that could not be read.
+    pub fn python_code_reads(&self) -> (u64, u64) {
+        (self.python.reads, self.python.read_errors)
+    }
+
+    /// Forgets what was read of a process (it exited): its frames already
+    /// aggregated keep their names.
+    pub fn forget_process(&mut self, pid: u32) {
+        self.python.codes.retain(|(p, _), _| *p != pid);
     }
 
     pub fn add(&mut self, t: RawTrace) {
@@ -114,6 +188,8 @@ impl Aggregator {
         }
         let ktime = t.ktime_ns;
         let mut frames: Vec<FrameKey> = t.kernel.iter().map(|&a| FrameKey::Kernel(a)).collect();
+        let python = &mut self.python;
+        let pid = t.pid;
         frames.extend(t.frames.into_iter().map(|f| match f {
             RawFrame::Native {
                 exe_id,
@@ -124,6 +200,11 @@ impl Aggregator {
                 address,
                 return_address,
             },
+            RawFrame::Python {
+                code,
+                instruction,
+                version,
+            } => python.frame(pid, code, instruction, version),
             RawFrame::Error { kind, code } => FrameKey::Error { kind, code },
             RawFrame::Other { kind, data, .. } => FrameKey::Other { kind, data },
         }));
@@ -403,6 +484,27 @@ impl Resolver {
                             }
                             None => frames.push(base),
                         }
+                    }
+                    FrameKey::Python {
+                        ref name,
+                        ref file,
+                        line,
+                        first_line,
+                    } => {
+                        // Upstream's identity for an interpreted frame: a
+                        // file id for the function, the line as address.
+                        let id =
+                            FileId::from_bytes(format!("{file}\0{name}\0{first_line}").as_bytes());
+                        let mut frame = Frame::new(
+                            FrameType::from_kind(FrameKind::Python),
+                            Some(id),
+                            u64::from(line),
+                        )
+                        .with_function(name.clone());
+                        if !file.is_empty() {
+                            frame = frame.with_source(file.clone(), Some(line));
+                        }
+                        frames.push(frame);
                     }
                     FrameKey::Error { kind, code } => frames.push(Frame::new(
                         FrameType::from_kind(kind).with_error(),

@@ -13,6 +13,7 @@ pub mod mounts;
 pub mod preflight;
 pub mod procinfo;
 pub mod procmaps;
+pub mod python;
 pub mod record;
 pub mod rows;
 pub mod session;

@@ -9,7 +9,7 @@ use aya::programs::{BtfTracePoint, PerfEvent, ProgramError, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::io;
 use std::os::fd::AsFd;
-use support::abi::{globals, maps, FileKey, FileTable, UnwindRow};
+use support::abi::{globals, maps, ExeTable, FileKey, FileTable, PythonFile, UnwindRow};
 use support::ProgramId;
 
 use crate::features::{Feature, KernelFeatures};
@@ -309,7 +309,8 @@ impl RowArray {
 /// The maps userspace writes, typed. Keys and values are byte arrays holding
 /// the generated ABI structs' bytes: the ABI crate stays free of aya.
 pub struct KernelMaps {
-    pub exe_tables: BpfHashMap<MapData, u64, [u8; 8]>,
+    pub exe_tables: BpfHashMap<MapData, u64, [u8; ExeTable::SIZE]>,
+    pub python_files: BpfHashMap<MapData, u64, [u8; PythonFile::SIZE]>,
     pub mappings: LpmTrie<MapData, [u8; 12], [u8; 32]>,
     pub processes: BpfHashMap<MapData, u32, [u8; 8]>,
     pub rows: RowArray,
@@ -505,6 +506,7 @@ impl Sampler {
         ))?;
         let kernel = KernelMaps {
             exe_tables: take(&mut ebpf, &maps::EXE_TABLES)?,
+            python_files: take(&mut ebpf, &maps::PYTHON_FILES)?,
             mappings: take(&mut ebpf, &maps::MAPPINGS)?,
             processes: take(&mut ebpf, &maps::PROCESSES)?,
             rows: row_array(rows_map, opts.max_unwind_rows)?,

@@ -31,6 +31,22 @@ pub struct Summary {
     pub rows_loaded: u64,
     /// Tables read back from the on-disk cache rather than built.
     pub tables_from_cache: u64,
+    pub python: PythonSummary,
+}
+
+/// What the Python unwinder did in a recording.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PythonSummary {
+    /// CPython interpreters recognised, and those left native.
+    pub interpreters: u64,
+    pub interpreters_rejected: u64,
+    /// Python frames the kernel emitted.
+    pub frames: u64,
+    /// Interpreter loops left native because a walk failed (all reasons).
+    pub walk_errors: u64,
+    /// Code objects read, and those that could not be.
+    pub code_reads: u64,
+    pub code_read_errors: u64,
 }
 
 impl Summary {
@@ -65,6 +81,25 @@ impl Summary {
             .collect();
         if !dropped.is_empty() {
             s.push_str(&format!("; dropped: {}", dropped.join(", ")));
+        }
+        let py = &self.python;
+        if py.interpreters + py.interpreters_rejected > 0 {
+            s.push_str(&format!("; Python: {} frames", py.frames));
+            if py.walk_errors > 0 {
+                s.push_str(&format!(", {} loops left native", py.walk_errors));
+            }
+            if py.code_read_errors > 0 {
+                s.push_str(&format!(
+                    ", {} code objects unreadable",
+                    py.code_read_errors
+                ));
+            }
+            if py.interpreters_rejected > 0 {
+                s.push_str(&format!(
+                    ", {} interpreters of unsupported versions",
+                    py.interpreters_rejected
+                ));
+            }
         }
         s
     }
@@ -158,6 +193,24 @@ pub fn record(
         tables_loaded: ts.tables_loaded,
         tables_from_cache: session.tracker.table_cache_stats().map_or(0, |c| c.hits),
         rows_loaded: ts.rows_loaded,
+        python: PythonSummary {
+            interpreters: ts.python_files,
+            interpreters_rejected: ts.python_files_rejected,
+            frames: session.metric(MetricId::PythonFrames),
+            walk_errors: [
+                MetricId::UnwindPythonErrNoProcInfo,
+                MetricId::UnwindPythonErrBadFrameObjectAddr,
+                MetricId::UnwindPythonErrBadCframeCurrentFrameAddr,
+                MetricId::UnwindPythonErrReadThreadStateAddr,
+                MetricId::UnwindPythonErrZeroThreadState,
+                MetricId::UnwindPythonErrBadThreadStateFrameAddr,
+            ]
+            .into_iter()
+            .map(|m| session.metric(m))
+            .sum(),
+            code_reads: agg.python_code_reads().0,
+            code_read_errors: agg.python_code_reads().1,
+        },
     };
     let batch = agg.take();
     let mut resolver = Resolver::new(opts.symbolize, opts.debug_info);

@@ -249,6 +249,10 @@ pub struct TrackerStats {
     /// Processes whose tables were loaded without giving them an address
     /// space ([`Tracker::load_tables`]).
     pub table_only_scans: u64,
+    /// CPython interpreters whose loop Python frames replace.
+    pub python_files: u64,
+    /// CPython interpreters left native (version or offsets not ours).
+    pub python_files_rejected: u64,
 }
 
 /// Why a scan failed.
@@ -806,8 +810,22 @@ impl Tracker {
                     }
                 }),
         };
+        let interpreter = match crate::python::recognise(&info.path, &data) {
+            crate::python::Recognised::Python(i) => {
+                self.stats.python_files += 1;
+                Some(i)
+            }
+            crate::python::Recognised::Rejected(why) => {
+                self.stats.python_files_rejected += 1;
+                tracing::info!(path = %info.path.display(), %why, "Python frames stay native");
+                None
+            }
+            crate::python::Recognised::NotPython => None,
+        };
         let rows = match built {
-            Ok(rows) if !rows.is_empty() => self.install_rows(maps, exe_id, &rows, &info),
+            Ok(rows) if !rows.is_empty() => {
+                self.install_rows(maps, exe_id, &rows, &info, interpreter.as_ref())
+            }
             Ok(_) => None,
             Err(err) => {
                 self.stats.table_errors += 1;
@@ -835,6 +853,7 @@ impl Tracker {
         exe_id: u64,
         rows: &[support::abi::UnwindRow],
         info: &FileInfo,
+        interpreter: Option<&crate::python::Interpreter>,
     ) -> Option<(u32, u32)> {
         let len = rows.len() as u32;
         // Tables kept for reuse give way to one that is needed now.
@@ -863,9 +882,23 @@ impl Tracker {
             tracing::warn!(path = %info.path.display(), error = %e, "writing unwind rows failed");
             return None;
         }
+        // The interpreter's description goes in before the table that
+        // points the unwinder at it.
+        let interpreter = interpreter.filter(|i| {
+            let value = crate::python::python_file(i).to_bytes();
+            match maps.python_files.insert(exe_id, value, 0) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(path = %info.path.display(), error = %e, "python_files insert failed");
+                    false
+                }
+            }
+        });
         let table = ExeTable {
             row_start: start,
             row_count: len,
+            interpreter_start: interpreter.map_or(0, |i| i.loop_start as u32),
+            interpreter_end: interpreter.map_or(0, |i| i.loop_end as u32),
         };
         if let Err(e) = maps.exe_tables.insert(exe_id, table.to_bytes(), 0) {
             self.alloc.release(start, len);
@@ -1077,6 +1110,7 @@ impl Tracker {
                 // Hide the table before its rows can be reused, and make the
                 // CPUs forget any copy of it they cached.
                 let _ = maps.exe_tables.remove(&exe_id);
+                let _ = maps.python_files.remove(&exe_id);
                 maps.bump_generation();
                 self.alloc.release(start, len);
             }

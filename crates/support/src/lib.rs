@@ -7,4 +7,5 @@ pub mod generated;
 
 pub use generated::abi;
 pub use generated::programs::{ProgramId, PROGRAM_COUNT};
+pub use generated::python;
 pub mod trace;

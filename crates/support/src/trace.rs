@@ -4,8 +4,8 @@
 //! or corrupt record must not panic the agent): every length is checked.
 
 use crate::abi::{
-    FrameHeader, PidEvent, PidEventKind, TraceHeader, COMM_LEN, NATIVE_FRAME_WORDS,
-    NATIVE_FRAME_WORDS_SAME_EXE,
+    FrameHeader, PidEvent, PidEventKind, PythonFrameData, TraceHeader, COMM_LEN,
+    NATIVE_FRAME_WORDS, NATIVE_FRAME_WORDS_SAME_EXE, PYTHON_FRAME_WORDS,
 };
 use libpf::generated::errors::ErrorCode;
 use libpf::generated::frame_types::frame_flags;
@@ -22,6 +22,14 @@ pub enum RawFrame {
         address: u64,
         /// The address is a return address (subtract 1 to find the call).
         return_address: bool,
+    },
+    /// A CPython frame: the code object's address in the process, where in
+    /// it the frame is (`python_frame_data.instruction`) and the version
+    /// that ran it (major << 8 | minor).
+    Python {
+        code: u64,
+        instruction: u64,
+        version: u16,
     },
     /// The unwinder of `kind` stopped with `code` (an `ErrorCode` value).
     Error { kind: FrameKind, code: u32 },
@@ -82,6 +90,8 @@ pub enum DecodeError {
     FrameOverruns { at_word: usize, length: u64 },
     /// A native frame without its payload word.
     BadNativeFrame { at_word: usize },
+    /// A Python frame without its code object word.
+    BadPythonFrame { at_word: usize },
     /// An unknown frame kind on an error frame.
     UnknownFrameKind { at_word: usize, kind: u8 },
     /// A process event of an unknown kind.
@@ -108,6 +118,9 @@ impl fmt::Display for DecodeError {
             }
             DecodeError::BadNativeFrame { at_word } => {
                 write!(f, "native frame at word {at_word} has no executable id")
+            }
+            DecodeError::BadPythonFrame { at_word } => {
+                write!(f, "Python frame at word {at_word} has no code object")
             }
             DecodeError::UnknownFrameKind { at_word, kind } => {
                 write!(f, "frame at word {at_word} has unknown kind {kind}")
@@ -190,6 +203,16 @@ pub fn decode_trace(bytes: &[u8]) -> Result<RawTrace, DecodeError> {
                 address: h.data(),
                 return_address: flags & frame_flags::RETURN_ADDRESS != 0,
             }
+        } else if kind == FrameKind::Python as u8 {
+            if length != PYTHON_FRAME_WORDS {
+                return Err(DecodeError::BadPythonFrame { at_word: at });
+            }
+            let d = PythonFrameData(h.data());
+            RawFrame::Python {
+                code: data[at + 1],
+                instruction: d.instruction(),
+                version: d.version() as u16,
+            }
         } else {
             RawFrame::Other {
                 kind,
@@ -241,6 +264,17 @@ pub fn encode_trace(t: &RawTrace) -> Vec<u8> {
                     words.push(*exe_id);
                 }
                 last_exe_id = Some(*exe_id);
+            }
+            RawFrame::Python {
+                code,
+                instruction,
+                version,
+            } => {
+                let data = PythonFrameData::pack(*instruction, u64::from(*version)).0;
+                words.push(
+                    FrameHeader::pack(data, PYTHON_FRAME_WORDS, 0, FrameKind::Python as u64).0,
+                );
+                words.push(*code);
             }
             RawFrame::Error { kind, code } => {
                 words.push(

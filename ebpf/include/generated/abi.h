@@ -11,17 +11,25 @@
 /* Kernel frames fetched with bpf_get_stack (the kernel's perf_event_max_stack default). */
 #define MAX_KERNEL_FRAMES 127ull
 /* Capacity of a trace record's frame data in u64 words (kernel addresses, then frame headers and payloads). */
-#define MAX_FRAME_WORDS 1024ull
+#define MAX_FRAME_WORDS 2048ull
 /* User frames unwound at most per trace; deeper stacks end with an error frame stack_length_exceeded. */
-#define MAX_USER_FRAMES 256ull
-/* Native frames unwound per invocation of the native program before it tail-calls itself. */
-#define NATIVE_FRAMES_PER_PROGRAM 32ull
+#define MAX_USER_FRAMES 2048ull
+/* Unwinding steps (a native frame, or up to PYTHON_FRAMES_PER_STEP interpreter frames) per invocation of the native program before it tail-calls itself. */
+#define NATIVE_FRAMES_PER_PROGRAM 64ull
 /* Tail calls a trace may use (the kernel allows 33). */
 #define MAX_TAIL_CALLS 29ull
 /* Binary-search steps over an executable's rows: tables hold at most 2^24 rows. */
 #define MAX_BINARY_SEARCH_STEPS 24ull
 /* A PID is reported to userspace at most once per interval. */
 #define PID_REPORT_INTERVAL_NS 1000000000ull
+/* Words of a Python frame: the header (data = python_frame_data) and the code object's address in the process. */
+#define PYTHON_FRAME_WORDS 2ull
+/* Python frames one call of the Python step emits at most; a longer run of frames in one interpreter loop takes more steps of the same batch. */
+#define PYTHON_FRAMES_PER_STEP 8ull
+/* Thread states of the main interpreter searched at most for the sampled thread. */
+#define PYTHON_THREAD_SEARCH 32ull
+/* CPython 3.12+: _PyInterpreterFrame.owner of the frame each _PyEval_EvalFrameDefault call pushes below its first Python frame (FRAME_OWNED_BY_CSTACK). */
+#define PYTHON_FRAME_OWNED_BY_CSTACK 3ull
 /* Words of a native frame that names its executable: the header (data = ELF virtual address) and the executable id. */
 #define NATIVE_FRAME_WORDS 2ull
 /* Words of a native frame in the same executable as the trace's previous native frame: the header only; the executable id is the one that frame carried. */
@@ -47,6 +55,16 @@ enum unwind_rule_kind {
     UNWIND_RULE_KIND_SIGNAL = 4,
     /* Outermost frame (return address undefined): the trace is complete. */
     UNWIND_RULE_KIND_END_OF_STACK = 5,
+};
+
+/* How a CPython version chains its frames, and where one call of _PyEval_EvalFrameDefault (one native frame of the loop) ends in that chain. */
+enum python_frame_layout {
+    /* 3.8 to 3.10: PyFrameObject; each loop runs exactly one frame. Instruction: f_lasti. */
+    PYTHON_FRAME_LAYOUT_FRAME_OBJECT = 1,
+    /* 3.11: _PyInterpreterFrame; a loop runs frames up to and including the first one with is_entry set. Instruction: prev_instr minus the code object's address. */
+    PYTHON_FRAME_LAYOUT_ENTRY_FLAG = 2,
+    /* 3.12+: _PyInterpreterFrame; a loop runs frames down to one owned by the C stack (PYTHON_FRAME_OWNED_BY_CSTACK), which is skipped. Instruction: prev_instr (3.12) or instr_ptr (3.13) minus the code object's address. */
+    PYTHON_FRAME_LAYOUT_CSTACK_OWNER = 3,
 };
 
 /* Bits of process_info.flags. */
@@ -94,6 +112,21 @@ static inline __attribute__((always_inline)) __u64 frame_header_length(__u64 wor
 static inline __attribute__((always_inline)) __u64 frame_header_flags(__u64 word) { return (word >> FRAME_HEADER_FLAGS_SHIFT) & FRAME_HEADER_FLAGS_MASK; }
 static inline __attribute__((always_inline)) __u64 frame_header_kind(__u64 word) { return (word >> FRAME_HEADER_KIND_SHIFT) & FRAME_HEADER_KIND_MASK; }
 
+/* The data of a Python frame's header (52 bits). */
+/* instruction: Where the frame is in its code: f_lasti (3.8 to 3.10, as the interpreter keeps it), or the instruction pointer minus the code object's address (3.11+). Userspace turns it into a line with the code object's line table. */
+#define PYTHON_FRAME_DATA_INSTRUCTION_SHIFT 0
+#define PYTHON_FRAME_DATA_INSTRUCTION_MASK 0xffffffffffull
+/* version: The CPython version that ran it, major << 8 | minor: which offsets and line-table format userspace reads the code object with. */
+#define PYTHON_FRAME_DATA_VERSION_SHIFT 40
+#define PYTHON_FRAME_DATA_VERSION_MASK 0xfffull
+static inline __attribute__((always_inline)) __u64 python_frame_data_pack(__u64 instruction, __u64 version)
+{
+    return ((instruction & PYTHON_FRAME_DATA_INSTRUCTION_MASK) << PYTHON_FRAME_DATA_INSTRUCTION_SHIFT) |
+           ((version & PYTHON_FRAME_DATA_VERSION_MASK) << PYTHON_FRAME_DATA_VERSION_SHIFT);
+}
+static inline __attribute__((always_inline)) __u64 python_frame_data_instruction(__u64 word) { return (word >> PYTHON_FRAME_DATA_INSTRUCTION_SHIFT) & PYTHON_FRAME_DATA_INSTRUCTION_MASK; }
+static inline __attribute__((always_inline)) __u64 python_frame_data_version(__u64 word) { return (word >> PYTHON_FRAME_DATA_VERSION_SHIFT) & PYTHON_FRAME_DATA_VERSION_MASK; }
+
 /* Header of a trace record on the traces ring buffer. It is followed by num_frame_words u64 words: num_kernel_frames raw kernel addresses (leaf first), then user frames (leaf first), each a frame_header word and its payload. */
 struct trace_header {
     /* Process id (tgid). */
@@ -127,7 +160,7 @@ struct trace_record {
     /* Frame data. */
     __u64 frames[MAX_FRAME_WORDS];
 };
-_Static_assert(sizeof(struct trace_record) == 8232, "spec/abi.json: size of trace_record");
+_Static_assert(sizeof(struct trace_record) == 16424, "spec/abi.json: size of trace_record");
 _Static_assert(__builtin_offsetof(struct trace_record, header) == 0, "spec/abi.json: offset of trace_record.header");
 _Static_assert(__builtin_offsetof(struct trace_record, frames) == 40, "spec/abi.json: offset of trace_record.frames");
 
@@ -154,10 +187,69 @@ struct exe_table {
     __u32 row_start;
     /* Number of rows, sorted by address. */
     __u32 row_count;
+    /* ELF virtual address where the file's interpreter loop starts (CPython's _PyEval_EvalFrameDefault): a PC in [interpreter_start, interpreter_end) hands the frame to the interpreter's unwinder (python_files). 0 with interpreter_end for none. */
+    __u32 interpreter_start;
+    /* End of the interpreter loop (exclusive). */
+    __u32 interpreter_end;
 };
-_Static_assert(sizeof(struct exe_table) == 8, "spec/abi.json: size of exe_table");
+_Static_assert(sizeof(struct exe_table) == 16, "spec/abi.json: size of exe_table");
 _Static_assert(__builtin_offsetof(struct exe_table, row_start) == 0, "spec/abi.json: offset of exe_table.row_start");
 _Static_assert(__builtin_offsetof(struct exe_table, row_count) == 4, "spec/abi.json: offset of exe_table.row_count");
+_Static_assert(__builtin_offsetof(struct exe_table, interpreter_start) == 8, "spec/abi.json: offset of exe_table.interpreter_start");
+_Static_assert(__builtin_offsetof(struct exe_table, interpreter_end) == 12, "spec/abi.json: offset of exe_table.interpreter_end");
+
+/* What the Python unwinder needs of one CPython interpreter file (python3.X or libpython3.X): where _PyRuntime is and the offsets of its version (spec/python.json). */
+struct python_file {
+    /* ELF virtual address of _PyRuntime; the process's address is the mapping's bias plus it. */
+    __u64 runtime_vaddr;
+    /* How frames chain and where a loop's frames end. */
+    __u32 frame_layout;
+    /* major << 8 | minor, copied into every frame (python_frame_data.version). */
+    __u32 version;
+    /* _PyRuntimeState.interpreters.head: the main interpreter. */
+    __u16 runtime_interpreters_head;
+    /* PyInterpreterState: the first thread state (tstate_head, or threads.head from 3.11). */
+    __u16 interpreter_threads_head;
+    /* PyThreadState.next. */
+    __u16 thread_next;
+    /* PyThreadState.thread_id: the thread's pthread_self(), which on x86-64 is its fs base. */
+    __u16 thread_id;
+    /* PyThreadState: the current frame (frame up to 3.10, current_frame from 3.13), or the _PyCFrame holding it (cframe, 3.11 and 3.12). */
+    __u16 thread_frame;
+    /* 1: thread_frame points to a _PyCFrame whose current frame is at cframe_current_frame. */
+    __u8 thread_frame_via_cframe;
+    /* Bytes of a frame read to get every field above (at most 128): no more, since the last frame of a CPython 3.11+ data-stack chunk may end a mapping. */
+    __u8 frame_read_size;
+    /* _PyCFrame.current_frame (3.11, 3.12). */
+    __u16 cframe_current_frame;
+    /* The calling frame: f_back, or previous from 3.11. */
+    __u16 frame_previous;
+    /* The code object: f_code, or f_executable from 3.13. */
+    __u16 frame_code;
+    /* f_lasti (int, up to 3.10), prev_instr (3.11, 3.12) or instr_ptr (3.13). */
+    __u16 frame_instruction;
+    /* _PyInterpreterFrame.is_entry (3.11). */
+    __u16 frame_is_entry;
+    /* _PyInterpreterFrame.owner (3.11+). */
+    __u16 frame_owner;
+};
+_Static_assert(sizeof(struct python_file) == 40, "spec/abi.json: size of python_file");
+_Static_assert(__builtin_offsetof(struct python_file, runtime_vaddr) == 0, "spec/abi.json: offset of python_file.runtime_vaddr");
+_Static_assert(__builtin_offsetof(struct python_file, frame_layout) == 8, "spec/abi.json: offset of python_file.frame_layout");
+_Static_assert(__builtin_offsetof(struct python_file, version) == 12, "spec/abi.json: offset of python_file.version");
+_Static_assert(__builtin_offsetof(struct python_file, runtime_interpreters_head) == 16, "spec/abi.json: offset of python_file.runtime_interpreters_head");
+_Static_assert(__builtin_offsetof(struct python_file, interpreter_threads_head) == 18, "spec/abi.json: offset of python_file.interpreter_threads_head");
+_Static_assert(__builtin_offsetof(struct python_file, thread_next) == 20, "spec/abi.json: offset of python_file.thread_next");
+_Static_assert(__builtin_offsetof(struct python_file, thread_id) == 22, "spec/abi.json: offset of python_file.thread_id");
+_Static_assert(__builtin_offsetof(struct python_file, thread_frame) == 24, "spec/abi.json: offset of python_file.thread_frame");
+_Static_assert(__builtin_offsetof(struct python_file, thread_frame_via_cframe) == 26, "spec/abi.json: offset of python_file.thread_frame_via_cframe");
+_Static_assert(__builtin_offsetof(struct python_file, frame_read_size) == 27, "spec/abi.json: offset of python_file.frame_read_size");
+_Static_assert(__builtin_offsetof(struct python_file, cframe_current_frame) == 28, "spec/abi.json: offset of python_file.cframe_current_frame");
+_Static_assert(__builtin_offsetof(struct python_file, frame_previous) == 30, "spec/abi.json: offset of python_file.frame_previous");
+_Static_assert(__builtin_offsetof(struct python_file, frame_code) == 32, "spec/abi.json: offset of python_file.frame_code");
+_Static_assert(__builtin_offsetof(struct python_file, frame_instruction) == 34, "spec/abi.json: offset of python_file.frame_instruction");
+_Static_assert(__builtin_offsetof(struct python_file, frame_is_entry) == 36, "spec/abi.json: offset of python_file.frame_is_entry");
+_Static_assert(__builtin_offsetof(struct python_file, frame_owner) == 38, "spec/abi.json: offset of python_file.frame_owner");
 
 /* Key of the mappings LPM trie: an address range of an address space, as a prefix. */
 struct mapping_key {

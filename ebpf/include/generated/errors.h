@@ -18,6 +18,18 @@ enum error_code {
     ERR_MAX_TAIL_CALLS = 4,
     /* A tail call did not happen (the program array slot is empty). */
     ERR_TAIL_CALL_FAILED = 5,
+    /* The interpreter loop's file has no python_files entry (its version is not supported or its offsets failed the check): the loop stays a native frame. */
+    ERR_PYTHON_NO_PROC_INFO = 2001,
+    /* An interpreter frame (PyFrameObject or _PyInterpreterFrame) could not be read: this loop and the ones below it stay native frames. */
+    ERR_PYTHON_BAD_FRAME_OBJECT_ADDR = 2002,
+    /* _PyCFrame.current_frame (3.11, 3.12) could not be read: the loops stay native frames. */
+    ERR_PYTHON_BAD_CFRAME_CURRENT_FRAME_ADDR = 2003,
+    /* The main interpreter or its thread list could not be read from _PyRuntime: the loops stay native frames. */
+    ERR_PYTHON_READ_THREAD_STATE_ADDR = 2004,
+    /* The sampled thread is not among the first PYTHON_THREAD_SEARCH thread states of the main interpreter (a thread Python does not know, a subinterpreter, or more threads than the search covers): the loops stay native frames. */
+    ERR_PYTHON_ZERO_THREAD_STATE = 2005,
+    /* The thread state's current frame pointer could not be read: the loops stay native frames. */
+    ERR_PYTHON_BAD_THREAD_STATE_FRAME_ADDR = 2006,
     /* The program counter is in no mapping known for this process: anonymous or JIT memory, or a mapping created after the last scan. */
     ERR_NATIVE_NO_MAPPING = 4000,
     /* The executable has no unwind table loaded (none found, too big, or not loaded yet). */
@@ -49,6 +61,12 @@ static inline __attribute__((always_inline)) unsigned int error_metric(unsigned 
     case ERR_EMPTY_STACK: return METRIC_UNWIND_ERR_EMPTY_STACK;
     case ERR_MAX_TAIL_CALLS: return METRIC_UNWIND_ERR_MAX_TAIL_CALLS;
     case ERR_TAIL_CALL_FAILED: return METRIC_UNWIND_ERR_TAIL_CALL_FAILED;
+    case ERR_PYTHON_NO_PROC_INFO: return METRIC_UNWIND_PYTHON_ERR_NO_PROC_INFO;
+    case ERR_PYTHON_BAD_FRAME_OBJECT_ADDR: return METRIC_UNWIND_PYTHON_ERR_BAD_FRAME_OBJECT_ADDR;
+    case ERR_PYTHON_BAD_CFRAME_CURRENT_FRAME_ADDR: return METRIC_UNWIND_PYTHON_ERR_BAD_CFRAME_CURRENT_FRAME_ADDR;
+    case ERR_PYTHON_READ_THREAD_STATE_ADDR: return METRIC_UNWIND_PYTHON_ERR_READ_THREAD_STATE_ADDR;
+    case ERR_PYTHON_ZERO_THREAD_STATE: return METRIC_UNWIND_PYTHON_ERR_ZERO_THREAD_STATE;
+    case ERR_PYTHON_BAD_THREAD_STATE_FRAME_ADDR: return METRIC_UNWIND_PYTHON_ERR_BAD_THREAD_STATE_FRAME_ADDR;
     case ERR_NATIVE_NO_MAPPING: return METRIC_UNWIND_NATIVE_ERR_NO_MAPPING;
     case ERR_NATIVE_NO_UNWIND_INFO: return METRIC_UNWIND_NATIVE_ERR_NO_UNWIND_INFO;
     case ERR_NATIVE_UNWIND_INFO_INVALID: return METRIC_UNWIND_NATIVE_ERR_UNWIND_INFO_INVALID;

@@ -46,6 +46,14 @@ struct {
     __uint(max_entries, 65536);
 } exe_tables SEC(".maps");
 
+/* CPython interpreter files by executable id: written with the file's table when userspace recognises the interpreter and its version. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __type(key, __u64);
+    __type(value, struct python_file);
+    __uint(max_entries, 4096);
+} python_files SEC(".maps");
+
 /* Executable mappings of every address space. */
 struct {
     __uint(type, BPF_MAP_TYPE_LPM_TRIE);

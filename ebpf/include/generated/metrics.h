@@ -100,8 +100,30 @@ enum metric_id {
     METRIC_AGENT_TABLE_CACHE_WRITE_ERRORS = 46,
     /* ebpf.samples.in_exec: Samples taken inside execve whose user registers no longer match the process's memory (the image being replaced): recorded with their kernel stack only. */
     METRIC_SAMPLES_IN_EXEC = 47,
+    /* ebpf.unwind.python.errors.no_proc_info: The interpreter loop's file has no python_files entry (its version is not supported or its offsets failed the check): the loop stays a native frame. */
+    METRIC_UNWIND_PYTHON_ERR_NO_PROC_INFO = 48,
+    /* ebpf.unwind.python.errors.bad_frame_object_addr: An interpreter frame (PyFrameObject or _PyInterpreterFrame) could not be read: this loop and the ones below it stay native frames. */
+    METRIC_UNWIND_PYTHON_ERR_BAD_FRAME_OBJECT_ADDR = 49,
+    /* ebpf.unwind.python.errors.bad_cframe_current_frame_addr: _PyCFrame.current_frame (3.11, 3.12) could not be read: the loops stay native frames. */
+    METRIC_UNWIND_PYTHON_ERR_BAD_CFRAME_CURRENT_FRAME_ADDR = 50,
+    /* ebpf.unwind.python.errors.read_thread_state_addr: The main interpreter or its thread list could not be read from _PyRuntime: the loops stay native frames. */
+    METRIC_UNWIND_PYTHON_ERR_READ_THREAD_STATE_ADDR = 51,
+    /* ebpf.unwind.python.errors.zero_thread_state: The sampled thread is not among the first PYTHON_THREAD_SEARCH thread states of the main interpreter (a thread Python does not know, a subinterpreter, or more threads than the search covers): the loops stay native frames. */
+    METRIC_UNWIND_PYTHON_ERR_ZERO_THREAD_STATE = 52,
+    /* ebpf.unwind.python.errors.bad_thread_state_frame_addr: The thread state's current frame pointer could not be read: the loops stay native frames. */
+    METRIC_UNWIND_PYTHON_ERR_BAD_THREAD_STATE_FRAME_ADDR = 53,
+    /* ebpf.python.frames: Python frames emitted in place of the interpreter loop's native frames. */
+    METRIC_PYTHON_FRAMES = 54,
+    /* agent.python.code_reads: Code objects read from a process's memory to name its Python frames (each once per process). */
+    METRIC_AGENT_PYTHON_CODE_READS = 55,
+    /* agent.python.code_read_errors: Code objects that could not be read (the process had exited, or the object was not a code object): their frames are named <unknown python code>. */
+    METRIC_AGENT_PYTHON_CODE_READ_ERRORS = 56,
+    /* agent.python.files: CPython interpreters recognised (a python3.X binary or libpython3.X with _PyEval_EvalFrameDefault and _PyRuntime): Python frames replace their loop's native frames. */
+    METRIC_AGENT_PYTHON_FILES = 57,
+    /* agent.python.files_rejected: CPython interpreters left native: a version outside spec/python.json, or a 3.13+ binary whose _Py_DebugOffsets disagree with the spec. */
+    METRIC_AGENT_PYTHON_FILES_REJECTED = 58,
 };
 
-#define METRIC_COUNT 48
+#define METRIC_COUNT 59
 
 #endif /* EBPF_PROFILER_GENERATED_METRICS_H */

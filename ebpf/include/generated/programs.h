@@ -12,7 +12,7 @@ enum program_id {
     PROG_HOTSPOT = 2,
     /* Perl unwinder (not implemented yet). */
     PROG_PERL = 3,
-    /* CPython unwinder (not implemented yet). */
+    /* Unused: the CPython unwinder is python_step, a global function the native batch calls (one tail call per interpreter loop would not fit the kernel's 33). */
     PROG_PYTHON = 4,
     /* PHP unwinder (not implemented yet). */
     PROG_PHP = 5,

@@ -67,6 +67,10 @@ pub fn render(spec: &Spec) -> Vec<Generated> {
             rust::programs(&spec.programs),
         ),
         ("crates/support/src/generated/abi.rs", rust::abi(&spec.abi)),
+        (
+            "crates/support/src/generated/python.rs",
+            rust::python(&spec.python),
+        ),
     ];
     files
         .into_iter()

@@ -264,6 +264,71 @@ impl Abi {
     }
 }
 
+/// One CPython minor version of `python.json`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PythonVersion {
+    pub version: String,
+    pub frame_layout: String,
+    pub line_table: String,
+    pub description: String,
+    /// Offset (or size) by name; `None` where the version has no such field.
+    pub offsets: BTreeMap<String, Option<u16>>,
+}
+
+impl PythonVersion {
+    /// (major, minor) of a validated version.
+    pub fn major_minor(&self) -> (u8, u8) {
+        let (a, b) = self.version.split_once('.').unwrap_or(("0", "0"));
+        (a.parse().unwrap_or(0), b.parse().unwrap_or(0))
+    }
+}
+
+#[derive(Debug)]
+pub struct Python {
+    pub description: String,
+    pub versions: Vec<PythonVersion>,
+}
+
+/// Every offset a version lists (null where it lacks the field).
+pub const PYTHON_OFFSETS: [&str; 23] = [
+    "runtime_interpreters_head",
+    "interpreter_threads_head",
+    "thread_next",
+    "thread_id",
+    "thread_frame",
+    "cframe_current_frame",
+    "frame_previous",
+    "frame_code",
+    "frame_instruction",
+    "frame_is_entry",
+    "frame_owner",
+    "code_name",
+    "code_qualname",
+    "code_filename",
+    "code_firstlineno",
+    "code_linetable",
+    "code_instructions",
+    "unicode_ascii_size",
+    "unicode_compact_size",
+    "unicode_length",
+    "unicode_state",
+    "bytes_size",
+    "bytes_data",
+];
+
+/// Offsets a layout cannot do without.
+fn python_required(layout: &str) -> &'static [&'static str] {
+    match layout {
+        "frame_object" => &[],
+        "entry_flag" => &["frame_is_entry", "code_instructions", "code_qualname"],
+        _ => &["frame_owner", "code_instructions", "code_qualname"],
+    }
+}
+
+/// Line-table formats userspace knows.
+pub const PYTHON_LINE_TABLES: [&str; 3] = ["lnotab", "address_ranges", "locations"];
+
 /// The whole spec, validated.
 #[derive(Debug)]
 pub struct Spec {
@@ -272,15 +337,17 @@ pub struct Spec {
     pub metrics: Metrics,
     pub programs: Programs,
     pub abi: Abi,
+    pub python: Python,
 }
 
 /// Spec file names, in the order they are read.
-pub const FILES: [&str; 5] = [
+pub const FILES: [&str; 6] = [
     "frame_types.json",
     "errors.json",
     "metrics.json",
     "programs.json",
     "abi.json",
+    "python.json",
 ];
 
 /// Reads and validates every spec file under `spec_dir`.
@@ -302,12 +369,109 @@ pub fn parse<'a>(text_of: impl Fn(&str) -> &'a str) -> Result<Spec, SpecError> {
     let errors = parse_errors(text_of("errors.json"), &metrics)?;
     let programs = parse_programs(text_of("programs.json"))?;
     let abi = parse_abi(text_of("abi.json"), &metrics, &programs)?;
+    let python = parse_python(text_of("python.json"), &abi)?;
     Ok(Spec {
         frame_types,
         errors,
         metrics,
         programs,
         abi,
+        python,
+    })
+}
+
+fn parse_python(text: &str, abi: &Abi) -> Result<Python, SpecError> {
+    const F: &str = "python.json";
+    let root = parse_root(F, text)?;
+    check_keys(F, &root, &["description", "versions"])?;
+    let description: String = take(F, &root, "description")?;
+    let versions: Vec<PythonVersion> = entries(F, &root, "versions")?;
+    let layouts = abi
+        .enums
+        .iter()
+        .find(|e| e.name == "python_frame_layout")
+        .ok_or_else(|| file_err(F, "abi.json has no enum python_frame_layout"))?;
+    let mut seen = BTreeSet::new();
+    for (n, v) in versions.iter().enumerate() {
+        let name = v.version.as_str();
+        let parsed = v
+            .version
+            .split_once('.')
+            .and_then(|(a, b)| Some((a.parse::<u8>().ok()?, b.parse::<u8>().ok()?)));
+        match parsed {
+            Some((3, minor)) if minor < 16 => {}
+            _ => return Err(err(F, n, name, "version must be \"3.N\" with N < 16 (it is packed in 12 bits as major << 8 | minor)")),
+        }
+        if !seen.insert(name) {
+            return Err(err(F, n, name, "duplicate version"));
+        }
+        if v.description.trim().is_empty() {
+            return Err(err(F, n, name, "description is empty"));
+        }
+        if !layouts.values.iter().any(|x| x.name == v.frame_layout) {
+            return Err(err(
+                F,
+                n,
+                name,
+                format!(
+                    "frame_layout \"{}\" is not a value of python_frame_layout",
+                    v.frame_layout
+                ),
+            ));
+        }
+        if !PYTHON_LINE_TABLES.contains(&v.line_table.as_str()) {
+            return Err(err(
+                F,
+                n,
+                name,
+                format!(
+                    "line_table \"{}\" is not one of {PYTHON_LINE_TABLES:?}",
+                    v.line_table
+                ),
+            ));
+        }
+        for k in v.offsets.keys() {
+            if !PYTHON_OFFSETS.contains(&k.as_str()) {
+                return Err(err(F, n, name, format!("unknown offset \"{k}\"")));
+            }
+        }
+        for k in PYTHON_OFFSETS {
+            if !v.offsets.contains_key(k) {
+                return Err(err(
+                    F,
+                    n,
+                    name,
+                    format!("offset \"{k}\" missing (null where the version has no such field)"),
+                ));
+            }
+        }
+        let always = PYTHON_OFFSETS.iter().filter(|k| {
+            ![
+                "cframe_current_frame",
+                "frame_is_entry",
+                "frame_owner",
+                "code_qualname",
+                "code_instructions",
+            ]
+            .contains(k)
+        });
+        for k in always.chain(python_required(&v.frame_layout)) {
+            if v.offsets[*k].is_none() {
+                return Err(err(
+                    F,
+                    n,
+                    name,
+                    format!(
+                        "offset \"{k}\" is required by frame_layout {}",
+                        v.frame_layout
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(Python {
+        description,
+        versions,
     })
 }
 

@@ -23,6 +23,18 @@ pub enum ErrorCode {
     MaxTailCalls = 4,
     /// A tail call did not happen (the program array slot is empty).
     TailCallFailed = 5,
+    /// The interpreter loop's file has no python_files entry (its version is not supported or its offsets failed the check): the loop stays a native frame.
+    PythonNoProcInfo = 2001,
+    /// An interpreter frame (PyFrameObject or _PyInterpreterFrame) could not be read: this loop and the ones below it stay native frames.
+    PythonBadFrameObjectAddr = 2002,
+    /// _PyCFrame.current_frame (3.11, 3.12) could not be read: the loops stay native frames.
+    PythonBadCframeCurrentFrameAddr = 2003,
+    /// The main interpreter or its thread list could not be read from _PyRuntime: the loops stay native frames.
+    PythonReadThreadStateAddr = 2004,
+    /// The sampled thread is not among the first PYTHON_THREAD_SEARCH thread states of the main interpreter (a thread Python does not know, a subinterpreter, or more threads than the search covers): the loops stay native frames.
+    PythonZeroThreadState = 2005,
+    /// The thread state's current frame pointer could not be read: the loops stay native frames.
+    PythonBadThreadStateFrameAddr = 2006,
     /// The program counter is in no mapping known for this process: anonymous or JIT memory, or a mapping created after the last scan.
     NativeNoMapping = 4000,
     /// The executable has no unwind table loaded (none found, too big, or not loaded yet).
@@ -47,7 +59,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every value, in spec order.
-    pub const ALL: [Self; 16] = [Self::Ok, Self::Unreachable, Self::StackLengthExceeded, Self::EmptyStack, Self::MaxTailCalls, Self::TailCallFailed, Self::NativeNoMapping, Self::NativeNoUnwindInfo, Self::NativeUnwindInfoInvalid, Self::NativePcOutOfRange, Self::NativeReadReturnAddress, Self::NativeReadFramePointer, Self::NativeReadSignalFrame, Self::NativeSpNotIncreasing, Self::NativeUserRegs, Self::NativeBadTable];
+    pub const ALL: [Self; 22] = [Self::Ok, Self::Unreachable, Self::StackLengthExceeded, Self::EmptyStack, Self::MaxTailCalls, Self::TailCallFailed, Self::PythonNoProcInfo, Self::PythonBadFrameObjectAddr, Self::PythonBadCframeCurrentFrameAddr, Self::PythonReadThreadStateAddr, Self::PythonZeroThreadState, Self::PythonBadThreadStateFrameAddr, Self::NativeNoMapping, Self::NativeNoUnwindInfo, Self::NativeUnwindInfoInvalid, Self::NativePcOutOfRange, Self::NativeReadReturnAddress, Self::NativeReadFramePointer, Self::NativeReadSignalFrame, Self::NativeSpNotIncreasing, Self::NativeUserRegs, Self::NativeBadTable];
 
     /// The name in the spec.
     pub const fn name(self) -> &'static str {
@@ -58,6 +70,12 @@ impl ErrorCode {
             Self::EmptyStack => "empty_stack",
             Self::MaxTailCalls => "max_tail_calls",
             Self::TailCallFailed => "tail_call_failed",
+            Self::PythonNoProcInfo => "python_no_proc_info",
+            Self::PythonBadFrameObjectAddr => "python_bad_frame_object_addr",
+            Self::PythonBadCframeCurrentFrameAddr => "python_bad_cframe_current_frame_addr",
+            Self::PythonReadThreadStateAddr => "python_read_thread_state_addr",
+            Self::PythonZeroThreadState => "python_zero_thread_state",
+            Self::PythonBadThreadStateFrameAddr => "python_bad_thread_state_frame_addr",
             Self::NativeNoMapping => "native_no_mapping",
             Self::NativeNoUnwindInfo => "native_no_unwind_info",
             Self::NativeUnwindInfoInvalid => "native_unwind_info_invalid",
@@ -80,6 +98,12 @@ impl ErrorCode {
             Self::EmptyStack => "The sample has neither a kernel stack nor user registers.",
             Self::MaxTailCalls => "The unwinder used up its tail-call budget before reaching the end of the stack.",
             Self::TailCallFailed => "A tail call did not happen (the program array slot is empty).",
+            Self::PythonNoProcInfo => "The interpreter loop's file has no python_files entry (its version is not supported or its offsets failed the check): the loop stays a native frame.",
+            Self::PythonBadFrameObjectAddr => "An interpreter frame (PyFrameObject or _PyInterpreterFrame) could not be read: this loop and the ones below it stay native frames.",
+            Self::PythonBadCframeCurrentFrameAddr => "_PyCFrame.current_frame (3.11, 3.12) could not be read: the loops stay native frames.",
+            Self::PythonReadThreadStateAddr => "The main interpreter or its thread list could not be read from _PyRuntime: the loops stay native frames.",
+            Self::PythonZeroThreadState => "The sampled thread is not among the first PYTHON_THREAD_SEARCH thread states of the main interpreter (a thread Python does not know, a subinterpreter, or more threads than the search covers): the loops stay native frames.",
+            Self::PythonBadThreadStateFrameAddr => "The thread state's current frame pointer could not be read: the loops stay native frames.",
             Self::NativeNoMapping => "The program counter is in no mapping known for this process: anonymous or JIT memory, or a mapping created after the last scan.",
             Self::NativeNoUnwindInfo => "The executable has no unwind table loaded (none found, too big, or not loaded yet).",
             Self::NativeUnwindInfoInvalid => "The unwind row for the address says the address has no usable rule (a gap between FDEs or an unsupported CFI rule).",
@@ -102,6 +126,12 @@ impl ErrorCode {
             Self::EmptyStack => Some(MetricId::UnwindErrEmptyStack),
             Self::MaxTailCalls => Some(MetricId::UnwindErrMaxTailCalls),
             Self::TailCallFailed => Some(MetricId::UnwindErrTailCallFailed),
+            Self::PythonNoProcInfo => Some(MetricId::UnwindPythonErrNoProcInfo),
+            Self::PythonBadFrameObjectAddr => Some(MetricId::UnwindPythonErrBadFrameObjectAddr),
+            Self::PythonBadCframeCurrentFrameAddr => Some(MetricId::UnwindPythonErrBadCframeCurrentFrameAddr),
+            Self::PythonReadThreadStateAddr => Some(MetricId::UnwindPythonErrReadThreadStateAddr),
+            Self::PythonZeroThreadState => Some(MetricId::UnwindPythonErrZeroThreadState),
+            Self::PythonBadThreadStateFrameAddr => Some(MetricId::UnwindPythonErrBadThreadStateFrameAddr),
             Self::NativeNoMapping => Some(MetricId::UnwindNativeErrNoMapping),
             Self::NativeNoUnwindInfo => Some(MetricId::UnwindNativeErrNoUnwindInfo),
             Self::NativeUnwindInfoInvalid => Some(MetricId::UnwindNativeErrUnwindInfoInvalid),
@@ -127,6 +157,12 @@ impl TryFrom<u32> for ErrorCode {
             3 => Ok(Self::EmptyStack),
             4 => Ok(Self::MaxTailCalls),
             5 => Ok(Self::TailCallFailed),
+            2001 => Ok(Self::PythonNoProcInfo),
+            2002 => Ok(Self::PythonBadFrameObjectAddr),
+            2003 => Ok(Self::PythonBadCframeCurrentFrameAddr),
+            2004 => Ok(Self::PythonReadThreadStateAddr),
+            2005 => Ok(Self::PythonZeroThreadState),
+            2006 => Ok(Self::PythonBadThreadStateFrameAddr),
             4000 => Ok(Self::NativeNoMapping),
             4001 => Ok(Self::NativeNoUnwindInfo),
             4002 => Ok(Self::NativeUnwindInfoInvalid),
@@ -158,6 +194,12 @@ impl core::str::FromStr for ErrorCode {
             "empty_stack" => Ok(Self::EmptyStack),
             "max_tail_calls" => Ok(Self::MaxTailCalls),
             "tail_call_failed" => Ok(Self::TailCallFailed),
+            "python_no_proc_info" => Ok(Self::PythonNoProcInfo),
+            "python_bad_frame_object_addr" => Ok(Self::PythonBadFrameObjectAddr),
+            "python_bad_cframe_current_frame_addr" => Ok(Self::PythonBadCframeCurrentFrameAddr),
+            "python_read_thread_state_addr" => Ok(Self::PythonReadThreadStateAddr),
+            "python_zero_thread_state" => Ok(Self::PythonZeroThreadState),
+            "python_bad_thread_state_frame_addr" => Ok(Self::PythonBadThreadStateFrameAddr),
             "native_no_mapping" => Ok(Self::NativeNoMapping),
             "native_no_unwind_info" => Ok(Self::NativeNoUnwindInfo),
             "native_unwind_info_invalid" => Ok(Self::NativeUnwindInfoInvalid),

@@ -21,7 +21,7 @@ pub enum MetricOrigin {
 }
 
 /// Number of metric ids: the size of the eBPF per-CPU metrics array.
-pub const METRIC_COUNT: usize = 48;
+pub const METRIC_COUNT: usize = 59;
 
 /// A metric id: the index in the eBPF per-CPU metrics array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,11 +123,33 @@ pub enum MetricId {
     AgentTableCacheWriteErrors = 46,
     /// Samples taken inside execve whose user registers no longer match the process's memory (the image being replaced): recorded with their kernel stack only.
     SamplesInExec = 47,
+    /// The interpreter loop's file has no python_files entry (its version is not supported or its offsets failed the check): the loop stays a native frame.
+    UnwindPythonErrNoProcInfo = 48,
+    /// An interpreter frame (PyFrameObject or _PyInterpreterFrame) could not be read: this loop and the ones below it stay native frames.
+    UnwindPythonErrBadFrameObjectAddr = 49,
+    /// _PyCFrame.current_frame (3.11, 3.12) could not be read: the loops stay native frames.
+    UnwindPythonErrBadCframeCurrentFrameAddr = 50,
+    /// The main interpreter or its thread list could not be read from _PyRuntime: the loops stay native frames.
+    UnwindPythonErrReadThreadStateAddr = 51,
+    /// The sampled thread is not among the first PYTHON_THREAD_SEARCH thread states of the main interpreter (a thread Python does not know, a subinterpreter, or more threads than the search covers): the loops stay native frames.
+    UnwindPythonErrZeroThreadState = 52,
+    /// The thread state's current frame pointer could not be read: the loops stay native frames.
+    UnwindPythonErrBadThreadStateFrameAddr = 53,
+    /// Python frames emitted in place of the interpreter loop's native frames.
+    PythonFrames = 54,
+    /// Code objects read from a process's memory to name its Python frames (each once per process).
+    AgentPythonCodeReads = 55,
+    /// Code objects that could not be read (the process had exited, or the object was not a code object): their frames are named <unknown python code>.
+    AgentPythonCodeReadErrors = 56,
+    /// CPython interpreters recognised (a python3.X binary or libpython3.X with _PyEval_EvalFrameDefault and _PyRuntime): Python frames replace their loop's native frames.
+    AgentPythonFiles = 57,
+    /// CPython interpreters left native: a version outside spec/python.json, or a 3.13+ binary whose _Py_DebugOffsets disagree with the spec.
+    AgentPythonFilesRejected = 58,
 }
 
 impl MetricId {
     /// Every value, in spec order.
-    pub const ALL: [Self; 48] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted, Self::PidNewReports, Self::NativeLoaderLookups, Self::AgentTableOnlyScans, Self::AgentTableCacheHits, Self::AgentTableCacheMisses, Self::AgentTableCacheWriteErrors, Self::SamplesInExec];
+    pub const ALL: [Self; 59] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted, Self::PidNewReports, Self::NativeLoaderLookups, Self::AgentTableOnlyScans, Self::AgentTableCacheHits, Self::AgentTableCacheMisses, Self::AgentTableCacheWriteErrors, Self::SamplesInExec, Self::UnwindPythonErrNoProcInfo, Self::UnwindPythonErrBadFrameObjectAddr, Self::UnwindPythonErrBadCframeCurrentFrameAddr, Self::UnwindPythonErrReadThreadStateAddr, Self::UnwindPythonErrZeroThreadState, Self::UnwindPythonErrBadThreadStateFrameAddr, Self::PythonFrames, Self::AgentPythonCodeReads, Self::AgentPythonCodeReadErrors, Self::AgentPythonFiles, Self::AgentPythonFilesRejected];
 
     /// The name in the spec.
     pub const fn name(self) -> &'static str {
@@ -180,6 +202,17 @@ impl MetricId {
             Self::AgentTableCacheMisses => "agent_table_cache_misses",
             Self::AgentTableCacheWriteErrors => "agent_table_cache_write_errors",
             Self::SamplesInExec => "samples_in_exec",
+            Self::UnwindPythonErrNoProcInfo => "unwind_python_err_no_proc_info",
+            Self::UnwindPythonErrBadFrameObjectAddr => "unwind_python_err_bad_frame_object_addr",
+            Self::UnwindPythonErrBadCframeCurrentFrameAddr => "unwind_python_err_bad_cframe_current_frame_addr",
+            Self::UnwindPythonErrReadThreadStateAddr => "unwind_python_err_read_thread_state_addr",
+            Self::UnwindPythonErrZeroThreadState => "unwind_python_err_zero_thread_state",
+            Self::UnwindPythonErrBadThreadStateFrameAddr => "unwind_python_err_bad_thread_state_frame_addr",
+            Self::PythonFrames => "python_frames",
+            Self::AgentPythonCodeReads => "agent_python_code_reads",
+            Self::AgentPythonCodeReadErrors => "agent_python_code_read_errors",
+            Self::AgentPythonFiles => "agent_python_files",
+            Self::AgentPythonFilesRejected => "agent_python_files_rejected",
         }
     }
 
@@ -234,6 +267,17 @@ impl MetricId {
             Self::AgentTableCacheMisses => "Unwind tables built because the on-disk cache had none usable (absent, or rejected: other format, truncated, bad checksum).",
             Self::AgentTableCacheWriteErrors => "Built tables that could not be written to the on-disk cache (full disk, read-only or missing directory).",
             Self::SamplesInExec => "Samples taken inside execve whose user registers no longer match the process's memory (the image being replaced): recorded with their kernel stack only.",
+            Self::UnwindPythonErrNoProcInfo => "The interpreter loop's file has no python_files entry (its version is not supported or its offsets failed the check): the loop stays a native frame.",
+            Self::UnwindPythonErrBadFrameObjectAddr => "An interpreter frame (PyFrameObject or _PyInterpreterFrame) could not be read: this loop and the ones below it stay native frames.",
+            Self::UnwindPythonErrBadCframeCurrentFrameAddr => "_PyCFrame.current_frame (3.11, 3.12) could not be read: the loops stay native frames.",
+            Self::UnwindPythonErrReadThreadStateAddr => "The main interpreter or its thread list could not be read from _PyRuntime: the loops stay native frames.",
+            Self::UnwindPythonErrZeroThreadState => "The sampled thread is not among the first PYTHON_THREAD_SEARCH thread states of the main interpreter (a thread Python does not know, a subinterpreter, or more threads than the search covers): the loops stay native frames.",
+            Self::UnwindPythonErrBadThreadStateFrameAddr => "The thread state's current frame pointer could not be read: the loops stay native frames.",
+            Self::PythonFrames => "Python frames emitted in place of the interpreter loop's native frames.",
+            Self::AgentPythonCodeReads => "Code objects read from a process's memory to name its Python frames (each once per process).",
+            Self::AgentPythonCodeReadErrors => "Code objects that could not be read (the process had exited, or the object was not a code object): their frames are named <unknown python code>.",
+            Self::AgentPythonFiles => "CPython interpreters recognised (a python3.X binary or libpython3.X with _PyEval_EvalFrameDefault and _PyRuntime): Python frames replace their loop's native frames.",
+            Self::AgentPythonFilesRejected => "CPython interpreters left native: a version outside spec/python.json, or a 3.13+ binary whose _Py_DebugOffsets disagree with the spec.",
         }
     }
 
@@ -288,6 +332,17 @@ impl MetricId {
             Self::AgentTableCacheMisses => "agent.table_cache.misses",
             Self::AgentTableCacheWriteErrors => "agent.table_cache.write_errors",
             Self::SamplesInExec => "ebpf.samples.in_exec",
+            Self::UnwindPythonErrNoProcInfo => "ebpf.unwind.python.errors.no_proc_info",
+            Self::UnwindPythonErrBadFrameObjectAddr => "ebpf.unwind.python.errors.bad_frame_object_addr",
+            Self::UnwindPythonErrBadCframeCurrentFrameAddr => "ebpf.unwind.python.errors.bad_cframe_current_frame_addr",
+            Self::UnwindPythonErrReadThreadStateAddr => "ebpf.unwind.python.errors.read_thread_state_addr",
+            Self::UnwindPythonErrZeroThreadState => "ebpf.unwind.python.errors.zero_thread_state",
+            Self::UnwindPythonErrBadThreadStateFrameAddr => "ebpf.unwind.python.errors.bad_thread_state_frame_addr",
+            Self::PythonFrames => "ebpf.python.frames",
+            Self::AgentPythonCodeReads => "agent.python.code_reads",
+            Self::AgentPythonCodeReadErrors => "agent.python.code_read_errors",
+            Self::AgentPythonFiles => "agent.python.files",
+            Self::AgentPythonFilesRejected => "agent.python.files_rejected",
         }
     }
 
@@ -342,6 +397,17 @@ impl MetricId {
             Self::AgentTableCacheMisses => "{table}",
             Self::AgentTableCacheWriteErrors => "{table}",
             Self::SamplesInExec => "{sample}",
+            Self::UnwindPythonErrNoProcInfo => "{sample}",
+            Self::UnwindPythonErrBadFrameObjectAddr => "{sample}",
+            Self::UnwindPythonErrBadCframeCurrentFrameAddr => "{sample}",
+            Self::UnwindPythonErrReadThreadStateAddr => "{sample}",
+            Self::UnwindPythonErrZeroThreadState => "{sample}",
+            Self::UnwindPythonErrBadThreadStateFrameAddr => "{sample}",
+            Self::PythonFrames => "{frame}",
+            Self::AgentPythonCodeReads => "{object}",
+            Self::AgentPythonCodeReadErrors => "{object}",
+            Self::AgentPythonFiles => "{file}",
+            Self::AgentPythonFilesRejected => "{file}",
         }
     }
 
@@ -396,6 +462,17 @@ impl MetricId {
             Self::AgentTableCacheMisses => MetricKind::Counter,
             Self::AgentTableCacheWriteErrors => MetricKind::Counter,
             Self::SamplesInExec => MetricKind::Counter,
+            Self::UnwindPythonErrNoProcInfo => MetricKind::Counter,
+            Self::UnwindPythonErrBadFrameObjectAddr => MetricKind::Counter,
+            Self::UnwindPythonErrBadCframeCurrentFrameAddr => MetricKind::Counter,
+            Self::UnwindPythonErrReadThreadStateAddr => MetricKind::Counter,
+            Self::UnwindPythonErrZeroThreadState => MetricKind::Counter,
+            Self::UnwindPythonErrBadThreadStateFrameAddr => MetricKind::Counter,
+            Self::PythonFrames => MetricKind::Counter,
+            Self::AgentPythonCodeReads => MetricKind::Counter,
+            Self::AgentPythonCodeReadErrors => MetricKind::Counter,
+            Self::AgentPythonFiles => MetricKind::Counter,
+            Self::AgentPythonFilesRejected => MetricKind::Counter,
         }
     }
 
@@ -450,6 +527,17 @@ impl MetricId {
             Self::AgentTableCacheMisses => MetricOrigin::Agent,
             Self::AgentTableCacheWriteErrors => MetricOrigin::Agent,
             Self::SamplesInExec => MetricOrigin::Ebpf,
+            Self::UnwindPythonErrNoProcInfo => MetricOrigin::Ebpf,
+            Self::UnwindPythonErrBadFrameObjectAddr => MetricOrigin::Ebpf,
+            Self::UnwindPythonErrBadCframeCurrentFrameAddr => MetricOrigin::Ebpf,
+            Self::UnwindPythonErrReadThreadStateAddr => MetricOrigin::Ebpf,
+            Self::UnwindPythonErrZeroThreadState => MetricOrigin::Ebpf,
+            Self::UnwindPythonErrBadThreadStateFrameAddr => MetricOrigin::Ebpf,
+            Self::PythonFrames => MetricOrigin::Ebpf,
+            Self::AgentPythonCodeReads => MetricOrigin::Agent,
+            Self::AgentPythonCodeReadErrors => MetricOrigin::Agent,
+            Self::AgentPythonFiles => MetricOrigin::Agent,
+            Self::AgentPythonFilesRejected => MetricOrigin::Agent,
         }
     }
 
@@ -504,6 +592,17 @@ impl MetricId {
             Self::AgentTableCacheMisses => false,
             Self::AgentTableCacheWriteErrors => false,
             Self::SamplesInExec => false,
+            Self::UnwindPythonErrNoProcInfo => false,
+            Self::UnwindPythonErrBadFrameObjectAddr => false,
+            Self::UnwindPythonErrBadCframeCurrentFrameAddr => false,
+            Self::UnwindPythonErrReadThreadStateAddr => false,
+            Self::UnwindPythonErrZeroThreadState => false,
+            Self::UnwindPythonErrBadThreadStateFrameAddr => false,
+            Self::PythonFrames => false,
+            Self::AgentPythonCodeReads => false,
+            Self::AgentPythonCodeReadErrors => false,
+            Self::AgentPythonFiles => false,
+            Self::AgentPythonFilesRejected => false,
         }
     }
 
@@ -561,6 +660,17 @@ impl TryFrom<u32> for MetricId {
             45 => Ok(Self::AgentTableCacheMisses),
             46 => Ok(Self::AgentTableCacheWriteErrors),
             47 => Ok(Self::SamplesInExec),
+            48 => Ok(Self::UnwindPythonErrNoProcInfo),
+            49 => Ok(Self::UnwindPythonErrBadFrameObjectAddr),
+            50 => Ok(Self::UnwindPythonErrBadCframeCurrentFrameAddr),
+            51 => Ok(Self::UnwindPythonErrReadThreadStateAddr),
+            52 => Ok(Self::UnwindPythonErrZeroThreadState),
+            53 => Ok(Self::UnwindPythonErrBadThreadStateFrameAddr),
+            54 => Ok(Self::PythonFrames),
+            55 => Ok(Self::AgentPythonCodeReads),
+            56 => Ok(Self::AgentPythonCodeReadErrors),
+            57 => Ok(Self::AgentPythonFiles),
+            58 => Ok(Self::AgentPythonFilesRejected),
             _ => Err(super::UnknownValue { kind: "MetricId", value: value as u64 }),
         }
     }
@@ -624,6 +734,17 @@ impl core::str::FromStr for MetricId {
             "agent_table_cache_misses" => Ok(Self::AgentTableCacheMisses),
             "agent_table_cache_write_errors" => Ok(Self::AgentTableCacheWriteErrors),
             "samples_in_exec" => Ok(Self::SamplesInExec),
+            "unwind_python_err_no_proc_info" => Ok(Self::UnwindPythonErrNoProcInfo),
+            "unwind_python_err_bad_frame_object_addr" => Ok(Self::UnwindPythonErrBadFrameObjectAddr),
+            "unwind_python_err_bad_cframe_current_frame_addr" => Ok(Self::UnwindPythonErrBadCframeCurrentFrameAddr),
+            "unwind_python_err_read_thread_state_addr" => Ok(Self::UnwindPythonErrReadThreadStateAddr),
+            "unwind_python_err_zero_thread_state" => Ok(Self::UnwindPythonErrZeroThreadState),
+            "unwind_python_err_bad_thread_state_frame_addr" => Ok(Self::UnwindPythonErrBadThreadStateFrameAddr),
+            "python_frames" => Ok(Self::PythonFrames),
+            "agent_python_code_reads" => Ok(Self::AgentPythonCodeReads),
+            "agent_python_code_read_errors" => Ok(Self::AgentPythonCodeReadErrors),
+            "agent_python_files" => Ok(Self::AgentPythonFiles),
+            "agent_python_files_rejected" => Ok(Self::AgentPythonFilesRejected),
             _ => Err(super::UnknownName { kind: "MetricId", name: s.to_string() }),
         }
     }

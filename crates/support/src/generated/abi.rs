@@ -33,17 +33,25 @@ pub const COMM_LEN: u64 = 16;
 /// Kernel frames fetched with bpf_get_stack (the kernel's perf_event_max_stack default).
 pub const MAX_KERNEL_FRAMES: u64 = 127;
 /// Capacity of a trace record's frame data in u64 words (kernel addresses, then frame headers and payloads).
-pub const MAX_FRAME_WORDS: u64 = 1024;
+pub const MAX_FRAME_WORDS: u64 = 2048;
 /// User frames unwound at most per trace; deeper stacks end with an error frame stack_length_exceeded.
-pub const MAX_USER_FRAMES: u64 = 256;
-/// Native frames unwound per invocation of the native program before it tail-calls itself.
-pub const NATIVE_FRAMES_PER_PROGRAM: u64 = 32;
+pub const MAX_USER_FRAMES: u64 = 2048;
+/// Unwinding steps (a native frame, or up to PYTHON_FRAMES_PER_STEP interpreter frames) per invocation of the native program before it tail-calls itself.
+pub const NATIVE_FRAMES_PER_PROGRAM: u64 = 64;
 /// Tail calls a trace may use (the kernel allows 33).
 pub const MAX_TAIL_CALLS: u64 = 29;
 /// Binary-search steps over an executable's rows: tables hold at most 2^24 rows.
 pub const MAX_BINARY_SEARCH_STEPS: u64 = 24;
 /// A PID is reported to userspace at most once per interval.
 pub const PID_REPORT_INTERVAL_NS: u64 = 1000000000;
+/// Words of a Python frame: the header (data = python_frame_data) and the code object's address in the process.
+pub const PYTHON_FRAME_WORDS: u64 = 2;
+/// Python frames one call of the Python step emits at most; a longer run of frames in one interpreter loop takes more steps of the same batch.
+pub const PYTHON_FRAMES_PER_STEP: u64 = 8;
+/// Thread states of the main interpreter searched at most for the sampled thread.
+pub const PYTHON_THREAD_SEARCH: u64 = 32;
+/// CPython 3.12+: _PyInterpreterFrame.owner of the frame each _PyEval_EvalFrameDefault call pushes below its first Python frame (FRAME_OWNED_BY_CSTACK).
+pub const PYTHON_FRAME_OWNED_BY_CSTACK: u64 = 3;
 /// Words of a native frame that names its executable: the header (data = ELF virtual address) and the executable id.
 pub const NATIVE_FRAME_WORDS: u64 = 2;
 /// Words of a native frame in the same executable as the trace's previous native frame: the header only; the executable id is the one that frame carried.
@@ -135,6 +143,72 @@ impl core::str::FromStr for UnwindRuleKind {
             "signal" => Ok(Self::Signal),
             "end_of_stack" => Ok(Self::EndOfStack),
             _ => Err(libpf::generated::UnknownName { kind: "UnwindRuleKind", name: s.to_string() }),
+        }
+    }
+}
+
+/// How a CPython version chains its frames, and where one call of _PyEval_EvalFrameDefault (one native frame of the loop) ends in that chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
+pub enum PythonFrameLayout {
+    /// 3.8 to 3.10: PyFrameObject; each loop runs exactly one frame. Instruction: f_lasti.
+    FrameObject = 1,
+    /// 3.11: _PyInterpreterFrame; a loop runs frames up to and including the first one with is_entry set. Instruction: prev_instr minus the code object's address.
+    EntryFlag = 2,
+    /// 3.12+: _PyInterpreterFrame; a loop runs frames down to one owned by the C stack (PYTHON_FRAME_OWNED_BY_CSTACK), which is skipped. Instruction: prev_instr (3.12) or instr_ptr (3.13) minus the code object's address.
+    CstackOwner = 3,
+}
+
+impl PythonFrameLayout {
+    /// Every value, in spec order.
+    pub const ALL: [Self; 3] = [Self::FrameObject, Self::EntryFlag, Self::CstackOwner];
+
+    /// The name in the spec.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::FrameObject => "frame_object",
+            Self::EntryFlag => "entry_flag",
+            Self::CstackOwner => "cstack_owner",
+        }
+    }
+
+    /// The description in the spec.
+    pub const fn description(self) -> &'static str {
+        match self {
+            Self::FrameObject => "3.8 to 3.10: PyFrameObject; each loop runs exactly one frame. Instruction: f_lasti.",
+            Self::EntryFlag => "3.11: _PyInterpreterFrame; a loop runs frames up to and including the first one with is_entry set. Instruction: prev_instr minus the code object's address.",
+            Self::CstackOwner => "3.12+: _PyInterpreterFrame; a loop runs frames down to one owned by the C stack (PYTHON_FRAME_OWNED_BY_CSTACK), which is skipped. Instruction: prev_instr (3.12) or instr_ptr (3.13) minus the code object's address.",
+        }
+    }
+
+}
+
+impl TryFrom<u32> for PythonFrameLayout {
+    type Error = libpf::generated::UnknownValue;
+    fn try_from(value: u32) -> Result<Self, Self::Error> {
+        match value {
+            1 => Ok(Self::FrameObject),
+            2 => Ok(Self::EntryFlag),
+            3 => Ok(Self::CstackOwner),
+            _ => Err(libpf::generated::UnknownValue { kind: "PythonFrameLayout", value: value as u64 }),
+        }
+    }
+}
+
+impl core::fmt::Display for PythonFrameLayout {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl core::str::FromStr for PythonFrameLayout {
+    type Err = libpf::generated::UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "frame_object" => Ok(Self::FrameObject),
+            "entry_flag" => Ok(Self::EntryFlag),
+            "cstack_owner" => Ok(Self::CstackOwner),
+            _ => Err(libpf::generated::UnknownName { kind: "PythonFrameLayout", name: s.to_string() }),
         }
     }
 }
@@ -319,6 +393,36 @@ impl FrameHeader {
     }
 }
 
+/// The data of a Python frame's header (52 bits).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PythonFrameData(pub u64);
+
+impl PythonFrameData {
+    /// Lowest bit of `instruction`.
+    pub const INSTRUCTION_SHIFT: u32 = 0;
+    /// Mask of `instruction` (after shifting).
+    pub const INSTRUCTION_MASK: u64 = 0xffffffffff;
+    /// Lowest bit of `version`.
+    pub const VERSION_SHIFT: u32 = 40;
+    /// Mask of `version` (after shifting).
+    pub const VERSION_MASK: u64 = 0xfff;
+
+    /// Packs the fields; each value is truncated to its width.
+    pub const fn pack(instruction: u64, version: u64) -> Self {
+        Self(((instruction & Self::INSTRUCTION_MASK) << Self::INSTRUCTION_SHIFT) | ((version & Self::VERSION_MASK) << Self::VERSION_SHIFT))
+    }
+
+    /// Where the frame is in its code: f_lasti (3.8 to 3.10, as the interpreter keeps it), or the instruction pointer minus the code object's address (3.11+). Userspace turns it into a line with the code object's line table.
+    pub const fn instruction(self) -> u64 {
+        (self.0 >> Self::INSTRUCTION_SHIFT) & Self::INSTRUCTION_MASK
+    }
+
+    /// The CPython version that ran it, major << 8 | minor: which offsets and line-table format userspace reads the code object with.
+    pub const fn version(self) -> u64 {
+        (self.0 >> Self::VERSION_SHIFT) & Self::VERSION_MASK
+    }
+}
+
 /// Header of a trace record on the traces ring buffer. It is followed by num_frame_words u64 words: num_kernel_frames raw kernel addresses (leaf first), then user frames (leaf first), each a frame_header word and its payload.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -425,7 +529,7 @@ pub struct TraceRecord {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<TraceRecord>() == 8232);
+    assert!(core::mem::size_of::<TraceRecord>() == 16424);
     assert!(core::mem::offset_of!(TraceRecord, header) == 0);
     assert!(core::mem::offset_of!(TraceRecord, frames) == 40);
 };
@@ -441,7 +545,7 @@ impl Default for TraceRecord {
 
 impl TraceRecord {
     /// Size in bytes, as the C side sees it.
-    pub const SIZE: usize = 8232;
+    pub const SIZE: usize = 16424;
 
     /// Writes the struct's bytes into the start of `out`.
     pub fn write_to(&self, out: &mut [u8]) -> Result<(), ShortBuffer> {
@@ -558,12 +662,18 @@ pub struct ExeTable {
     pub row_start: u32,
     /// Number of rows, sorted by address.
     pub row_count: u32,
+    /// ELF virtual address where the file's interpreter loop starts (CPython's _PyEval_EvalFrameDefault): a PC in [interpreter_start, interpreter_end) hands the frame to the interpreter's unwinder (python_files). 0 with interpreter_end for none.
+    pub interpreter_start: u32,
+    /// End of the interpreter loop (exclusive).
+    pub interpreter_end: u32,
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<ExeTable>() == 8);
+    assert!(core::mem::size_of::<ExeTable>() == 16);
     assert!(core::mem::offset_of!(ExeTable, row_start) == 0);
     assert!(core::mem::offset_of!(ExeTable, row_count) == 4);
+    assert!(core::mem::offset_of!(ExeTable, interpreter_start) == 8);
+    assert!(core::mem::offset_of!(ExeTable, interpreter_end) == 12);
 };
 
 impl Default for ExeTable {
@@ -571,13 +681,15 @@ impl Default for ExeTable {
         Self {
             row_start: 0,
             row_count: 0,
+            interpreter_start: 0,
+            interpreter_end: 0,
         }
     }
 }
 
 impl ExeTable {
     /// Size in bytes, as the C side sees it.
-    pub const SIZE: usize = 8;
+    pub const SIZE: usize = 16;
 
     /// Writes the struct's bytes into the start of `out`.
     pub fn write_to(&self, out: &mut [u8]) -> Result<(), ShortBuffer> {
@@ -586,6 +698,8 @@ impl ExeTable {
         }
         out[0..4].copy_from_slice(&self.row_start.to_le_bytes());
         out[4..8].copy_from_slice(&self.row_count.to_le_bytes());
+        out[8..12].copy_from_slice(&self.interpreter_start.to_le_bytes());
+        out[12..16].copy_from_slice(&self.interpreter_end.to_le_bytes());
         Ok(())
     }
 
@@ -605,6 +719,151 @@ impl ExeTable {
         let mut v = Self::default();
         v.row_start = u32::from_le_bytes(read_array(bytes, 0));
         v.row_count = u32::from_le_bytes(read_array(bytes, 4));
+        v.interpreter_start = u32::from_le_bytes(read_array(bytes, 8));
+        v.interpreter_end = u32::from_le_bytes(read_array(bytes, 12));
+        Ok(v)
+    }
+}
+
+/// What the Python unwinder needs of one CPython interpreter file (python3.X or libpython3.X): where _PyRuntime is and the offsets of its version (spec/python.json).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PythonFile {
+    /// ELF virtual address of _PyRuntime; the process's address is the mapping's bias plus it.
+    pub runtime_vaddr: u64,
+    /// How frames chain and where a loop's frames end.
+    pub frame_layout: u32,
+    /// major << 8 | minor, copied into every frame (python_frame_data.version).
+    pub version: u32,
+    /// _PyRuntimeState.interpreters.head: the main interpreter.
+    pub runtime_interpreters_head: u16,
+    /// PyInterpreterState: the first thread state (tstate_head, or threads.head from 3.11).
+    pub interpreter_threads_head: u16,
+    /// PyThreadState.next.
+    pub thread_next: u16,
+    /// PyThreadState.thread_id: the thread's pthread_self(), which on x86-64 is its fs base.
+    pub thread_id: u16,
+    /// PyThreadState: the current frame (frame up to 3.10, current_frame from 3.13), or the _PyCFrame holding it (cframe, 3.11 and 3.12).
+    pub thread_frame: u16,
+    /// 1: thread_frame points to a _PyCFrame whose current frame is at cframe_current_frame.
+    pub thread_frame_via_cframe: u8,
+    /// Bytes of a frame read to get every field above (at most 128): no more, since the last frame of a CPython 3.11+ data-stack chunk may end a mapping.
+    pub frame_read_size: u8,
+    /// _PyCFrame.current_frame (3.11, 3.12).
+    pub cframe_current_frame: u16,
+    /// The calling frame: f_back, or previous from 3.11.
+    pub frame_previous: u16,
+    /// The code object: f_code, or f_executable from 3.13.
+    pub frame_code: u16,
+    /// f_lasti (int, up to 3.10), prev_instr (3.11, 3.12) or instr_ptr (3.13).
+    pub frame_instruction: u16,
+    /// _PyInterpreterFrame.is_entry (3.11).
+    pub frame_is_entry: u16,
+    /// _PyInterpreterFrame.owner (3.11+).
+    pub frame_owner: u16,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<PythonFile>() == 40);
+    assert!(core::mem::offset_of!(PythonFile, runtime_vaddr) == 0);
+    assert!(core::mem::offset_of!(PythonFile, frame_layout) == 8);
+    assert!(core::mem::offset_of!(PythonFile, version) == 12);
+    assert!(core::mem::offset_of!(PythonFile, runtime_interpreters_head) == 16);
+    assert!(core::mem::offset_of!(PythonFile, interpreter_threads_head) == 18);
+    assert!(core::mem::offset_of!(PythonFile, thread_next) == 20);
+    assert!(core::mem::offset_of!(PythonFile, thread_id) == 22);
+    assert!(core::mem::offset_of!(PythonFile, thread_frame) == 24);
+    assert!(core::mem::offset_of!(PythonFile, thread_frame_via_cframe) == 26);
+    assert!(core::mem::offset_of!(PythonFile, frame_read_size) == 27);
+    assert!(core::mem::offset_of!(PythonFile, cframe_current_frame) == 28);
+    assert!(core::mem::offset_of!(PythonFile, frame_previous) == 30);
+    assert!(core::mem::offset_of!(PythonFile, frame_code) == 32);
+    assert!(core::mem::offset_of!(PythonFile, frame_instruction) == 34);
+    assert!(core::mem::offset_of!(PythonFile, frame_is_entry) == 36);
+    assert!(core::mem::offset_of!(PythonFile, frame_owner) == 38);
+};
+
+impl Default for PythonFile {
+    fn default() -> Self {
+        Self {
+            runtime_vaddr: 0,
+            frame_layout: 0,
+            version: 0,
+            runtime_interpreters_head: 0,
+            interpreter_threads_head: 0,
+            thread_next: 0,
+            thread_id: 0,
+            thread_frame: 0,
+            thread_frame_via_cframe: 0,
+            frame_read_size: 0,
+            cframe_current_frame: 0,
+            frame_previous: 0,
+            frame_code: 0,
+            frame_instruction: 0,
+            frame_is_entry: 0,
+            frame_owner: 0,
+        }
+    }
+}
+
+impl PythonFile {
+    /// Size in bytes, as the C side sees it.
+    pub const SIZE: usize = 40;
+
+    /// Writes the struct's bytes into the start of `out`.
+    pub fn write_to(&self, out: &mut [u8]) -> Result<(), ShortBuffer> {
+        if out.len() < Self::SIZE {
+            return Err(ShortBuffer { kind: "PythonFile", need: Self::SIZE, got: out.len() });
+        }
+        out[0..8].copy_from_slice(&self.runtime_vaddr.to_le_bytes());
+        out[8..12].copy_from_slice(&self.frame_layout.to_le_bytes());
+        out[12..16].copy_from_slice(&self.version.to_le_bytes());
+        out[16..18].copy_from_slice(&self.runtime_interpreters_head.to_le_bytes());
+        out[18..20].copy_from_slice(&self.interpreter_threads_head.to_le_bytes());
+        out[20..22].copy_from_slice(&self.thread_next.to_le_bytes());
+        out[22..24].copy_from_slice(&self.thread_id.to_le_bytes());
+        out[24..26].copy_from_slice(&self.thread_frame.to_le_bytes());
+        out[26..27].copy_from_slice(&self.thread_frame_via_cframe.to_le_bytes());
+        out[27..28].copy_from_slice(&self.frame_read_size.to_le_bytes());
+        out[28..30].copy_from_slice(&self.cframe_current_frame.to_le_bytes());
+        out[30..32].copy_from_slice(&self.frame_previous.to_le_bytes());
+        out[32..34].copy_from_slice(&self.frame_code.to_le_bytes());
+        out[34..36].copy_from_slice(&self.frame_instruction.to_le_bytes());
+        out[36..38].copy_from_slice(&self.frame_is_entry.to_le_bytes());
+        out[38..40].copy_from_slice(&self.frame_owner.to_le_bytes());
+        Ok(())
+    }
+
+    /// The struct's bytes.
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut out = [0u8; Self::SIZE];
+        // Cannot fail: the buffer has exactly SIZE bytes.
+        let _ = self.write_to(&mut out);
+        out
+    }
+
+    /// Reads the struct from the start of `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ShortBuffer> {
+        if bytes.len() < Self::SIZE {
+            return Err(ShortBuffer { kind: "PythonFile", need: Self::SIZE, got: bytes.len() });
+        }
+        let mut v = Self::default();
+        v.runtime_vaddr = u64::from_le_bytes(read_array(bytes, 0));
+        v.frame_layout = u32::from_le_bytes(read_array(bytes, 8));
+        v.version = u32::from_le_bytes(read_array(bytes, 12));
+        v.runtime_interpreters_head = u16::from_le_bytes(read_array(bytes, 16));
+        v.interpreter_threads_head = u16::from_le_bytes(read_array(bytes, 18));
+        v.thread_next = u16::from_le_bytes(read_array(bytes, 20));
+        v.thread_id = u16::from_le_bytes(read_array(bytes, 22));
+        v.thread_frame = u16::from_le_bytes(read_array(bytes, 24));
+        v.thread_frame_via_cframe = u8::from_le_bytes(read_array(bytes, 26));
+        v.frame_read_size = u8::from_le_bytes(read_array(bytes, 27));
+        v.cframe_current_frame = u16::from_le_bytes(read_array(bytes, 28));
+        v.frame_previous = u16::from_le_bytes(read_array(bytes, 30));
+        v.frame_code = u16::from_le_bytes(read_array(bytes, 32));
+        v.frame_instruction = u16::from_le_bytes(read_array(bytes, 34));
+        v.frame_is_entry = u16::from_le_bytes(read_array(bytes, 36));
+        v.frame_owner = u16::from_le_bytes(read_array(bytes, 38));
         Ok(v)
     }
 }
@@ -1066,7 +1325,7 @@ pub mod maps {
         kind: "percpu_array",
         key_size: 4,
         value_size: 8,
-        max_entries: 48,
+        max_entries: 59,
     };
 
     /// Rows of every loaded executable; userspace allocates ranges and writes each table through a memory mapping of just that range (no syscall per row or batch).
@@ -1083,8 +1342,17 @@ pub mod maps {
         name: "exe_tables",
         kind: "hash",
         key_size: 8,
-        value_size: 8,
+        value_size: 16,
         max_entries: 65536,
+    };
+
+    /// CPython interpreter files by executable id: written with the file's table when userspace recognises the interpreter and its version.
+    pub const PYTHON_FILES: MapSpec = MapSpec {
+        name: "python_files",
+        kind: "hash",
+        key_size: 8,
+        value_size: 40,
+        max_entries: 4096,
     };
 
     /// Executable mappings of every address space.
@@ -1142,7 +1410,7 @@ pub mod maps {
     };
 
     /// Every map, in spec order.
-    pub const ALL: [MapSpec; 11] = [TRACES, EVENTS, METRICS, UNWIND_ROWS, EXE_TABLES, MAPPINGS, FILE_TABLES, PROCESSES, MAPPING_GENERATION, PID_REPORTED, PROGRAMS];
+    pub const ALL: [MapSpec; 12] = [TRACES, EVENTS, METRICS, UNWIND_ROWS, EXE_TABLES, PYTHON_FILES, MAPPINGS, FILE_TABLES, PROCESSES, MAPPING_GENERATION, PID_REPORTED, PROGRAMS];
 }
 
 /// Load-time globals (`const volatile` in the eBPF object), by name.

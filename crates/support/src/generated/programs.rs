@@ -17,7 +17,7 @@ pub enum ProgramId {
     Hotspot = 2,
     /// Perl unwinder (not implemented yet).
     Perl = 3,
-    /// CPython unwinder (not implemented yet).
+    /// Unused: the CPython unwinder is python_step, a global function the native batch calls (one tail call per interpreter loop would not fit the kernel's 33).
     Python = 4,
     /// PHP unwinder (not implemented yet).
     Php = 5,
@@ -67,7 +67,7 @@ impl ProgramId {
             Self::Native => "Unwind native frames from the .eh_frame-derived tables.",
             Self::Hotspot => "HotSpot JVM unwinder (not implemented yet).",
             Self::Perl => "Perl unwinder (not implemented yet).",
-            Self::Python => "CPython unwinder (not implemented yet).",
+            Self::Python => "Unused: the CPython unwinder is python_step, a global function the native batch calls (one tail call per interpreter loop would not fit the kernel's 33).",
             Self::Php => "PHP unwinder (not implemented yet).",
             Self::Ruby => "Ruby unwinder (not implemented yet).",
             Self::V8 => "V8 unwinder (not implemented yet).",

@@ -18,9 +18,10 @@
 
 #include "workload_common.h"
 
-/* Iterations of one leaf call: well under a millisecond, so the child's
- * run time is close to child_ms. */
-#define SLICE_ITERS 200000ull
+/* Iterations of one leaf call: about a millisecond, so the child's run time
+ * is close to child_ms, and the CPU clock read between two calls (a
+ * syscall, slow in a VM) stays well under 1 % of the child's samples. */
+#define SLICE_ITERS 1000000ull
 
 CHAIN_FN uint64_t child_leaf(uint64_t iters) {
     uint64_t x = iters | 7;
