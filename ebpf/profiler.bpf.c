@@ -173,6 +173,8 @@ struct unwind_state {
      * replaced it (no native frame), 2 it stays a native frame. */
     __u32 interp_done;
     __u32 py_unused;
+    /* A word being read by the Python step (not on the BPF stack). */
+    __u64 py_word;
     /* The head of the interpreter frame being read (PYTHON_FRAME_READ
      * bytes; the rest is slack for an 8-byte field at a masked offset). */
     __u8 py_buf[PYTHON_FRAME_READ + 8];
@@ -489,7 +491,7 @@ static __always_inline int in_exec(void)
  *
  * A global (non-inline) function: the verifier checks it once, on its own,
  * with its argument unknown, instead of once per loop iteration and path in
- * its caller. That keeps every program at a few thousand processed
+ * its caller. That keeps every program under 20,000 processed
  * instructions on every kernel, where an inlined step cost from 4,000 to
  * over 1,000,000 depending on the kernel's state pruning. Global functions
  * take scalars only before 5.12, so the state is looked up here. */
@@ -703,39 +705,40 @@ static __always_inline __u64 py_buf_u64(struct unwind_state *s, __u16 off)
  * interpreter's thread states are searched for the one whose thread_id
  * (pthread_self()) is the thread's fs base. Returns 0 or an error code. */
 static __always_inline __u32 python_current_frame(struct unwind_state *s,
-                                                  const struct python_file *pf, __u64 *frame)
+                                                  const struct python_file *pf)
 {
+    /* Words are read into the per-CPU state, not the BPF stack: this runs
+     * inside the step's global function, under the sampling program's
+     * frame and beside bpf_find_vma's callback (512 bytes in all). */
     __u64 runtime = s->mapping.bias + pf->runtime_vaddr;
-    __u64 interp = 0, tstate = 0;
-    if (bpf_probe_read_user(&interp, 8, (void *)(runtime + pf->runtime_interpreters_head)) ||
-        !interp ||
-        bpf_probe_read_user(&tstate, 8, (void *)(interp + pf->interpreter_threads_head)))
+    if (bpf_probe_read_user(&s->py_word, 8, (void *)(runtime + pf->runtime_interpreters_head)) ||
+        !s->py_word ||
+        bpf_probe_read_user(&s->py_frame, 8,
+                            (void *)(s->py_word + pf->interpreter_threads_head)))
         return ERR_PYTHON_READ_THREAD_STATE_ADDR;
     struct task_struct *task = (struct task_struct *)bpf_get_current_task();
     __u64 fsbase = BPF_CORE_READ(task, thread.fsbase);
-    /* Only the search in the loop: the verifier walks its body once per
-     * iteration. */
+    /* py_frame holds the thread state being compared; only the search is
+     * in the loop, whose body the verifier walks once per iteration. */
     int found = 0;
-    for (int i = 0; i < PYTHON_THREAD_SEARCH && tstate; i++) {
-        __u64 id = 0;
-        if (bpf_probe_read_user(&id, 8, (void *)(tstate + pf->thread_id)))
+    for (int i = 0; i < PYTHON_THREAD_SEARCH && s->py_frame; i++) {
+        if (bpf_probe_read_user(&s->py_word, 8, (void *)(s->py_frame + pf->thread_id)))
             return ERR_PYTHON_READ_THREAD_STATE_ADDR;
-        if (id == fsbase) {
+        if (s->py_word == fsbase) {
             found = 1;
             break;
         }
-        if (bpf_probe_read_user(&tstate, 8, (void *)(tstate + pf->thread_next)))
+        if (bpf_probe_read_user(&s->py_frame, 8, (void *)(s->py_frame + pf->thread_next)))
             return ERR_PYTHON_READ_THREAD_STATE_ADDR;
     }
     if (!found)
         return ERR_PYTHON_ZERO_THREAD_STATE;
-    __u64 f = 0;
-    if (bpf_probe_read_user(&f, 8, (void *)(tstate + pf->thread_frame)))
+    if (bpf_probe_read_user(&s->py_frame, 8, (void *)(s->py_frame + pf->thread_frame)))
         return ERR_PYTHON_BAD_THREAD_STATE_FRAME_ADDR;
     if (pf->thread_frame_via_cframe &&
-        (!f || bpf_probe_read_user(&f, 8, (void *)(f + pf->cframe_current_frame))))
+        (!s->py_frame ||
+         bpf_probe_read_user(&s->py_frame, 8, (void *)(s->py_frame + pf->cframe_current_frame))))
         return ERR_PYTHON_BAD_CFRAME_CURRENT_FRAME_ADDR;
-    *frame = f;
     return 0;
 }
 
@@ -766,23 +769,16 @@ static __always_inline int python_step(struct unwind_state *s)
         s->interp_done = 2;
         return 0;
     }
-    __u64 id = s->mapping.exe_id;
-    const struct python_file *pf = bpf_map_lookup_elem(&python_files, &id);
+    const struct python_file *pf = bpf_map_lookup_elem(&python_files, &s->mapping.exe_id);
     if (!pf)
         return python_give_up(s, ERR_PYTHON_NO_PROC_INFO);
     if (!s->py_frame_known) {
-        __u64 f = 0;
-        __u32 err = python_current_frame(s, pf, &f);
+        __u32 err = python_current_frame(s, pf);
         if (err)
             return python_give_up(s, err);
-        s->py_frame = f;
         s->py_frame_known = 1;
     }
     __u32 layout = pf->frame_layout;
-    __u64 version = pf->version;
-    __u16 off_prev = pf->frame_previous, off_code = pf->frame_code;
-    __u16 off_instr = pf->frame_instruction, off_owner = pf->frame_owner;
-    __u16 off_entry = pf->frame_is_entry;
     __u64 f = s->py_frame;
     __u32 emitted = 0;
     int finished = 0;
@@ -801,30 +797,30 @@ static __always_inline int python_step(struct unwind_state *s)
         if (bpf_probe_read_user(s->py_buf, pf->frame_read_size & (PYTHON_FRAME_READ - 1),
                                 (void *)f))
             return python_give_up(s, ERR_PYTHON_BAD_FRAME_OBJECT_ADDR);
-        __u64 prev = py_buf_u64(s, off_prev);
-        __u64 code = py_buf_u64(s, off_code);
-        __u64 instr = py_buf_u64(s, off_instr);
-        __u8 owner = s->py_buf[off_owner & (PYTHON_FRAME_READ - 1)];
-        __u8 is_entry = s->py_buf[off_entry & (PYTHON_FRAME_READ - 1)];
-        if (layout == PYTHON_FRAME_LAYOUT_CSTACK_OWNER && owner == PYTHON_FRAME_OWNED_BY_CSTACK) {
+        __u64 prev = py_buf_u64(s, pf->frame_previous);
+        __u64 code = py_buf_u64(s, pf->frame_code);
+        if (layout == PYTHON_FRAME_LAYOUT_CSTACK_OWNER &&
+            s->py_buf[pf->frame_owner & (PYTHON_FRAME_READ - 1)] == PYTHON_FRAME_OWNED_BY_CSTACK) {
             /* The shim below this loop's first frame: the loop is done. */
             f = prev;
             finished = 1;
             break;
         }
+        __u64 instr = py_buf_u64(s, pf->frame_instruction);
         if (layout == PYTHON_FRAME_LAYOUT_FRAME_OBJECT)
             instr = (__u32)instr; /* f_lasti is an int */
         else
             instr -= code;
         s->record.frames[words & (MAX_FRAME_WORDS - 1)] = frame_header_pack(
-            python_frame_data_pack(instr, version), PYTHON_FRAME_WORDS, 0, FRAME_TYPE_PYTHON);
+            python_frame_data_pack(instr, pf->version), PYTHON_FRAME_WORDS, 0, FRAME_TYPE_PYTHON);
         s->record.frames[(words + 1) & (MAX_FRAME_WORDS - 1)] = code;
         s->record.header.num_frame_words = words + PYTHON_FRAME_WORDS;
         s->user_frames++;
         emitted++;
         f = prev;
         if (layout == PYTHON_FRAME_LAYOUT_FRAME_OBJECT ||
-            (layout == PYTHON_FRAME_LAYOUT_ENTRY_FLAG && is_entry)) {
+            (layout == PYTHON_FRAME_LAYOUT_ENTRY_FLAG &&
+             s->py_buf[pf->frame_is_entry & (PYTHON_FRAME_READ - 1)])) {
             finished = 1;
             break;
         }

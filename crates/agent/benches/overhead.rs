@@ -5,8 +5,10 @@
 //! are interleaved round by round and medians reported, since identical runs
 //! here differ by 1–2 %. Columns: workload slowdown against no profiler, the
 //! profiler's own CPU time, BPF run time per sample (kernel BPF statistics),
-//! and the profiler's peak RSS. A second table: start-up cost of loading the
-//! unwind tables of every process on the machine.
+//! and the profiler's peak RSS. Below it, ebpf-profiler's BPF time per
+//! sample on the same shape in Python (two CPython processes, 30 Python
+//! frames deep) next to the native figure. A second table: start-up cost of
+//! loading the unwind tables of every process on the machine.
 //!
 //! `cargo bench -p agent --bench overhead` (full), `-- --quick` (CI size).
 //! Needs root, perf and bpftrace.
@@ -19,7 +21,7 @@ use agent::session::{Session, SessionOptions, Target};
 use common::{median, proc_cpu_secs, CallGraph};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -42,6 +44,43 @@ int main(int argc, char **argv) {
     return 0;
 }
 "#;
+
+/// The same shape in Python: <module>, 28 `deep` frames and the leaf, 30
+/// Python frames (and the interpreter's native frames between them).
+const PY_WORKLOAD: &str = "\
+import sys
+def leaf(n):
+    x = n | 1
+    for i in range(2000):
+        x = (x * 6364136223846793005 + i) & 0xffffffffffffffff
+    return x
+def deep(d, n):
+    return leaf(n) if d == 0 else deep(d - 1, n + 1)
+for i in range(int(sys.argv[1])):
+    deep(27, i)
+";
+
+/// What the two busy copies run.
+enum Work {
+    Native(PathBuf),
+    /// An interpreter and a script.
+    Python(PathBuf, PathBuf),
+}
+
+impl Work {
+    fn command(&self, iters: u64) -> Command {
+        let mut c = match self {
+            Work::Native(exe) => Command::new(exe),
+            Work::Python(python, script) => {
+                let mut c = Command::new(python);
+                c.arg(script);
+                c
+            }
+        };
+        c.arg(iters.to_string());
+        c
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Profiler {
@@ -95,7 +134,7 @@ fn main() {
             "{tool} is needed (apt-get install linux-perf bpftrace bpftool gcc)"
         );
     }
-    let exe = build_workload();
+    let exe = Work::Native(build_workload());
     let target_secs = if quick { 1.0 } else { 5.0 };
     let rounds = if quick { 1 } else { 5 };
     let iters = calibrate(&exe, target_secs);
@@ -120,6 +159,16 @@ fn main() {
             eprintln!("round {}/{rounds}: {} {f} Hz", round + 1, p.label());
             let run = measure(p, f, &exe, iters);
             results.entry((p, f)).or_default().push(run);
+        }
+    }
+    // BPF time per sample on a 30-frame Python stack, same rounds.
+    let python = python_work();
+    let mut python_runs = Vec::new();
+    if let Some((label, work)) = &python {
+        let py_iters = calibrate(work, target_secs);
+        for round in 0..rounds {
+            eprintln!("round {}/{rounds}: ebpf-profiler 99 Hz, {label}", round + 1);
+            python_runs.push(measure(Profiler::Ours, 99, work, py_iters));
         }
     }
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0").ok();
@@ -195,7 +244,58 @@ fn main() {
             ns(Profiler::OursFiltered) / ns(Profiler::Ours)
         );
     }
+    let per_sample = |runs: &[Run]| {
+        let (t, c) = runs
+            .iter()
+            .fold((0u64, 0u64), |a, r| (a.0 + r.bpf_ns, a.1 + r.bpf_runs));
+        t as f64 / c.max(1) as f64
+    };
+    match &python {
+        Some((label, _)) => println!(
+            "BPF time per sample at 99 Hz, ebpf-profiler: 30-frame Python stack ({label}) {:.0} ns; 24-frame native stack {:.0} ns; ratio {:.2}",
+            per_sample(&python_runs),
+            per_sample(&results[&(Profiler::Ours, 99)]),
+            per_sample(&python_runs) / per_sample(&results[&(Profiler::Ours, 99)])
+        ),
+        None => println!("BPF time per sample on a Python stack: no CPython 3.8+ found (pyenv or /usr/bin)"),
+    }
     startup_table();
+}
+
+/// pyenv's newest CPython (3.13 down to 3.8), else Debian's python3.
+fn python_work() -> Option<(String, Work)> {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or("/root".into());
+    let mut found: Option<(String, PathBuf)> = None;
+    for minor in (8..=13).rev() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(home.join(".pyenv/versions"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("3.{minor}.")))
+            })
+            .map(|p| p.join(format!("bin/python3.{minor}")))
+            .filter(|p| p.exists())
+            .collect();
+        v.sort();
+        if let Some(p) = v.pop() {
+            found = Some((format!("CPython 3.{minor}"), p));
+            break;
+        }
+    }
+    let (label, python) = found.or_else(|| {
+        let p = PathBuf::from("/usr/bin/python3");
+        p.exists().then(|| ("Debian python3".to_string(), p))
+    })?;
+    let script = std::env::temp_dir().join("ebpf-profiler-bench/deep.py");
+    std::fs::create_dir_all(script.parent()?).ok()?;
+    std::fs::write(&script, PY_WORKLOAD).ok()?;
+    Some((label, Work::Python(python, script)))
 }
 
 /// The profiler side of the `Ours` configuration, in its own process so
@@ -270,10 +370,10 @@ fn build_workload() -> PathBuf {
     exe
 }
 
-fn run_pair(exe: &Path, iters: u64) -> f64 {
+fn run_pair(work: &Work, iters: u64) -> f64 {
     let start = Instant::now();
     let mut kids: Vec<Child> = (0..2)
-        .map(|_| Command::new(exe).arg(iters.to_string()).spawn().unwrap())
+        .map(|_| work.command(iters).spawn().unwrap())
         .collect();
     for k in &mut kids {
         assert!(k.wait().unwrap().success());
@@ -281,10 +381,13 @@ fn run_pair(exe: &Path, iters: u64) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-fn calibrate(exe: &Path, secs: f64) -> u64 {
-    let probe = 20_000u64;
+fn calibrate(exe: &Work, secs: f64) -> u64 {
+    let probe = match exe {
+        Work::Native(_) => 20_000u64,
+        Work::Python(..) => 500,
+    };
     let t = run_pair(exe, probe);
-    ((probe as f64) * secs / t).max(1000.0) as u64
+    ((probe as f64) * secs / t).max(10.0) as u64
 }
 
 /// (run_time_ns, run_cnt) of every loaded perf_event program, by id.
@@ -368,7 +471,7 @@ fn start_profiler(p: Profiler, freq: u64) -> Option<Child> {
     Some(child)
 }
 
-fn measure(p: Profiler, freq: u64, exe: &Path, iters: u64) -> Run {
+fn measure(p: Profiler, freq: u64, exe: &Work, iters: u64) -> Run {
     // Statistics from the moment the profiler is ready: its own start-up
     // (ours scans every process first) is not the per-sample cost.
     let child = start_profiler(p, freq);

@@ -229,6 +229,34 @@ fn on_every_interpreter(
     assert!(failures.is_empty(), "{name}:\n{}", failures.join("\n\n"));
 }
 
+/// The first row of `go tool pprof -top -lines -show=SHOW` on the profile.
+fn pprof_top_line(p: &Profile, show: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("python-pprof-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("home")).unwrap();
+    let file = dir.join("profile.pb.gz");
+    std::fs::write(&file, profile::pprof::encode(p)).unwrap();
+    let out = Command::new("go")
+        .args(["tool", "pprof", "-top", "-lines", "-nodecount=1"])
+        .arg(format!("-show={show}"))
+        .arg(&file)
+        .env("HOME", dir.join("home"))
+        .env("GOCACHE", dir.join("home/gocache"))
+        .env("GOTOOLCHAIN", "local")
+        .env("PPROF_TMPDIR", dir.join("home"))
+        .env("PPROF_BINARY_PATH", dir.join("home"))
+        .output()
+        .expect("go tool pprof (Debian golang-go) is needed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    // Rows follow the "flat  flat%  sum%  cum  cum%" header.
+    text.lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
 const CHAIN: &str = "\
 def c(n):
     s = 0
@@ -262,6 +290,13 @@ fn a_python_call_chain_is_complete_with_file_and_hot_line() {
         let hot = lines.iter().max_by_key(|(_, &n)| n).map(|(&l, _)| l);
         if !matches!(hot, Some(3 | 4)) {
             return Err(format!("{}: lines of c: {lines:?}", py.label));
+        }
+        // The reference reader agrees: with the script's frames shown (the
+        // interpreter's C functions folded into them), the top line is c's
+        // loop.
+        let top = pprof_top_line(&rec.profile, "chain\\.py");
+        if !(top.contains(" c ") && (top.ends_with("chain.py:3") || top.ends_with("chain.py:4"))) {
+            return Err(format!("{}: go tool pprof -lines top: {top:?}", py.label));
         }
         Ok(())
     });
@@ -515,4 +550,114 @@ fn interpreters_of_unsupported_versions_stay_native() {
         );
         assert!(py.minor < 8);
     }
+}
+
+/// A directory made a minimal root: the host's /usr bound read-only, and a
+/// copy of an interpreter at a path the host does not have. Unmounted
+/// however the test ends.
+struct Chroot(PathBuf);
+
+impl Chroot {
+    fn new(python: &Path) -> Chroot {
+        let root = std::env::temp_dir().join(format!("python-chroot-{}", std::process::id()));
+        let c = Chroot(root.clone());
+        for d in ["usr", "opt/ctr/bin", "work", "tmp"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        // Merged /usr: the loader and libraries are reached through these.
+        for (link, to) in [
+            ("lib", "usr/lib"),
+            ("lib64", "usr/lib64"),
+            ("bin", "usr/bin"),
+        ] {
+            let _ = std::os::unix::fs::symlink(to, root.join(link));
+        }
+        let ok = Command::new("mount")
+            .args(["--bind", "-o", "ro", "/usr"])
+            .arg(root.join("usr"))
+            .status()
+            .expect("mount runs");
+        assert!(ok.success(), "bind-mounting /usr into {}", root.display());
+        std::fs::copy(
+            python,
+            root.join("opt/ctr/bin").join(python.file_name().unwrap()),
+        )
+        .unwrap();
+        c
+    }
+}
+
+impl Drop for Chroot {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.0.join("usr"))
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_python_in_another_root_is_unwound_and_named() {
+    require_root();
+    // Debian's interpreter, copied to /opt/ctr/bin inside a chroot: the
+    // profiler must reach it through the process (map_files, /proc/PID/root),
+    // since no such file exists on the host.
+    let host = (8..=13)
+        .map(|m| PathBuf::from(format!("/usr/bin/python3.{m}")))
+        .find(|p| p.exists())
+        .expect("a Debian /usr/bin/python3.X");
+    let root = Chroot::new(&host);
+    std::fs::write(root.0.join("work/chain.py"), CHAIN).unwrap();
+    let inside = Path::new("/opt/ctr/bin").join(host.file_name().unwrap());
+    let _g = BPF.lock().unwrap_or_else(|e| e.into_inner());
+    let mut child = Reaped(
+        Command::new("chroot")
+            .arg(&root.0)
+            .arg(&inside)
+            .arg("/work/chain.py")
+            .env("PYTHONHOME", "/usr")
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let opts = RecordOptions {
+        session: SessionOptions {
+            table_cache: None,
+            target: Target::pids(vec![child.0.id()]),
+            frequency: 199,
+            load: LoadOptions::default(),
+        },
+        duration: Some(Duration::from_secs(2)),
+        debug_info: false,
+        symbolize: true,
+    };
+    let rec = record::record(&opts, &AtomicBool::new(false), |_| {}).expect("recording works");
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "the chrooted Python exited early"
+    );
+    drop(child);
+    let py = Interpreter {
+        label: format!("chroot {}", inside.display()),
+        exe: inside,
+        minor: 0,
+        local_symbols: false,
+    };
+    nearly_all(&py, &rec, |p, s| {
+        python_chain(p, s) == ["<module>", "a", "b", "c"]
+    })
+    .unwrap();
+    let leaf_files: std::collections::BTreeSet<String> = rec
+        .profile
+        .samples
+        .iter()
+        .filter_map(|s| s.frames.iter().find(|f| is_python(f)))
+        .filter_map(|f| f.source_file.as_deref().map(str::to_string))
+        .collect();
+    assert_eq!(
+        leaf_files.into_iter().collect::<Vec<_>>(),
+        ["/work/chain.py"],
+        "file names as the process sees them"
+    );
 }
