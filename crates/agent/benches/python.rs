@@ -13,7 +13,7 @@
 //! output, frames of type `cpython`; py-spy from its raw output).
 //!
 //! `cargo bench -p agent --bench python` (3 rounds, every version),
-//! `-- --quick` (1 round, one version: CI). `EBPF_PROFILER_BIN=PATH` runs
+//! `-- --rounds N`, `-- --quick` (1 round, one version: CI). `EBPF_PROFILER_BIN=PATH` runs
 //! another build of ours. Needs root and py-spy (`pip install py-spy`).
 
 mod common;
@@ -86,7 +86,11 @@ fn main() {
         pythons.retain(|p| p.0 == "3.11");
         pythons.truncate(1);
     }
-    let rounds = if quick { 1 } else { 3 };
+    let rounds = args
+        .iter()
+        .position(|a| a == "--rounds")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(if quick { 1 } else { 3 });
     let target = if quick { 2.0 } else { 4.0 };
     let mut rows = Vec::new();
     for (version, python) in &pythons {

@@ -169,12 +169,6 @@ impl Aggregator {
         (self.python.reads, self.python.read_errors)
     }
 
-    /// Forgets what was read of a process (it exited): its frames already
-    /// aggregated keep their names.
-    pub fn forget_process(&mut self, pid: u32) {
-        self.python.codes.retain(|(p, _), _| *p != pid);
-    }
-
     pub fn add(&mut self, t: RawTrace) {
         self.samples += 1;
         match t.error() {
@@ -223,8 +217,16 @@ impl Aggregator {
         }
     }
 
-    /// Takes the stacks gathered so far; the totals keep counting.
+    /// Takes the stacks gathered so far; the totals keep counting. What
+    /// was read of processes that have exited since is forgotten (their
+    /// frames already aggregated keep their names).
     pub fn take(&mut self) -> Batch {
+        let mut alive: HashMap<u32, bool> = HashMap::new();
+        self.python.codes.retain(|(pid, _), _| {
+            *alive
+                .entry(*pid)
+                .or_insert_with(|| std::path::Path::new(&format!("/proc/{pid}")).exists())
+        });
         Batch {
             stacks: std::mem::take(&mut self.stacks),
         }
