@@ -262,36 +262,14 @@ fn main() {
     startup_table();
 }
 
-/// pyenv's newest CPython (3.13 down to 3.8), else Debian's python3.
+/// pyenv's newest CPython (3.13 down to 3.8), else Debian's.
 fn python_work() -> Option<(String, Work)> {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or("/root".into());
-    let mut found: Option<(String, PathBuf)> = None;
-    for minor in (8..=13).rev() {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(home.join(".pyenv/versions"))
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&format!("3.{minor}.")))
-            })
-            .map(|p| p.join(format!("bin/python3.{minor}")))
-            .filter(|p| p.exists())
-            .collect();
-        v.sort();
-        if let Some(p) = v.pop() {
-            found = Some((format!("CPython 3.{minor}"), p));
-            break;
-        }
-    }
-    let (label, python) = found.or_else(|| {
-        let p = PathBuf::from("/usr/bin/python3");
-        p.exists().then(|| ("Debian python3".to_string(), p))
-    })?;
+    let py = (8..=13)
+        .rev()
+        .find_map(workloads::python::pyenv)
+        .or_else(|| (8..=13).rev().find_map(workloads::python::debian))?;
+    let label = format!("CPython 3.{}", py.minor);
+    let python = py.exe;
     let script = std::env::temp_dir().join("ebpf-profiler-bench/deep.py");
     std::fs::create_dir_all(script.parent()?).ok()?;
     std::fs::write(&script, PY_WORKLOAD).ok()?;

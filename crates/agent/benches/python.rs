@@ -23,23 +23,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const SCRIPT: &str = "\
-import sys, time
-def c(n):
-    s = 0
-    for i in range(n):
-        s += i * i
-    return s
-def b(n):
-    return c(n)
-def a(n):
-    return b(n)
-time.sleep(2)
-t0 = time.perf_counter()
-for _ in range(int(sys.argv[1])):
-    a(100000)
-print(time.perf_counter() - t0, flush=True)
-";
+/// The chain, called a fixed number of times after the pause, timed.
+fn script_text() -> String {
+    format!(
+        "import sys, time\n{}\
+         time.sleep(2)\n\
+         t0 = time.perf_counter()\n\
+         for _ in range(int(sys.argv[1])):\n    a(100000)\n\
+         print(time.perf_counter() - t0, flush=True)\n",
+        workloads::python::CHAIN_FUNCTIONS
+    )
+}
 
 const CHAIN: [&str; 4] = ["<module>", "a", "b", "c"];
 
@@ -76,7 +70,7 @@ fn main() {
     let dir = std::env::temp_dir().join("ebpf-profiler-bench-python");
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("chain.py");
-    std::fs::write(&script, SCRIPT).unwrap();
+    std::fs::write(&script, script_text()).unwrap();
     let mut pythons = pyenv_pythons();
     assert!(
         !pythons.is_empty(),
@@ -150,32 +144,12 @@ fn main() {
     }
 }
 
-/// (minor version, interpreter) of pyenv's 3.8 to 3.13, newest patch each.
+/// (minor version, interpreter) of pyenv's 3.8 to 3.13.
 fn pyenv_pythons() -> Vec<(String, PathBuf)> {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or("/root".into());
-    let mut out = Vec::new();
-    for minor in 8..=13 {
-        let mut found: Vec<PathBuf> = std::fs::read_dir(home.join(".pyenv/versions"))
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&format!("3.{minor}.")))
-            })
-            .map(|p| p.join(format!("bin/python3.{minor}")))
-            .filter(|p| p.exists())
-            .collect();
-        found.sort();
-        if let Some(p) = found.pop() {
-            out.push((format!("3.{minor}"), p));
-        }
-    }
-    out
+    (8..=13)
+        .filter_map(workloads::python::pyenv)
+        .map(|p| (format!("3.{}", p.minor), p.exe))
+        .collect()
 }
 
 /// py-spy on the PATH, or in the scripts directory of the `python3` that

@@ -15,6 +15,7 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::Duration;
+use workloads::python::{self, Interpreter};
 
 static BPF: Mutex<()> = Mutex::new(());
 
@@ -27,59 +28,10 @@ fn require_root() {
     );
 }
 
-/// An interpreter to run workloads on.
-#[derive(Clone, Debug)]
-struct Interpreter {
-    label: String,
-    exe: PathBuf,
-    minor: u8,
-    /// Its static C functions have symbols (pyenv's libpython; Debian's
-    /// binary is stripped of them).
-    local_symbols: bool,
-}
-
-/// pyenv's 3.`minor` builds (the newest patch release of each).
-fn pyenv(minor: u8) -> Option<Interpreter> {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or("/root".into());
-    let mut found: Vec<PathBuf> = std::fs::read_dir(home.join(".pyenv/versions"))
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("3.{minor}.")))
-        })
-        .map(|p| p.join(format!("bin/python3.{minor}")))
-        .filter(|p| p.exists())
-        .collect();
-    found.sort();
-    let exe = found.pop()?;
-    Some(Interpreter {
-        label: format!("pyenv {}", exe.parent()?.parent()?.file_name()?.to_str()?),
-        exe,
-        minor,
-        local_symbols: true,
-    })
-}
-
 /// Every CPython from 3.8 on that this machine has. Fails loudly when there
 /// is none: the tests would prove nothing.
 fn interpreters() -> Vec<Interpreter> {
-    let mut all: Vec<Interpreter> = (8..=13).filter_map(pyenv).collect();
-    for minor in 8..=13 {
-        let exe = PathBuf::from(format!("/usr/bin/python3.{minor}"));
-        if exe.exists() {
-            all.push(Interpreter {
-                label: format!("Debian /usr/bin/python3.{minor}"),
-                exe,
-                minor,
-                local_symbols: false,
-            });
-        }
-    }
+    let all = python::supported();
     assert!(
         !all.is_empty(),
         "no CPython 3.8 to 3.13 under ~/.pyenv/versions or /usr/bin"
@@ -208,6 +160,29 @@ fn nearly_all(
     ))
 }
 
+/// Checks that at least `tenths`/10 of the samples satisfy `ok` (`what`
+/// names them in the failure).
+fn at_least(
+    py: &Interpreter,
+    rec: &Recording,
+    tenths: u64,
+    what: &str,
+    ok: impl Fn(&[String]) -> bool,
+) -> Result<(), String> {
+    let p = &rec.profile;
+    let total: u64 = p.samples.iter().map(|s| s.count).sum();
+    let good: u64 = p
+        .samples
+        .iter()
+        .filter(|s| ok(&python_chain(p, s)))
+        .map(|s| s.count)
+        .sum();
+    if good * 10 < total * tenths {
+        return Err(format!("{}: {what} in {good} of {total}", py.label));
+    }
+    Ok(())
+}
+
 /// Runs `check` on every interpreter and fails with every failure at once.
 fn on_every_interpreter(
     name: &str,
@@ -257,23 +232,13 @@ fn pprof_top_line(p: &Profile, show: &str) -> String {
         .to_string()
 }
 
-const CHAIN: &str = "\
-def c(n):
-    s = 0
-    for i in range(n):
-        s += i * i
-    return s
-def b(n):
-    return c(n)
-def a(n):
-    return b(n)
-while True:
-    a(100000)
-";
+fn chain_script() -> String {
+    format!("{}while True:\n    a(100000)\n", python::CHAIN_FUNCTIONS)
+}
 
 #[test]
 fn a_python_call_chain_is_complete_with_file_and_hot_line() {
-    on_every_interpreter("chain", CHAIN, |py, rec| {
+    on_every_interpreter("chain", &chain_script(), |py, rec| {
         let want = ["<module>", "a", "b", "c"];
         nearly_all(py, rec, |p, s| python_chain(p, s) == want)?;
         // The leaf Python frame: this script, and the loop's lines as the
@@ -337,18 +302,9 @@ fn three_hundred_frames_of_python_recursion_are_complete() {
         nearly_all(py, rec, |p, s| {
             shape(&python_chain(p, s)) && s.frames.iter().all(|f| !f.frame_type.is_error())
         })?;
-        let p = &rec.profile;
-        let total: u64 = p.samples.iter().map(|s| s.count).sum();
-        let deepest: u64 = p
-            .samples
-            .iter()
-            .filter(|s| python_chain(p, s).last().is_some_and(|l| l == "spin"))
-            .map(|s| s.count)
-            .sum();
-        if deepest * 10 < total * 8 {
-            return Err(format!("{}: spin in {deepest} of {total}", py.label));
-        }
-        Ok(())
+        at_least(py, rec, 8, "spin", |c| {
+            c.last().is_some_and(|l| l == "spin")
+        })
     });
 }
 
@@ -459,21 +415,9 @@ fn generators_sit_above_their_consumer() {
             let c = python_chain(p, s);
             c == ["<module>", "consume", "produce"] || c == ["<module>", "consume"]
         })?;
-        let p = &rec.profile;
-        let total: u64 = p.samples.iter().map(|s| s.count).sum();
-        let in_gen: u64 = p
-            .samples
-            .iter()
-            .filter(|s| python_chain(p, s).last().is_some_and(|l| l == "produce"))
-            .map(|s| s.count)
-            .sum();
-        if in_gen * 10 < total * 8 {
-            return Err(format!(
-                "{}: the generator in {in_gen} of {total}",
-                py.label
-            ));
-        }
-        Ok(())
+        at_least(py, rec, 8, "the generator", |c| {
+            c.last().is_some_and(|l| l == "produce")
+        })
     });
 }
 
@@ -505,18 +449,7 @@ fn asyncio_tasks_show_their_coroutines() {
             c.first().is_some_and(|r| r == "<module>")
                 && (!in_leaf(&c) || c.ends_with(&["main".into(), "middle".into(), "leaf".into()]))
         })?;
-        let p = &rec.profile;
-        let total: u64 = p.samples.iter().map(|s| s.count).sum();
-        let leaf: u64 = p
-            .samples
-            .iter()
-            .filter(|s| in_leaf(&python_chain(p, s)))
-            .map(|s| s.count)
-            .sum();
-        if leaf * 10 < total * 9 {
-            return Err(format!("{}: leaf in {leaf} of {total}", py.label));
-        }
-        Ok(())
+        at_least(py, rec, 9, "leaf", in_leaf)
     });
 }
 
@@ -526,12 +459,12 @@ fn interpreters_of_unsupported_versions_stay_native() {
     // 3.6 and 3.7 are not in spec/python.json: their loops are native
     // frames, the interpreter is counted as rejected, and no Python frame
     // (which could only be wrong) appears.
-    let old: Vec<Interpreter> = (6..=7).filter_map(pyenv).collect();
+    let old: Vec<Interpreter> = (6..=7).filter_map(python::pyenv).collect();
     assert!(
         !old.is_empty(),
         "no CPython 3.6 or 3.7 under ~/.pyenv/versions"
     );
-    let path = script("old", CHAIN);
+    let path = script("old", &chain_script());
     for py in old {
         let rec = record_script(&py, &path, 2);
         let p = &rec.profile;
@@ -608,7 +541,7 @@ fn a_python_in_another_root_is_unwound_and_named() {
         .find(|p| p.exists())
         .expect("a Debian /usr/bin/python3.X");
     let root = Chroot::new(&host);
-    std::fs::write(root.0.join("work/chain.py"), CHAIN).unwrap();
+    std::fs::write(root.0.join("work/chain.py"), chain_script()).unwrap();
     let inside = Path::new("/opt/ctr/bin").join(host.file_name().unwrap());
     let _g = BPF.lock().unwrap_or_else(|e| e.into_inner());
     let mut child = Reaped(

@@ -38,6 +38,8 @@
 //! drop(running); // kills the whole process group and reaps it
 //! ```
 
+pub mod python;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::fs;
