@@ -784,7 +784,12 @@ static __always_inline int python_step(struct unwind_state *s)
     int finished = 0;
     for (int i = 0; i < PYTHON_FRAMES_PER_STEP; i++) {
         if (!f) {
-            /* The chain ended: nothing more is running Python. */
+            /* The chain ended: this loop runs no Python frame we can see
+             * (a thread between two calls); it keeps its native frame. */
+            if (emitted == 0 && s->interp_done == 0) {
+                s->interp_done = 2;
+                return 0;
+            }
             finished = 1;
             break;
         }

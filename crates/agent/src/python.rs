@@ -38,14 +38,14 @@ pub fn version_from_name(path: &Path) -> Option<(u8, u8)> {
     let rest = rest.strip_prefix("python")?;
     let (major, rest) = rest.split_once('.')?;
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    let after = &rest[digits.len()..];
-    // What may follow the version: ABI flags, then ".so…" for the library.
-    let tail_ok = after
-        .trim_start_matches(['m', 'd', 't'])
-        .strip_prefix(".so")
-        .map_or(after.trim_start_matches(['m', 'd', 't']).is_empty(), |_| {
-            name.starts_with("lib")
-        });
+    // What may follow the version: ABI flags (m, d, t), then ".so…" for
+    // the library and nothing for the executable.
+    let tail = rest[digits.len()..].trim_start_matches(['m', 'd', 't']);
+    let tail_ok = if tail.starts_with(".so") {
+        name.starts_with("lib")
+    } else {
+        tail.is_empty()
+    };
     if !tail_ok || digits.is_empty() {
         return None;
     }
