@@ -97,7 +97,7 @@ _Static_assert(__builtin_offsetof(struct pt_regs, rsp) ==
 
 /* Room for the head of an interpreter frame (python_file.frame_read_size
  * bytes of it are read). */
-#define PYTHON_FRAME_READ 128
+#define PYTHON_FRAME_READ PYTHON_FRAME_READ_MAX
 #define PAGE_SIZE 4096
 /* AT_BASE of <linux/auxvec.h>: where the kernel loaded the program interpreter. */
 #define AUXV_AT_BASE 7

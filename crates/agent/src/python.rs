@@ -20,7 +20,7 @@ use object::{Object, ObjectSection, ObjectSymbol};
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
-use support::abi::PythonFile;
+use support::abi::{PythonFile, PYTHON_FRAME_READ_MAX};
 use support::python::{LineTable, PythonOffsets, PythonVersion, PYTHON_VERSIONS};
 
 /// The spec entry of a CPython version.
@@ -127,6 +127,9 @@ pub fn recognise(path: &Path, data: &[u8]) -> Recognised {
             return Recognised::Rejected(why);
         }
     }
+    if u64::from(frame_read_size(&v.offsets)) > PYTHON_FRAME_READ_MAX {
+        return Recognised::Rejected("frame fields beyond what the kernel side reads".into());
+    }
     Recognised::Python(Interpreter {
         version: v,
         loop_start,
@@ -214,7 +217,7 @@ pub fn python_file(i: &Interpreter) -> PythonFile {
         thread_id: o.thread_id,
         thread_frame: o.thread_frame,
         thread_frame_via_cframe: u8::from(o.cframe_current_frame.is_some()),
-        frame_read_size: frame_read_size(o),
+        frame_read_size: frame_read_size(o) as u8,
         cframe_current_frame: o.cframe_current_frame.unwrap_or(0),
         frame_previous: o.frame_previous,
         frame_code: o.frame_code,
@@ -226,7 +229,7 @@ pub fn python_file(i: &Interpreter) -> PythonFile {
 
 /// Bytes of a frame the kernel reads: up to the end of the last field it
 /// uses (an int for f_lasti up to 3.10, pointers, one-byte flags).
-fn frame_read_size(o: &PythonOffsets) -> u8 {
+fn frame_read_size(o: &PythonOffsets) -> u16 {
     let ends = [
         o.frame_previous + 8,
         o.frame_code + 8,
@@ -234,7 +237,7 @@ fn frame_read_size(o: &PythonOffsets) -> u8 {
         o.frame_owner.map_or(0, |x| x + 1),
         o.frame_is_entry.map_or(0, |x| x + 1),
     ];
-    ends.into_iter().max().unwrap_or(0) as u8
+    ends.into_iter().max().unwrap_or(0)
 }
 
 /// The spec entry for a frame's packed version (major << 8 | minor).
@@ -353,17 +356,11 @@ fn read_bytes(m: &dyn Memory, addr: u64, o: &PythonOffsets) -> io::Result<Vec<u8
     Ok(raw)
 }
 
-/// Offset of `tp_name` in a type object (after the variable-size object
-/// header, in every version).
-const TYPE_NAME: u64 = 24;
-/// Offset of `ob_type` in every object.
-const OBJECT_TYPE: u64 = 8;
-
 /// Reads the code object at `addr`, after checking its type is `code`.
 pub fn read_code(m: &dyn Memory, addr: u64, v: &PythonVersion) -> io::Result<CodeInfo> {
     let o = &v.offsets;
-    let ty = read_u64(m, addr + OBJECT_TYPE)?;
-    let name_ptr = read_u64(m, ty + TYPE_NAME)?;
+    let ty = read_u64(m, addr + u64::from(o.object_type))?;
+    let name_ptr = read_u64(m, ty + u64::from(o.type_name))?;
     let mut type_name = [0u8; 5];
     m.read(name_ptr, &mut type_name)?;
     if &type_name != b"code\0" {
@@ -529,14 +526,28 @@ mod tests {
                 runtime_vaddr: 0x9000,
             });
             assert_eq!(f.version >> 8, 3);
-            // The eBPF step reads frames through a 128-byte window.
-            for off in [
-                f.frame_previous,
-                f.frame_code,
-                f.frame_instruction,
-                f.frame_owner,
+            // The eBPF step reads frame_read_size bytes of a frame, and every
+            // field it uses lies within them.
+            let size = u16::from(f.frame_read_size);
+            assert!(
+                u64::from(size) <= PYTHON_FRAME_READ_MAX,
+                "{}.{}",
+                v.major,
+                v.minor
+            );
+            let instruction = if v.minor <= 10 { 4 } else { 8 };
+            for (off, len) in [
+                (f.frame_previous, 8),
+                (f.frame_code, 8),
+                (f.frame_instruction, instruction),
             ] {
-                assert!(off <= 120, "{}.{}: offset {off}", v.major, v.minor);
+                assert!(off + len <= size, "{}.{}: offset {off}", v.major, v.minor);
+            }
+            if v.minor >= 11 {
+                assert!(f.frame_owner < size, "{}.{}", v.major, v.minor);
+            }
+            if v.minor == 11 {
+                assert!(f.frame_is_entry < size, "{}.{}", v.major, v.minor);
             }
             let layout = PythonFrameLayout::try_from(f.frame_layout).unwrap();
             assert_eq!(layout == PythonFrameLayout::FrameObject, v.minor <= 10);
@@ -621,13 +632,13 @@ mod tests {
         let mut put = |at: u16, value: u64| {
             code[at as usize..][..8].copy_from_slice(&value.to_le_bytes());
         };
-        put(8, 0x2000);
+        put(o.object_type, 0x2000);
         put(o.code_qualname.unwrap_or(o.code_name), 0x3000);
         put(o.code_filename, 0x4000);
         put(o.code_linetable, 0x5000);
         code[o.code_firstlineno as usize..][..4].copy_from_slice(&42i32.to_le_bytes());
         let mut ty = vec![0u8; 32];
-        ty[24..32].copy_from_slice(&0x2100u64.to_le_bytes());
+        ty[o.type_name as usize..][..8].copy_from_slice(&0x2100u64.to_le_bytes());
         let mut table = vec![0u8; o.bytes_data as usize];
         table[o.bytes_size as usize..][..8].copy_from_slice(&0u64.to_le_bytes());
         Fake(vec![

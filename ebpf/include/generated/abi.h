@@ -28,6 +28,8 @@
 #define PYTHON_FRAMES_PER_STEP 8ull
 /* Thread states of the main interpreter searched at most for the sampled thread. */
 #define PYTHON_THREAD_SEARCH 32ull
+/* Largest python_file.frame_read_size: the eBPF side's buffer for the head of an interpreter frame. An interpreter whose fields lie further is not walked. */
+#define PYTHON_FRAME_READ_MAX 128ull
 /* CPython 3.12+: _PyInterpreterFrame.owner of the frame each _PyEval_EvalFrameDefault call pushes below its first Python frame (FRAME_OWNED_BY_CSTACK). */
 #define PYTHON_FRAME_OWNED_BY_CSTACK 3ull
 /* Words of a native frame that names its executable: the header (data = ELF virtual address) and the executable id. */
@@ -218,7 +220,7 @@ struct python_file {
     __u16 thread_frame;
     /* 1: thread_frame points to a _PyCFrame whose current frame is at cframe_current_frame. */
     __u8 thread_frame_via_cframe;
-    /* Bytes of a frame read to get every field above (at most 128): no more, since the last frame of a CPython 3.11+ data-stack chunk may end a mapping. */
+    /* Bytes of a frame read to get every field above (at most PYTHON_FRAME_READ_MAX): no more, since the last frame of a CPython 3.11+ data-stack chunk may end a mapping. */
     __u8 frame_read_size;
     /* _PyCFrame.current_frame (3.11, 3.12). */
     __u16 cframe_current_frame;

@@ -291,7 +291,7 @@ pub struct Python {
 }
 
 /// Every offset a version lists (null where it lacks the field).
-pub const PYTHON_OFFSETS: [&str; 23] = [
+pub const PYTHON_OFFSETS: [&str; 25] = [
     "runtime_interpreters_head",
     "interpreter_threads_head",
     "thread_next",
@@ -315,6 +315,8 @@ pub const PYTHON_OFFSETS: [&str; 23] = [
     "unicode_state",
     "bytes_size",
     "bytes_data",
+    "object_type",
+    "type_name",
 ];
 
 /// Offsets a layout cannot do without.

@@ -50,6 +50,8 @@ pub const PYTHON_FRAME_WORDS: u64 = 2;
 pub const PYTHON_FRAMES_PER_STEP: u64 = 8;
 /// Thread states of the main interpreter searched at most for the sampled thread.
 pub const PYTHON_THREAD_SEARCH: u64 = 32;
+/// Largest python_file.frame_read_size: the eBPF side's buffer for the head of an interpreter frame. An interpreter whose fields lie further is not walked.
+pub const PYTHON_FRAME_READ_MAX: u64 = 128;
 /// CPython 3.12+: _PyInterpreterFrame.owner of the frame each _PyEval_EvalFrameDefault call pushes below its first Python frame (FRAME_OWNED_BY_CSTACK).
 pub const PYTHON_FRAME_OWNED_BY_CSTACK: u64 = 3;
 /// Words of a native frame that names its executable: the header (data = ELF virtual address) and the executable id.
@@ -747,7 +749,7 @@ pub struct PythonFile {
     pub thread_frame: u16,
     /// 1: thread_frame points to a _PyCFrame whose current frame is at cframe_current_frame.
     pub thread_frame_via_cframe: u8,
-    /// Bytes of a frame read to get every field above (at most 128): no more, since the last frame of a CPython 3.11+ data-stack chunk may end a mapping.
+    /// Bytes of a frame read to get every field above (at most PYTHON_FRAME_READ_MAX): no more, since the last frame of a CPython 3.11+ data-stack chunk may end a mapping.
     pub frame_read_size: u8,
     /// _PyCFrame.current_frame (3.11, 3.12).
     pub cframe_current_frame: u16,

@@ -41,6 +41,8 @@ pub struct PythonOffsets {
     pub unicode_state: u16,
     pub bytes_size: u16,
     pub bytes_data: u16,
+    pub object_type: u16,
+    pub type_name: u16,
 }
 
 /// One CPython minor version the Python unwinder reads.
@@ -85,6 +87,8 @@ pub const PYTHON_VERSIONS: &[PythonVersion] = &[
             unicode_state: 32,
             bytes_size: 16,
             bytes_data: 32,
+            object_type: 8,
+            type_name: 24,
         },
     },
     // As 3.8.
@@ -117,6 +121,8 @@ pub const PYTHON_VERSIONS: &[PythonVersion] = &[
             unicode_state: 32,
             bytes_size: 16,
             bytes_data: 32,
+            object_type: 8,
+            type_name: 24,
         },
     },
     // PyFrameObject per call; f_lasti counts code units; co_linetable holds PEP 626 address ranges.
@@ -149,6 +155,8 @@ pub const PYTHON_VERSIONS: &[PythonVersion] = &[
             unicode_state: 32,
             bytes_size: 16,
             bytes_data: 32,
+            object_type: 8,
+            type_name: 24,
         },
     },
     // _PyInterpreterFrame chain reached through tstate->cframe; calls between Python functions stay in one _PyEval_EvalFrameDefault, whose first frame has is_entry set; prev_instr points into co_code_adaptive; location table.
@@ -181,6 +189,8 @@ pub const PYTHON_VERSIONS: &[PythonVersion] = &[
             unicode_state: 32,
             bytes_size: 16,
             bytes_data: 32,
+            object_type: 8,
+            type_name: 24,
         },
     },
     // As 3.11, but each _PyEval_EvalFrameDefault pushes a frame owned by the C stack (owner 3) below its first frame instead of is_entry; PyThreadState.threads moved in the interpreter.
@@ -213,6 +223,8 @@ pub const PYTHON_VERSIONS: &[PythonVersion] = &[
             unicode_state: 32,
             bytes_size: 16,
             bytes_data: 32,
+            object_type: 8,
+            type_name: 24,
         },
     },
     // tstate->current_frame replaces cframe; f_executable and instr_ptr replace f_code and prev_instr (same offsets); _PyRuntime starts with _Py_DebugOffsets, checked against these values.
@@ -245,6 +257,8 @@ pub const PYTHON_VERSIONS: &[PythonVersion] = &[
             unicode_state: 32,
             bytes_size: 16,
             bytes_data: 32,
+            object_type: 8,
+            type_name: 24,
         },
     },
 ];
