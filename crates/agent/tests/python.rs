@@ -16,6 +16,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::Duration;
 use workloads::python::{self, Interpreter};
+use workloads::Reaped;
 
 static BPF: Mutex<()> = Mutex::new(());
 
@@ -45,16 +46,6 @@ fn script(name: &str, body: &str) -> PathBuf {
     let path = dir.join(format!("{name}.py"));
     std::fs::write(&path, body).unwrap();
     path
-}
-
-/// A child killed and reaped however the test ends.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
 }
 
 /// Runs `script` on `py` and records it for `seconds` at 199 Hz, once it

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use workloads::Kind;
+use workloads::{Kind, Reaped};
 
 /// One BPF session at a time: parallel sessions on 2 CPUs would starve the
 /// workloads and each other.
@@ -500,17 +500,6 @@ fn build_c(name: &str, source: &str) -> std::path::PathBuf {
         .expect("gcc is needed")
         .success());
     exe
-}
-
-/// A child killed and reaped however the test ends: a failed assertion must
-/// not leave a busy process behind.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
 }
 
 /// Records `exe` for `seconds` and returns its profile (symbolized with

@@ -727,6 +727,17 @@ impl Drop for Running {
     }
 }
 
+/// Any child killed and reaped however a test ends: a failed assertion must
+/// not leave a busy process behind.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
 /// Pids of the live processes whose parent is `pid`, from `/proc/*/stat`.
 pub fn children_of(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
