@@ -1031,6 +1031,8 @@ pub struct Row {
     /// qemu's wall time, boot to poweroff.
     pub boot_seconds: Option<f64>,
     pub timed_out: bool,
+    /// Boots it took: more than one when the guest died before /init ran.
+    pub boot_attempts: u32,
     /// `uname -r` in the VM.
     pub uname: Option<String>,
     pub check_exit: Option<i32>,
@@ -1073,31 +1075,50 @@ fn run_kernel(
     if let Some(s) = download {
         progress(&format!("{tag}: downloaded in {s:.0} s"));
     }
-    progress(&format!("{tag}: booting (limit {} s)", timeout.as_secs()));
     let logs = KernelLogs::new(run_dir, k);
-    let boot = boot(&vmlinuz, initrd, &logs, timeout);
-    let mut row = Row {
-        kernel: k.to_string(),
-        download_seconds: download,
-        boot_seconds: Some(boot.seconds),
-        timed_out: boot.timed_out,
-        logs: Some(logs.prefix.display().to_string() + ".*"),
-        ..Row::default()
-    };
-    if let Some(e) = boot.error {
-        row.problems.push(e);
-        return row;
+    let mut attempt = 1;
+    loop {
+        progress(&format!("{tag}: booting (limit {} s)", timeout.as_secs()));
+        let boot = boot(&vmlinuz, initrd, &logs, timeout);
+        let mut row = Row {
+            kernel: k.to_string(),
+            download_seconds: download,
+            boot_seconds: Some(boot.seconds),
+            timed_out: boot.timed_out,
+            boot_attempts: attempt,
+            logs: Some(logs.prefix.display().to_string() + ".*"),
+            ..Row::default()
+        };
+        if let Some(e) = boot.error {
+            row.problems.push(e);
+            return row;
+        }
+        let read = |p: &Path| {
+            fs::read(p)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        let guest = parse_guest_log(&read(&logs.results));
+        let console = read(&logs.console);
+        evaluate(&mut row, &guest, &console, timeout);
+        // A kernel that dies before /init speaks has not run a line of the
+        // profiler (TCG boots of some kernels panic now and then in early
+        // text patching); boot it again, keeping the failed attempt's logs.
+        // A crash once the profiler runs is never retried.
+        if guest.marks.contains_key("uname") || attempt >= BOOT_ATTEMPTS {
+            return row;
+        }
+        progress(&format!(
+            "{tag}: died before /init ran ({}); booting again",
+            row.problems.join("; ")
+        ));
+        logs.keep_as_attempt(attempt);
+        attempt += 1;
     }
-    let results = fs::read(&logs.results)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let guest = parse_guest_log(&results);
-    let console = fs::read(&logs.console)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    evaluate(&mut row, &guest, &console, timeout);
-    row
 }
+
+/// Boots per kernel when the guest never reached /init.
+const BOOT_ATTEMPTS: u32 = 3;
 
 struct KernelLogs {
     prefix: PathBuf,
@@ -1114,6 +1135,24 @@ impl KernelLogs {
             console: p("console.log"),
             results: p("results.log"),
             qemu: p("qemu.log"),
+        }
+    }
+
+    /// Renames this boot's logs to `K.attemptN.*` so a retry starts clean.
+    fn keep_as_attempt(&self, attempt: u32) {
+        for (path, ext) in [
+            (&self.console, "console.log"),
+            (&self.results, "results.log"),
+            (&self.qemu, "qemu.log"),
+        ] {
+            let kept = self.prefix.with_file_name(format!(
+                "{}.attempt{attempt}.{ext}",
+                self.prefix
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+            ));
+            let _ = fs::rename(path, kept);
         }
     }
 }
@@ -1594,7 +1633,12 @@ pub fn render_table(rows: &[Row]) -> String {
             );
         }
         cells.push(r.boot_seconds.map_or("–".into(), |s| format!("{s:.0}")));
-        cells.push(if r.passed {
+        cells.push(if r.passed && r.boot_attempts > 1 {
+            format!(
+                "pass (boot {}: earlier ones died before /init)",
+                r.boot_attempts
+            )
+        } else if r.passed {
             "pass".into()
         } else {
             format!(
