@@ -15,6 +15,10 @@
 //! | [`Kind::Forker`] | `gcc -O2 -fomit-frame-pointer -g -Wl,-z,now` | `main child_work child_leaf` (in the forked children) |
 //! | [`Kind::SyscallHeavy`] | `gcc -O2 -fomit-frame-pointer -g` | `main sys_outer sys_loop` (then libc `syscall` and kernel frames below) |
 //!
+//! Go programs (which keep frame pointers but have no `.eh_frame`) are in
+//! [`go`]: a chain and a cgo callback, built normal, stripped and
+//! `-trimpath` by Go 1.19, 1.22 and 1.24.
+//!
 //! Every chain function is `noinline` (C/C++: `__attribute__((noinline,
 //! noipa))`, Rust: `#[inline(never)]`) and uses its callee's result after the
 //! call, so no call in a chain is a tail call; [`verify_calls`] checks that in
@@ -38,6 +42,7 @@
 //! drop(running); // kills the whole process group and reaps it
 //! ```
 
+pub mod go;
 pub mod python;
 
 use std::collections::HashMap;
@@ -404,7 +409,8 @@ impl fmt::Display for Error {
             Error::ToolNotFound { tool, source } => write!(
                 f,
                 "required tool `{tool}` could not be run ({source}); install it \
-                 (gcc, g++: Debian gcc/g++; objdump: binutils; rustc: rustup)"
+                 (gcc, g++: Debian gcc/g++; objdump: binutils; rustc: rustup; \
+                 go: golang-go; Go 1.22 and 1.24: bash scripts/install-deps)"
             ),
             Error::ToolFailed {
                 tool,

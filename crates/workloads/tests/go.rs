@@ -1,0 +1,165 @@
+//! The Go workloads build with every toolchain in every variant, run and
+//! exit, keep their chain as real calls, and the variants differ the way
+//! they should (stripped: no symbols and no DWARF; trimpath: no build
+//! directory in file names).
+
+use std::time::{Duration, Instant};
+
+use workloads::go::{self, GoBuild, Program, Variant, CHAIN};
+
+fn all_builds() -> Vec<GoBuild> {
+    let mut out = Vec::new();
+    for tc in go::toolchains().expect("Go 1.19, 1.22 and 1.24 (bash scripts/install-deps)") {
+        for program in Program::ALL {
+            for variant in Variant::ALL {
+                out.push(
+                    go::build(&tc, program, variant)
+                        .unwrap_or_else(|e| panic!("{} {program:?} {variant}: {e}", tc.version)),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn section_names(exe: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("readelf")
+        .args(["-SW"])
+        .arg(exe)
+        .output()
+        .expect("readelf (binutils) is required");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            l.starts_with('[')
+                .then(|| {
+                    l.split(']')
+                        .nth(1)?
+                        .split_whitespace()
+                        .next()
+                        .map(String::from)
+                })
+                .flatten()
+        })
+        .collect()
+}
+
+#[test]
+fn every_build_runs_and_exits() {
+    for b in all_builds() {
+        let start = Instant::now();
+        let mut child = go::spawn(&b, Some(Duration::from_millis(300))).unwrap();
+        let status = loop {
+            if let Some(s) = child.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{} did not exit",
+                b.label()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(status.success(), "{}: {status}", b.label());
+        assert!(
+            start.elapsed() >= Duration::from_millis(290),
+            "{}",
+            b.label()
+        );
+    }
+}
+
+#[test]
+fn variants_differ_as_intended() {
+    for b in all_builds() {
+        let names = section_names(&b.exe);
+        let has = |n: &str| names.iter().any(|s| s == n);
+        assert!(has(".gopclntab"), "{}: {names:?}", b.label());
+        assert!(
+            !has(".eh_frame") || b.program == Program::Cgo,
+            "{}",
+            b.label()
+        );
+        match b.variant {
+            Variant::Stripped => {
+                assert!(
+                    !has(".symtab") && !has(".debug_frame"),
+                    "{}: {names:?}",
+                    b.label()
+                );
+            }
+            Variant::Normal | Variant::Trimpath => {
+                assert!(
+                    has(".symtab") && has(".debug_frame"),
+                    "{}: {names:?}",
+                    b.label()
+                );
+            }
+        }
+        let bytes = std::fs::read(&b.exe).unwrap();
+        let dir = b.dir.to_string_lossy().into_owned();
+        let mentions_dir = bytes.windows(dir.len()).any(|w| w == dir.as_bytes());
+        assert_eq!(
+            mentions_dir,
+            b.variant != Variant::Trimpath,
+            "{}: build directory in file names",
+            b.label()
+        );
+    }
+}
+
+/// Every edge of the chain is a `CALL` in the caller (Go never makes tail
+/// calls, and noinline keeps the callee a function of its own).
+#[test]
+fn the_chain_is_real_calls() {
+    for tc in go::toolchains().unwrap() {
+        let b = go::build(&tc, Program::Chain, Variant::Normal).unwrap();
+        let insns = go::objdump(&tc, &b.exe).unwrap();
+        for w in CHAIN[1..].windows(2) {
+            let (caller, callee) = (w[0], w[1]);
+            let call = format!("CALL {callee}(SB)");
+            let n = insns
+                .iter()
+                .filter(|i| i.function == caller && i.text == call)
+                .count();
+            // runtime.main calls main.main through a function value.
+            let indirect = caller == "runtime.main"
+                && insns.iter().any(|i| {
+                    i.function == caller && i.text.starts_with("CALL") && !i.text.contains("(SB)")
+                });
+            assert!(
+                n > 0 || indirect,
+                "{}: {caller} does not call {callee}",
+                tc.version
+            );
+        }
+        assert!(
+            !insns.iter().any(|i| i.function == go::CHAIN_INLINED),
+            "{}: {} was not inlined",
+            tc.version,
+            go::CHAIN_INLINED
+        );
+    }
+}
+
+/// The oracle works on every variant, stripped too (it reads
+/// `.gopclntab`): the ELF entry point of an internally linked program is
+/// the runtime's `_rt0_amd64_linux`.
+#[test]
+fn addr2line_answers_for_every_variant() {
+    for tc in go::toolchains().unwrap() {
+        for variant in Variant::ALL {
+            let b = go::build(&tc, Program::Chain, variant).unwrap();
+            let bytes = std::fs::read(&b.exe).unwrap();
+            let entry = u64::from_le_bytes(bytes[24..32].try_into().unwrap());
+            let got = go::addr2line(&tc, &b.exe, &[entry, 1]).unwrap();
+            assert_eq!(got[0].function, "_rt0_amd64_linux", "{}", b.label());
+            assert!(
+                got[0].file.ends_with("rt0_linux_amd64.s") && got[0].line > 0,
+                "{got:?}"
+            );
+            assert_eq!(got[1].function, "?");
+        }
+    }
+}
