@@ -73,7 +73,7 @@ impl<'a> Image<'a> {
         let phdrs = header
             .program_headers(LE, data)
             .map_err(elf_err("program headers"))?;
-        let segments = phdrs
+        let segments: Vec<Segment> = phdrs
             .iter()
             .filter(|p| p.p_type(LE) == elf::PT_LOAD)
             .map(|p| Segment {
@@ -99,13 +99,14 @@ impl<'a> Image<'a> {
                 break;
             }
         }
-        let Some(pclntab) = pclntab else {
+        let Some(pclntab) = pclntab.or_else(|| table_from_symbols(data, &sections, &segments))
+        else {
             return Err(Error::NoPclntab);
         };
         let text = sections
             .section_by_name(LE, b".text")
             .map(|(_, s)| s.sh_addr(LE));
-        let mut writable = Vec::new();
+        let mut writable: Vec<(u64, &[u8])> = Vec::new();
         let mut relative = BTreeMap::new();
         for s in sections.iter() {
             let flags = s.sh_flags(LE);
@@ -175,4 +176,33 @@ impl<'a> Image<'a> {
             .filter(move |(_, &v)| v == value)
             .map(|(&a, _)| a)
     }
+}
+
+/// `[runtime.pclntab, runtime.epclntab)` from the symbol table: where an
+/// external linker merged the table's section into `.data.rel.ro` (a cgo
+/// PIE), only these symbols say where it is (as Go's own `objfile` does).
+fn table_from_symbols<'a>(
+    data: &'a [u8],
+    sections: &object::read::elf::SectionTable<'a, Header>,
+    segments: &[Segment],
+) -> Option<(u64, &'a [u8])> {
+    use object::read::elf::Sym;
+    let symbols = sections.symbols(LE, data, elf::SHT_SYMTAB).ok()?;
+    let find = |name: &[u8]| {
+        symbols
+            .iter()
+            .find(|s| s.name(LE, symbols.strings()).ok() == Some(name))
+            .map(|s| s.st_value(LE))
+    };
+    let (start, end) = (find(b"runtime.pclntab")?, find(b"runtime.epclntab")?);
+    let image = Image {
+        data,
+        segments: segments.to_vec(),
+        relative: BTreeMap::new(),
+        writable: Vec::new(),
+        text: None,
+        pclntab: (0, &[]),
+    };
+    let bytes = image.bytes(start, end.checked_sub(start)?)?;
+    Some((start, bytes))
 }

@@ -31,7 +31,10 @@
 //!
 //! # Finding the table
 //! By section name: `.gopclntab`, or `.data.rel.ro.gopclntab` in a PIE the
-//! Go linker linked itself. A file without section headers is
+//! Go linker linked itself; failing both, by the symbols `runtime.pclntab`
+//! and `runtime.epclntab` (an external linker merges the table into
+//! `.data.rel.ro` when it links a cgo PIE, so a stripped one of those is
+//! [`Error::NoPclntab`]). A file without section headers is
 //! [`Error::NoSectionHeaders`]: the runtime finds the table through
 //! `runtime.firstmoduledata`, which only a symbol table (gone in such a file)
 //! locates reliably.
@@ -625,7 +628,7 @@ impl<'a> Pclntab<'a> {
             .cu_offset
             .checked_add(fileno)
             .ok_or_else(|| malformed("compilation unit table", "index overflows".to_string()))?;
-        let at = (idx as usize).checked_mul(4).unwrap_or(usize::MAX);
+        let at = (idx as usize).saturating_mul(4);
         let off = u32_at(self.cutab, at).ok_or_else(|| {
             malformed(
                 "compilation unit table",

@@ -183,10 +183,7 @@ mod tests {
         assert!(ranges(&[2, 101, 0], 0, 100).is_err(), "past the end");
         // A table without its terminator ends at its slice.
         assert!(ranges(&[2, 4], 0, 100).is_err());
-        assert_eq!(
-            ranges(&[], 0, 100).unwrap_err().to_string().is_empty(),
-            false
-        );
+        assert!(!ranges(&[], 0, 100).unwrap_err().to_string().is_empty());
     }
 
     #[test]

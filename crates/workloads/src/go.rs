@@ -6,9 +6,9 @@
 //! | [`Program::Chain`] | `src/go/chain` | `main.main → main.a → main.b → main.c`, `c` spinning in a loop that calls the inlined `main.mix` ([`CHAIN`]) |
 //! | [`Program::Cgo`] | `src/go/cgo` | `main.main → main.callC → C c_middle → main.goCallback → main.spin` (Go calls C, which calls back into Go) |
 //!
-//! Each is built three ways ([`Variant`]): plain `go build`,
-//! `-ldflags='-s -w'` (no symbol table, no DWARF: only `.gopclntab` is left)
-//! and `-trimpath`; by each toolchain of [`MINORS`]: Go 1.19 is Debian
+//! Each is built four ways ([`Variant`]): plain `go build`,
+//! `-ldflags='-s -w'` (no symbol table, no DWARF: only `.gopclntab` is left),
+//! `-trimpath` and `-buildmode=pie`; by each toolchain of [`MINORS`]: Go 1.19 is Debian
 //! bookworm's `golang-go` (`go` on `PATH`), 1.22 and 1.24 are unpacked by
 //! `scripts/install-deps` under [`TOOLCHAIN_ROOT`] (a private apt
 //! configuration; never installed on the host). A missing toolchain is an
@@ -173,17 +173,25 @@ pub enum Variant {
     Stripped,
     /// `go build -trimpath`: file names relative to the module or `GOROOT`.
     Trimpath,
+    /// `go build -buildmode=pie`: the table's pointers are relocations.
+    Pie,
 }
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Variant; 3] = [Variant::Normal, Variant::Stripped, Variant::Trimpath];
+    pub const ALL: [Variant; 4] = [
+        Variant::Normal,
+        Variant::Stripped,
+        Variant::Trimpath,
+        Variant::Pie,
+    ];
 
     fn flags(self) -> &'static [&'static str] {
         match self {
             Variant::Normal => &[],
             Variant::Stripped => &["-ldflags=-s -w"],
             Variant::Trimpath => &["-trimpath"],
+            Variant::Pie => &["-buildmode=pie"],
         }
     }
 
@@ -192,6 +200,7 @@ impl Variant {
             Variant::Normal => "normal",
             Variant::Stripped => "stripped",
             Variant::Trimpath => "trimpath",
+            Variant::Pie => "pie",
         }
     }
 }

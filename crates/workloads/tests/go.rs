@@ -89,7 +89,7 @@ fn variants_differ_as_intended() {
                     b.label()
                 );
             }
-            Variant::Normal | Variant::Trimpath => {
+            Variant::Normal | Variant::Trimpath | Variant::Pie => {
                 assert!(
                     has(".symtab") && has(".debug_frame"),
                     "{}: {names:?}",
