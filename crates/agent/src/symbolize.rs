@@ -1,4 +1,10 @@
-//! Host-side symbolization of native and kernel frames (blazesym).
+//! Host-side symbolization of native and kernel frames.
+//!
+//! Go code is named from the file's `.gopclntab` (the `gopclntab` crate):
+//! the Go runtime's own table, present in stripped binaries too, gives the
+//! function, file, line and inlined calls. Everything else, and addresses
+//! of a Go binary the table does not cover (the C code of a cgo binary),
+//! goes to blazesym (symbol tables, DWARF).
 //!
 //! Files are read through the descriptor the tracker kept open, so a process
 //! that exited or a binary deleted during the recording still symbolizes.
@@ -50,7 +56,30 @@ impl Symbolizer {
 
     /// Symbolizes ELF virtual addresses of the file at `path`. An address
     /// with no symbol (or a file that cannot be read) gives an empty list.
+    ///
+    /// Addresses in Go functions get files, lines and inlined calls whatever
+    /// `debug_info` says: the table that has them is always there, and
+    /// reading it costs little.
     pub fn native(&self, path: &Path, addrs: &[u64], debug_info: bool) -> Vec<Vec<SymFrame>> {
+        let Some(mut out) = go_frames(path, addrs) else {
+            return self.blaze_native(path, addrs, debug_info);
+        };
+        let rest: Vec<u64> = addrs
+            .iter()
+            .zip(&out)
+            .filter(|(_, f)| f.is_empty())
+            .map(|(a, _)| *a)
+            .collect();
+        if !rest.is_empty() {
+            let mut named = self.blaze_native(path, &rest, debug_info).into_iter();
+            for f in out.iter_mut().filter(|f| f.is_empty()) {
+                *f = named.next().unwrap_or_default();
+            }
+        }
+        out
+    }
+
+    fn blaze_native(&self, path: &Path, addrs: &[u64], debug_info: bool) -> Vec<Vec<SymFrame>> {
         let mut elf = Elf::new(path);
         elf.debug_syms = debug_info;
         let src = Source::Elf(elf);
@@ -106,4 +135,42 @@ impl Symbolizer {
         });
         out
     }
+}
+
+/// Frames of `addrs` from the `.gopclntab` of the file at `path`, innermost
+/// first like [`SymFrame`]s; an address no Go function holds gets an empty
+/// list. `None` when the file has no table this reader can use.
+fn go_frames(path: &Path, addrs: &[u64]) -> Option<Vec<Vec<SymFrame>>> {
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: read-only private mapping; binaries are replaced, not
+    // rewritten in place, by package managers and linkers.
+    let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let tab = match gopclntab::Pclntab::parse(&map) {
+        Ok(t) => t,
+        Err(gopclntab::Error::NoPclntab | gopclntab::Error::NotElf) => return None,
+        Err(e) => {
+            tracing::debug!(path = %path.display(), error = %e, "no Go symbols");
+            return None;
+        }
+    };
+    Some(
+        addrs
+            .iter()
+            .map(|&a| match tab.frames(a) {
+                Ok(frames) => frames
+                    .into_iter()
+                    .map(|f| SymFrame {
+                        function: f.function.into_owned(),
+                        file: f.file.map(|s| s.into_owned()),
+                        line: f.line,
+                        inlined: f.inlined,
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::debug!(path = %path.display(), address = a, error = %e, "corrupt Go symbols");
+                    Vec::new()
+                }
+            })
+            .collect(),
+    )
 }

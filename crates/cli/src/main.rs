@@ -42,10 +42,13 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Print the unwind rows (stack deltas) derived from a file's .eh_frame/.debug_frame.
+    /// Print the unwind rows (stack deltas) derived from a file's .eh_frame, .gopclntab (Go) and .debug_frame, in that order of precedence.
     Stackdeltas {
         /// An x86-64 ELF executable or shared library.
         path: PathBuf,
+        /// End each row with the section it came from (.eh_frame, .gopclntab, .debug_frame; `-` for gaps and made-up rows), and print rows per section to stderr.
+        #[arg(long)]
+        sources: bool,
     },
     /// Print the function, file and line (inlined calls too) at ELF virtual addresses of a file.
     Symbolize {
@@ -127,7 +130,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Fileid { paths } => fileid(&paths),
-        Command::Stackdeltas { path } => stackdeltas(&path),
+        Command::Stackdeltas { path, sources } => stackdeltas(&path, sources),
         Command::Record(args) => run_record(args),
         Command::Check(args) => check_cmd::run(args),
         Command::Agent(args) => agent_cmd::run(args),
@@ -196,7 +199,7 @@ fn fileid(paths: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn stackdeltas(path: &PathBuf) -> ExitCode {
+fn stackdeltas(path: &PathBuf, sources: bool) -> ExitCode {
     let table = match unwind::UnwindTable::from_path(path) {
         Ok(t) => t,
         Err(e) => {
@@ -205,7 +208,34 @@ fn stackdeltas(path: &PathBuf) -> ExitCode {
         }
     };
     let stdout = std::io::stdout();
-    if let Err(e) = unwind::write_rows(&table, stdout.lock()) {
+    let written = if sources {
+        let by_source: Vec<String> = table
+            .stats
+            .rows_by_source
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        let go = table
+            .stats
+            .go
+            .as_ref()
+            .map(|g| format!(" ({}, {} functions)", g.version, g.functions))
+            .unwrap_or_default();
+        eprintln!(
+            "{}: {} rows; raw rows by section: {}{go}",
+            path.display(),
+            table.rows.len(),
+            if by_source.is_empty() {
+                "none".to_string()
+            } else {
+                by_source.join(", ")
+            }
+        );
+        unwind::write_rows_with_sources(&table, stdout.lock())
+    } else {
+        unwind::write_rows(&table, stdout.lock())
+    };
+    if let Err(e) = written {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             eprintln!("ebpf-profiler: writing rows: {e}");
             return ExitCode::FAILURE;

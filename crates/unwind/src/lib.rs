@@ -1,18 +1,29 @@
-//! Stack deltas: turns an x86-64 ELF file's call frame information into a
-//! sorted, merged list of [`UnwindRow`]s that an eBPF unwinder can
-//! binary-search.
+//! Stack deltas: turns an x86-64 ELF file's call frame information (and a
+//! Go binary's `.gopclntab`) into a sorted, merged list of [`UnwindRow`]s
+//! that an eBPF unwinder can binary-search.
 //!
-//! Architecture invariants: pure Rust (gimli, object, memmap2; no C in the
-//! dependency closure), never touches the kernel, never panics on hostile
-//! input, output is a deterministic function of the file's bytes.
+//! Architecture invariants: pure Rust (gimli, object, memmap2, gopclntab; no
+//! C in the dependency closure), never touches the kernel, never panics on
+//! hostile input, output is a deterministic function of the file's bytes.
 //!
 //! # Sources and precedence
+//! Per address, the first of these that covers it gives its rows:
 //! * `.eh_frame`, found through the section headers or, when those are
 //!   stripped, through `PT_GNU_EH_FRAME` → `.eh_frame_hdr` → `eh_frame_ptr`.
+//! * `.gopclntab`, the Go runtime's table (through the `gopclntab` crate),
+//!   for Go functions: Go's linker writes no `.eh_frame`, and `go build
+//!   -ldflags='-s -w'` leaves no `.debug_frame`. `CFA = rsp + pcsp + 8`;
+//!   the caller's `rbp` at `CFA - 16` where the prologue provably saved it;
+//!   `TOPFRAME` and stack-switching (`SPWRITE`) functions end the stack (the
+//!   `go` module documents why). A corrupt table is an error like corrupt
+//!   CFI; a layout the crate does not know (Go before 1.16) is skipped and
+//!   recorded in [`TableStats::go_unsupported_magic`].
 //! * `.debug_frame` (also `SHF_COMPRESSED` zlib/zstd and legacy
-//!   `.zdebug_frame`), used only for addresses no `.eh_frame` FDE covers.
+//!   `.zdebug_frame`).
 //!
-//! Rows come from gimli's own CFI interpreter ([`gimli::UnwindTable`]).
+//! [`UnwindTable::coverage`] records which one each address's rows came
+//! from. CFI rows come from gimli's own CFI interpreter
+//! ([`gimli::UnwindTable`]).
 //!
 //! # FDE policy
 //! * FDEs of zero length are ignored, and so are FDEs that do not lie inside
@@ -52,13 +63,14 @@
 //!   address": past the last FDE it returns the final
 //!   `Invalid(NoUnwindInfo)` row, before the first it returns `None` — the
 //!   exact semantics of the binary search the eBPF side will do.
-//! * A file without any CFI is not an error (Go binaries, `-nostdlib` code):
+//! * A file without any CFI or Go table is not an error (`-nostdlib` code):
 //!   the table is empty and [`TableStats::sources`] says why.
 //! * Corrupt CFI is an error for the whole file (never a partial table):
 //!   a table that silently misses a corrupt tail would mis-unwind.
 
 mod crt;
 mod elf;
+mod go;
 mod rule;
 
 use std::collections::{BTreeMap, HashMap};
@@ -75,10 +87,12 @@ pub use rule::{CfaBase, FpRule, InvalidReason, UnwindRow, UnwindRule};
 
 type Slice<'a> = EndianSlice<'a, LittleEndian>;
 
-/// Which CFI section a row or an FDE came from.
+/// Which section a row came from, in order of precedence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SectionKind {
     EhFrame,
+    /// The Go runtime's table (`pcsp`), for Go functions.
+    GoPclntab,
     DebugFrame,
 }
 
@@ -86,6 +100,7 @@ impl fmt::Display for SectionKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             SectionKind::EhFrame => ".eh_frame",
+            SectionKind::GoPclntab => ".gopclntab",
             SectionKind::DebugFrame => ".debug_frame",
         })
     }
@@ -112,7 +127,7 @@ pub enum Compression {
     ZlibGnu,
 }
 
-/// One CFI section that was parsed.
+/// One section that was parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceSection {
     pub kind: SectionKind,
@@ -122,14 +137,46 @@ pub struct SourceSection {
     pub address: u64,
     /// Bytes parsed (after decompression).
     pub size: u64,
+    /// CIEs (0 for `.gopclntab`).
     pub cies: usize,
+    /// FDEs; for `.gopclntab`, functions.
     pub fdes: usize,
+}
+
+/// A range of addresses whose rows come from one section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coverage {
+    pub start: u64,
+    pub end: u64,
+    pub kind: SectionKind,
+}
+
+/// What `.gopclntab` gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GoStats {
+    /// The table layout (`Go 1.18-1.19`...).
+    pub version: String,
+    /// Functions in the table.
+    pub functions: usize,
+    /// Functions that contribute rows.
+    pub functions_used: usize,
+    /// Functions with no `pcsp` table (markers, external code).
+    pub functions_without_pcsp: usize,
+    /// Functions not inside one executable `PT_LOAD`.
+    pub functions_outside_text: usize,
+    /// Functions entirely covered by `.eh_frame`.
+    pub functions_superseded_by_eh_frame: usize,
+    /// Functions made the end of the stack (`TOPFRAME`, `SPWRITE`).
+    pub functions_outermost: usize,
+    /// Functions whose prologue proves where the caller's `rbp` is saved.
+    pub functions_with_frame_pointer: usize,
 }
 
 /// What building the table saw. All counts are deterministic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TableStats {
-    /// Sections parsed, `.eh_frame` first.
+    /// Sections parsed, in order of precedence: `.eh_frame`, `.gopclntab`,
+    /// `.debug_frame`.
     pub sources: Vec<SourceSection>,
     /// FDEs parsed, all sections.
     pub fdes: usize,
@@ -145,6 +192,16 @@ pub struct TableStats {
     pub fdes_shadowed: usize,
     /// `.debug_frame` FDEs entirely covered by `.eh_frame`.
     pub fdes_superseded_by_eh_frame: usize,
+    /// `.debug_frame` FDEs (or what `.eh_frame` left of them) entirely
+    /// covered by `.gopclntab`.
+    pub fdes_superseded_by_gopclntab: usize,
+    /// Set when the file has a `.gopclntab` this crate reads.
+    pub go: Option<GoStats>,
+    /// A `.gopclntab` whose layout is not supported (its magic): its
+    /// functions get no rows from it.
+    pub go_unsupported_magic: Option<u32>,
+    /// Raw rows by the section they came from.
+    pub rows_by_source: BTreeMap<SectionKind, usize>,
     /// FDEs with the `S` augmentation.
     pub signal_frame_fdes: usize,
     /// Rows gimli produced for the used FDEs (non-empty ones).
@@ -200,6 +257,8 @@ pub enum Error {
     /// `PT_GNU_EH_FRAME` / `.eh_frame_hdr` unusable while section headers
     /// are absent.
     EhFrameHdr(String),
+    /// A corrupt `.gopclntab`.
+    GoPclntab(gopclntab::Error),
     /// Corrupt or truncated CFI.
     Cfi {
         section: SectionKind,
@@ -234,6 +293,7 @@ impl fmt::Display for Error {
                 error,
             } => write!(f, "corrupt {section} at entry {o:#x}: {error}"),
             Error::Cfi { section, error, .. } => write!(f, "corrupt {section}: {error}"),
+            Error::GoPclntab(e) => write!(f, "{e}"),
             Error::Io(e) => write!(f, "{e}"),
         }
     }
@@ -260,6 +320,11 @@ pub struct UnwindTable {
     /// Strictly increasing addresses; no two adjacent rows have the same
     /// rule; when not empty, the last row is `Invalid(NoUnwindInfo)`.
     pub rows: Vec<UnwindRow>,
+    /// Which section the rows of each range come from: sorted, disjoint,
+    /// adjacent ranges of one section merged. Addresses outside every range
+    /// have `Invalid(NoUnwindInfo)` or a rule the crate made up (the entry
+    /// point, crt stubs).
+    pub coverage: Vec<Coverage>,
     pub stats: TableStats,
 }
 
@@ -290,6 +355,13 @@ impl UnwindTable {
         let i = self.rows.partition_point(|r| r.address <= addr);
         i.checked_sub(1).map(|i| &self.rows[i].rule)
     }
+
+    /// The section the rule at `addr` came from.
+    pub fn source_of(&self, addr: u64) -> Option<SectionKind> {
+        let i = self.coverage.partition_point(|c| c.start <= addr);
+        let c = self.coverage.get(i.checked_sub(1)?)?;
+        (addr < c.end).then_some(c.kind)
+    }
 }
 
 /// Writes one row per line (`0x1040 cfa=rsp+16 fp=cfa-16`), buffered.
@@ -297,6 +369,22 @@ pub fn write_rows(table: &UnwindTable, w: impl Write) -> io::Result<()> {
     let mut w = io::BufWriter::with_capacity(1 << 16, w);
     for row in &table.rows {
         writeln!(w, "{row}")?;
+    }
+    w.flush()
+}
+
+/// Like [`write_rows`], each row followed by the section it came from
+/// (`0x1040 cfa=rsp+16 fp=cfa-16 .eh_frame`; `-` for the rows the crate
+/// makes up: gaps, the entry point, crt stubs).
+pub fn write_rows_with_sources(table: &UnwindTable, w: impl Write) -> io::Result<()> {
+    let mut w = io::BufWriter::with_capacity(1 << 16, w);
+    for row in &table.rows {
+        match table.source_of(row.address) {
+            Some(kind) if !matches!(row.rule, UnwindRule::Invalid(InvalidReason::NoUnwindInfo)) => {
+                writeln!(w, "{row} {kind}")?
+            }
+            _ => writeln!(w, "{row} -")?,
+        }
     }
     w.flush()
 }
@@ -420,8 +508,9 @@ fn sweep(ranges: &[(u64, u64)], mut idx: Vec<usize>, stats: &mut TableStats) -> 
     pieces
 }
 
-/// `pieces` minus the (sorted, disjoint) `cover`.
-fn subtract(pieces: Vec<Piece>, cover: &[Piece], stats: &mut TableStats) -> Vec<Piece> {
+/// `pieces` minus the (sorted, disjoint) `cover`; `superseded` counts the
+/// pieces nothing is left of.
+fn subtract(pieces: Vec<Piece>, cover: &[Piece], superseded: &mut usize) -> Vec<Piece> {
     let mut out = Vec::with_capacity(pieces.len());
     let mut j = 0;
     for p in pieces {
@@ -455,7 +544,7 @@ fn subtract(pieces: Vec<Piece>, cover: &[Piece], stats: &mut TableStats) -> Vec<
             }
         }
         if out.len() == before {
-            stats.fdes_superseded_by_eh_frame += 1;
+            *superseded += 1;
         }
     }
     out
@@ -658,26 +747,66 @@ fn build(data: &[u8]) -> Result<UnwindTable, Error> {
         stats.sources.push(src);
     }
 
-    let ranges: Vec<(u64, u64)> = fdes.iter().map(|f| (f.start, f.end)).collect();
-    let eh_pieces = sweep(&ranges, (0..n_eh).collect(), &mut stats);
-    let pieces = if fdes.len() > n_eh {
-        let debug_pieces = sweep(&ranges, (n_eh..fdes.len()).collect(), &mut stats);
-        let mut debug_pieces = subtract(debug_pieces, &eh_pieces, &mut stats);
-        debug_pieces.extend_from_slice(&eh_pieces);
-        debug_pieces.sort_unstable_by_key(|p| p.start);
-        debug_pieces
-    } else {
-        eh_pieces
+    let pclntab = match gopclntab::Pclntab::parse(data) {
+        Ok(t) => Some(t),
+        // Not Go (or no section headers to find the table by).
+        Err(gopclntab::Error::NoPclntab | gopclntab::Error::NoSectionHeaders) => None,
+        Err(gopclntab::Error::UnsupportedVersion { magic }) => {
+            stats.go_unsupported_magic = Some(magic);
+            None
+        }
+        Err(e) => return Err(Error::GoPclntab(e)),
     };
-    let mut used: Vec<bool> = vec![false; fdes.len()];
+    let go_functions = match &pclntab {
+        Some(tab) => collect_go(tab, &cfi.exec_ranges, &mut stats)?,
+        None => Vec::new(),
+    };
+
+    // One index space for the sweep: CFI FDEs first, then Go functions.
+    let n_cfi = fdes.len();
+    let mut ranges: Vec<(u64, u64)> = fdes.iter().map(|f| (f.start, f.end)).collect();
+    ranges.extend(go_functions.iter().map(|g| (g.start, g.end)));
+    let eh_pieces = sweep(&ranges, (0..n_eh).collect(), &mut stats);
+    // Go functions are sorted and disjoint by construction (`collect_go`).
+    let go_pieces: Vec<Piece> = (n_cfi..ranges.len())
+        .map(|i| Piece {
+            start: ranges[i].0,
+            end: ranges[i].1,
+            fde: i,
+        })
+        .collect();
+    let mut go_superseded = 0;
+    let go_pieces = subtract(go_pieces, &eh_pieces, &mut go_superseded);
+    if let Some(g) = &mut stats.go {
+        g.functions_superseded_by_eh_frame = go_superseded;
+    }
+    let mut pieces = eh_pieces.clone();
+    if n_cfi > n_eh {
+        let debug_pieces = sweep(&ranges, (n_eh..n_cfi).collect(), &mut stats);
+        let debug_pieces = subtract(
+            debug_pieces,
+            &eh_pieces,
+            &mut stats.fdes_superseded_by_eh_frame,
+        );
+        let debug_pieces = subtract(
+            debug_pieces,
+            &go_pieces,
+            &mut stats.fdes_superseded_by_gopclntab,
+        );
+        pieces.extend_from_slice(&debug_pieces);
+    }
+    pieces.extend_from_slice(&go_pieces);
+    pieces.sort_unstable_by_key(|p| p.start);
+    let mut used: Vec<bool> = vec![false; ranges.len()];
 
     let mut sink = RowSink {
-        rows: Vec::with_capacity(fdes.len() * 4 + 1),
+        rows: Vec::with_capacity(fdes.len() * 4 + go_functions.len() * 4 + 1),
         invalid: [0; InvalidReason::ALL.len()],
         plt: BTreeMap::new(),
         end_of_stack: 0,
         raw: 0,
     };
+    let mut coverage: Vec<Coverage> = Vec::new();
     let mut ctx: Box<UnwindContext<usize>> = Box::new(UnwindContext::new());
     let mut cursor: Option<u64> = None;
     for &piece in &pieces {
@@ -686,35 +815,58 @@ fn build(data: &[u8]) -> Result<UnwindTable, Error> {
                 sink.push(c, UnwindRule::Invalid(InvalidReason::NoUnwindInfo));
             }
         }
-        let f = &fdes[piece.fde];
-        if !used[piece.fde] {
-            used[piece.fde] = true;
-            stats.fdes_used += 1;
-            if f.fde.is_signal_trampoline() {
-                stats.signal_frame_fdes += 1;
+        let raw_before = sink.raw;
+        let kind = if piece.fde >= n_cfi {
+            let g = &go_functions[piece.fde - n_cfi];
+            if !used[piece.fde] {
+                used[piece.fde] = true;
+                if let Some(s) = &mut stats.go {
+                    s.functions_used += 1;
+                }
             }
-        }
-        match f.kind {
-            SectionKind::EhFrame => emit_fde(
-                eh_frame.as_ref().expect("eh_frame FDE without section"),
-                &cfi.bases,
-                &mut ctx,
-                f,
-                piece,
-                &mut sink,
-                &mut stats.gimli_rows,
-            )?,
-            SectionKind::DebugFrame => emit_fde(
-                debug_frame
-                    .as_ref()
-                    .expect("debug_frame FDE without section"),
-                &cfi.bases,
-                &mut ctx,
-                f,
-                piece,
-                &mut sink,
-                &mut stats.gimli_rows,
-            )?,
+            g.rows(piece.start, piece.end, |a, r| sink.push(a, r));
+            SectionKind::GoPclntab
+        } else {
+            let f = &fdes[piece.fde];
+            if !used[piece.fde] {
+                used[piece.fde] = true;
+                stats.fdes_used += 1;
+                if f.fde.is_signal_trampoline() {
+                    stats.signal_frame_fdes += 1;
+                }
+            }
+            match f.kind {
+                SectionKind::EhFrame => emit_fde(
+                    eh_frame.as_ref().expect("eh_frame FDE without section"),
+                    &cfi.bases,
+                    &mut ctx,
+                    f,
+                    piece,
+                    &mut sink,
+                    &mut stats.gimli_rows,
+                )?,
+                _ => emit_fde(
+                    debug_frame
+                        .as_ref()
+                        .expect("debug_frame FDE without section"),
+                    &cfi.bases,
+                    &mut ctx,
+                    f,
+                    piece,
+                    &mut sink,
+                    &mut stats.gimli_rows,
+                )?,
+            }
+            f.kind
+        };
+        *stats.rows_by_source.entry(kind).or_default() += sink.raw - raw_before;
+        match coverage.last_mut() {
+            Some(c) if c.end == piece.start && c.kind == kind => c.end = piece.end,
+            _ => coverage.push(Coverage {
+                start: piece.start,
+                end: piece.end,
+                kind,
+            }),
         }
         cursor = Some(piece.end);
     }
@@ -722,6 +874,8 @@ fn build(data: &[u8]) -> Result<UnwindTable, Error> {
         sink.push(c, UnwindRule::Invalid(InvalidReason::NoUnwindInfo));
     }
 
+    // Precedence order, whatever order they were read in.
+    stats.sources.sort_by_key(|s| s.kind);
     stats.rows_raw = sink.raw;
     stats.rows_merged = sink.rows.len();
     stats.invalid_raw = InvalidReason::ALL
@@ -751,7 +905,54 @@ fn build(data: &[u8]) -> Result<UnwindTable, Error> {
         }
     }
     rows.shrink_to_fit();
-    Ok(UnwindTable { rows, stats })
+    Ok(UnwindTable {
+        rows,
+        coverage,
+        stats,
+    })
+}
+
+/// The Go functions of `tab` that get rows from it, in address order.
+fn collect_go(
+    tab: &gopclntab::Pclntab<'_>,
+    exec_ranges: &[(u64, u64)],
+    stats: &mut TableStats,
+) -> Result<Vec<go::GoFunction>, Error> {
+    let mut g = GoStats {
+        version: tab.version().to_string(),
+        functions: tab.len(),
+        ..GoStats::default()
+    };
+    let mut out: Vec<go::GoFunction> = Vec::with_capacity(tab.len());
+    for f in tab.functions() {
+        let f = f.map_err(Error::GoPclntab)?;
+        let Some(func) = go::GoFunction::new(tab, &f).map_err(Error::GoPclntab)? else {
+            g.functions_without_pcsp += 1;
+            continue;
+        };
+        let i = exec_ranges.partition_point(|r| r.0 <= func.start);
+        if !(i > 0 && func.end <= exec_ranges[i - 1].1) {
+            g.functions_outside_text += 1;
+            continue;
+        }
+        // `parse` checked the entries are sorted and each table stays in
+        // its function: functions are disjoint and in order.
+        debug_assert!(out.last().is_none_or(|p| p.end <= func.start));
+        g.functions_outermost += usize::from(func.outermost);
+        g.functions_with_frame_pointer += usize::from(func.fp_saved.is_some());
+        out.push(func);
+    }
+    stats.sources.push(SourceSection {
+        kind: SectionKind::GoPclntab,
+        via: LocatedVia::SectionHeader,
+        compression: Compression::None,
+        address: tab.address(),
+        size: tab.bytes().len() as u64,
+        cies: 0,
+        fdes: tab.len(),
+    });
+    stats.go = Some(g);
+    Ok(out)
 }
 
 /// `e_entry` of an ELF64 little-endian header (`locate` already accepted
@@ -930,7 +1131,7 @@ mod tests {
             piece(52, 58, 3), // fully covered
             piece(55, 70, 4), // tail survives
         ];
-        let out = subtract(debug, &cover, &mut st);
+        let out = subtract(debug, &cover, &mut st.fdes_superseded_by_eh_frame);
         assert_eq!(
             spans(&out),
             [(0, 5, 0), (5, 10, 1), (20, 30, 1), (40, 50, 2), (60, 70, 4)]

@@ -431,12 +431,11 @@ fn parse_objdump(text: &str) -> Vec<GoInsn> {
     let mut function = String::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("TEXT ") {
-            // "TEXT main.b(SB) /tmp/x/main.go"
+            // "TEXT main.b(SB) /tmp/x/main.go"; generic instantiations have
+            // spaces in their names ("go.shape.interface {}").
             function = rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .trim_end_matches("(SB)")
+                .find("(SB)")
+                .map_or(rest, |i| &rest[..i])
                 .to_string();
             continue;
         }
@@ -470,7 +469,7 @@ mod tests {
 
     #[test]
     fn objdump_lines() {
-        let text = "TEXT main.b(SB) /tmp/gotest/main.go\n  main.go:15\t\t0x460840\t\t493b6610\t\tCMPQ 0x10(R14), SP\t\t\t\n  main.go:15\t\t0x46084a\t\t48896c2408\t\tMOVQ BP, 0x8(SP)\t\t\t\n\nTEXT runtime.goexit.abi0(SB) /x/asm_amd64.s\n  asm_amd64.s:1\t0x459900\t\t90\t\tNOPL\t\n";
+        let text = "TEXT a.(*T[go.shape.interface {}]).F(SB) /x.go\nTEXT main.b(SB) /tmp/gotest/main.go\n  main.go:15\t\t0x460840\t\t493b6610\t\tCMPQ 0x10(R14), SP\t\t\t\n  main.go:15\t\t0x46084a\t\t48896c2408\t\tMOVQ BP, 0x8(SP)\t\t\t\n\nTEXT runtime.goexit.abi0(SB) /x/asm_amd64.s\n  asm_amd64.s:1\t0x459900\t\t90\t\tNOPL\t\n";
         let insns = parse_objdump(text);
         assert_eq!(insns.len(), 3);
         assert_eq!(insns[1].function, "main.b");

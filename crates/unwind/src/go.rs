@@ -1,0 +1,146 @@
+//! Rows for Go code from `.gopclntab`, for binaries whose Go functions have
+//! no CFI (Go's linker writes no `.eh_frame`; `-s -w` drops `.debug_frame`).
+//!
+//! * **CFA.** `pcsp` gives, per pc range, the bytes the function's frame
+//!   occupies below its return address, so `CFA = rsp + pcsp + 8` and the
+//!   return address is at `CFA - 8` (the same rows Go's linker derives its
+//!   `.debug_frame` from).
+//! * **rbp.** Go on amd64 keeps frame pointers: once a function with a
+//!   frame has saved its caller's `rbp`, it lies at `CFA - 16`. Only that is
+//!   said, and only where the machine code proves it: the function's first
+//!   SP change is `PUSHQ BP` (Go 1.21 on), or `SUBQ $n, SP` immediately
+//!   followed by `MOVQ BP, n-8(SP)` (up to Go 1.20); from the end of that
+//!   save, at every pc whose frame is at least as large as right after it,
+//!   the slot holds the caller's `rbp` (epilogues restore `rbp` before they
+//!   shrink the frame, and the slot is the frame pointer's by Go's ABI).
+//!   Everywhere else `rbp` is `unchanged`, which is exact in the prologue
+//!   and after the epilogue, and what a function without a frame does. This
+//!   matters when the caller is not Go: C code calling into Go may find its
+//!   CFA from `rbp`.
+//! * **Outermost frames.** A function flagged `TOPFRAME` (`goexit`,
+//!   `mstart`, `rt0_go`, `sigtramp`) is the end of its stack. A function
+//!   flagged `SPWRITE` (it switches stacks: `systemstack`, `mcall`,
+//!   `asmcgocall`, `gogo`, vDSO calls) cannot be unwound past, since its
+//!   `pcsp` does not follow the switch; it is made the end of the stack too,
+//!   which is where Go's own profiler stops. `runtime.cgocallback` is the
+//!   exception, as in Go's unwinder: it writes SP but keeps a frame that
+//!   unwinds into the goroutine that called C.
+
+use gopclntab::{flag, Function, PcRange, Pclntab};
+
+use crate::rule::{CfaBase, FpRule, InvalidReason, UnwindRule};
+
+/// A Go function that contributes rows: `[start, end)` is what its `pcsp`
+/// covers (the function's code; the padding after it has no rows).
+pub(crate) struct GoFunction {
+    pub start: u64,
+    pub end: u64,
+    pub ranges: Vec<PcRange>,
+    /// The whole function is the end of the stack.
+    pub outermost: bool,
+    /// Where the caller's `rbp` is known to be at `CFA - 16`: from this pc
+    /// on, wherever `pcsp` is at least the threshold.
+    pub fp_saved: Option<(u64, i32)>,
+}
+
+/// Functions kept as outermost although `SPWRITE` (see the module doc).
+const SPWRITE_UNWINDABLE: [&str; 1] = ["runtime.cgocallback"];
+
+impl GoFunction {
+    pub(crate) fn new(tab: &Pclntab<'_>, f: &Function) -> Result<Option<Self>, gopclntab::Error> {
+        let ranges: Vec<PcRange> = tab.pcsp(f).collect::<Result<_, _>>()?;
+        let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+            return Ok(None);
+        };
+        let outermost = f.flag & flag::TOP_FRAME != 0
+            || (f.flag & flag::SP_WRITE != 0
+                && !SPWRITE_UNWINDABLE.contains(&tab.name(f)?.as_ref()));
+        let fp_saved = if outermost {
+            None
+        } else {
+            frame_pointer_saved(tab, &ranges)
+        };
+        Ok(Some(GoFunction {
+            start: first.start,
+            end: last.end,
+            ranges,
+            outermost,
+            fp_saved,
+        }))
+    }
+
+    /// The rules of `[from, to)`, in address order, as (address, rule).
+    pub(crate) fn rows(&self, from: u64, to: u64, mut push: impl FnMut(u64, UnwindRule)) {
+        if self.outermost {
+            push(from.max(self.start), UnwindRule::EndOfStack);
+            return;
+        }
+        for r in &self.ranges {
+            let (s, e) = (r.start.max(from), r.end.min(to));
+            if s >= e {
+                continue;
+            }
+            // A negative pcsp is real: `syscall.rawVforkSyscall` pops its
+            // return address before vfork. The row says what `.debug_frame`
+            // says (the eBPF side refuses a CFA that does not grow).
+            let cfa = |fp| match r.value.checked_add(8) {
+                Some(offset) => UnwindRule::Cfa {
+                    base: CfaBase::Sp,
+                    offset,
+                    fp,
+                },
+                _ => UnwindRule::Invalid(InvalidReason::CfaOffsetOutOfRange),
+            };
+            match self.fp_saved {
+                Some((saved, min)) if r.value >= min && saved < e => {
+                    if s < saved {
+                        push(s, cfa(FpRule::Unchanged));
+                    }
+                    push(s.max(saved), cfa(FpRule::AtCfa(-16)));
+                }
+                _ => push(s, cfa(FpRule::Unchanged)),
+            }
+        }
+    }
+}
+
+/// Where the prologue has saved the caller's `rbp` (see the module doc):
+/// the pc after the save, and the smallest `pcsp` at which it stays saved.
+fn frame_pointer_saved(tab: &Pclntab<'_>, ranges: &[PcRange]) -> Option<(u64, i32)> {
+    let grown = ranges.iter().position(|r| r.value != 0)?;
+    if grown == 0 || ranges[grown - 1].value != 0 {
+        return None;
+    }
+    let (before, after) = (&ranges[grown - 1], &ranges[grown]);
+    let at = after.start;
+    // Go 1.21+: PUSHQ BP, and pcsp 8 from the next instruction.
+    if after.value == 8 && at > before.start && tab.code(at - 1, 1) == Some(&[0x55]) {
+        return Some((at, 8));
+    }
+    // Up to Go 1.20: SUBQ $n, SP (REX.W 83 /5 ib or 81 /5 id) ending at
+    // `at`, then MOVQ BP, n-8(SP) (REX.W 89 /r, rbp into [rsp + disp]).
+    let n = after.value;
+    let sub_len = if i8::try_from(n).is_ok() { 4 } else { 7 };
+    let sub_at = at.checked_sub(sub_len)?;
+    if sub_at < before.start {
+        return None;
+    }
+    let sub = tab.code(sub_at, sub_len)?;
+    let sub_ok = match sub {
+        [0x48, 0x83, 0xec, ib] => i32::from(*ib as i8) == n,
+        [0x48, 0x81, 0xec, id @ ..] => i32::from_le_bytes(id.try_into().ok()?) == n,
+        _ => false,
+    };
+    if !sub_ok {
+        return None;
+    }
+    let slot = n.checked_sub(8)?;
+    let mov = tab.code(at, 8).or_else(|| tab.code(at, 5)).or_else(|| tab.code(at, 4))?;
+    let len = match mov {
+        [0x48, 0x89, 0x2c, 0x24, ..] if slot == 0 => 4,
+        [0x48, 0x89, 0x6c, 0x24, d, ..] if i32::from(*d as i8) == slot => 5,
+        [0x48, 0x89, 0xac, 0x24, d0, d1, d2, d3, ..] if i32::from_le_bytes([*d0, *d1, *d2, *d3]) == slot => 8,
+        _ => return None,
+    };
+    (at + len <= after.end).then_some((at + len, n))
+}
