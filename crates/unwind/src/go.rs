@@ -18,33 +18,59 @@
 //!   matters when the caller is not Go: C code calling into Go may find its
 //!   CFA from `rbp`.
 //! * **Outermost frames.** A function flagged `TOPFRAME` (`goexit`,
-//!   `mstart`, `rt0_go`, `sigtramp`) is the end of its stack. A function
-//!   flagged `SPWRITE` (it switches stacks: `systemstack`, `mcall`,
-//!   `asmcgocall`, `gogo`, vDSO calls) cannot be unwound past, since its
-//!   `pcsp` does not follow the switch; it is made the end of the stack too,
-//!   which is where Go's own profiler stops. `runtime.cgocallback` is the
-//!   exception, as in Go's unwinder: it writes SP but keeps a frame that
-//!   unwinds into the goroutine that called C.
+//!   `mstart`, `rt0_go`) is the end of its stack. A function flagged
+//!   `SPWRITE` (it switches stacks: `systemstack`, `mcall`, `asmcgocall`,
+//!   `gogo`, vDSO calls) cannot be unwound past, since its `pcsp` does not
+//!   follow the switch; it is made the end of the stack too, which is where
+//!   Go's own profiler stops. `runtime.cgocallback` is the exception, as in
+//!   Go's unwinder: it writes SP but keeps a frame that unwinds into the
+//!   goroutine that called C.
+//! * **Signal handlers.** `runtime.sigtramp` is `TOPFRAME` for Go's
+//!   tracebacks, but the kernel called it with a return address: the
+//!   restorer Go installs (`runtime.sigreturn`, `sigreturn__sigaction` from
+//!   Go 1.21), above the `ucontext_t` of the interrupted code. So the
+//!   handler keeps its `pcsp` rows and the restorer is a signal frame, from
+//!   one byte before its entry (where a return address to it is looked up)
+//!   when that byte is padding, as glibc's `__restore_rt` FDE does. A sample
+//!   in a handler (async preemption's `SIGURG`, `SIGPROF`) then shows the
+//!   goroutine it interrupted. (With cgo, libc's `sigaction` installs
+//!   libc's restorer, whose CFI already says so.)
 
 use gopclntab::{flag, Function, PcRange, Pclntab};
 
 use crate::rule::{CfaBase, FpRule, InvalidReason, UnwindRule};
 
+/// How a Go function's rows are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// From `pcsp`.
+    Frame,
+    /// The end of the stack.
+    Outermost,
+    /// A signal restorer.
+    SignalReturn,
+}
+
 /// A Go function that contributes rows: `[start, end)` is what its `pcsp`
-/// covers (the function's code; the padding after it has no rows).
+/// covers (the function's code; the padding after it has no rows), a byte
+/// more before a signal restorer.
 pub(crate) struct GoFunction {
     pub start: u64,
     pub end: u64,
     pub ranges: Vec<PcRange>,
-    /// The whole function is the end of the stack.
-    pub outermost: bool,
+    pub kind: Kind,
     /// Where the caller's `rbp` is known to be at `CFA - 16`: from this pc
     /// on, wherever `pcsp` is at least the threshold.
     pub fp_saved: Option<(u64, i32)>,
 }
 
-/// Functions kept as outermost although `SPWRITE` (see the module doc).
-const SPWRITE_UNWINDABLE: [&str; 1] = ["runtime.cgocallback"];
+/// `SPWRITE` functions unwound through (see the module doc).
+const SPWRITE_UNWOUND: [&str; 1] = ["runtime.cgocallback"];
+/// `TOPFRAME` functions unwound through: signal handlers.
+const TOPFRAME_UNWOUND: [&str; 1] = ["runtime.sigtramp"];
+/// The signal restorers Go installs.
+pub(crate) const SIGNAL_RESTORERS: [&str; 2] =
+    ["runtime.sigreturn", "runtime.sigreturn__sigaction"];
 
 impl GoFunction {
     pub(crate) fn new(tab: &Pclntab<'_>, f: &Function) -> Result<Option<Self>, gopclntab::Error> {
@@ -52,28 +78,35 @@ impl GoFunction {
         let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
             return Ok(None);
         };
-        let outermost = f.flag & flag::TOP_FRAME != 0
-            || (f.flag & flag::SP_WRITE != 0
-                && !SPWRITE_UNWINDABLE.contains(&tab.name(f)?.as_ref()));
-        let fp_saved = if outermost {
-            None
+        let name = tab.name(f)?;
+        let kind = if SIGNAL_RESTORERS.contains(&name.as_ref()) {
+            Kind::SignalReturn
+        } else if (f.flag & flag::TOP_FRAME != 0 && !TOPFRAME_UNWOUND.contains(&name.as_ref()))
+            || (f.flag & flag::SP_WRITE != 0 && !SPWRITE_UNWOUND.contains(&name.as_ref()))
+        {
+            Kind::Outermost
         } else {
-            frame_pointer_saved(tab, &ranges)
+            Kind::Frame
+        };
+        let fp_saved = match kind {
+            Kind::Frame => frame_pointer_saved(tab, &ranges),
+            _ => None,
         };
         Ok(Some(GoFunction {
             start: first.start,
             end: last.end,
             ranges,
-            outermost,
+            kind,
             fp_saved,
         }))
     }
 
     /// The rules of `[from, to)`, in address order, as (address, rule).
     pub(crate) fn rows(&self, from: u64, to: u64, mut push: impl FnMut(u64, UnwindRule)) {
-        if self.outermost {
-            push(from.max(self.start), UnwindRule::EndOfStack);
-            return;
+        match self.kind {
+            Kind::Outermost => return push(from.max(self.start), UnwindRule::EndOfStack),
+            Kind::SignalReturn => return push(from.max(self.start), UnwindRule::SignalFrame),
+            Kind::Frame => {}
         }
         for r in &self.ranges {
             let (s, e) = (r.start.max(from), r.end.min(to));
@@ -135,11 +168,18 @@ fn frame_pointer_saved(tab: &Pclntab<'_>, ranges: &[PcRange]) -> Option<(u64, i3
         return None;
     }
     let slot = n.checked_sub(8)?;
-    let mov = tab.code(at, 8).or_else(|| tab.code(at, 5)).or_else(|| tab.code(at, 4))?;
+    let mov = tab
+        .code(at, 8)
+        .or_else(|| tab.code(at, 5))
+        .or_else(|| tab.code(at, 4))?;
     let len = match mov {
         [0x48, 0x89, 0x2c, 0x24, ..] if slot == 0 => 4,
         [0x48, 0x89, 0x6c, 0x24, d, ..] if i32::from(*d as i8) == slot => 5,
-        [0x48, 0x89, 0xac, 0x24, d0, d1, d2, d3, ..] if i32::from_le_bytes([*d0, *d1, *d2, *d3]) == slot => 8,
+        [0x48, 0x89, 0xac, 0x24, d0, d1, d2, d3, ..]
+            if i32::from_le_bytes([*d0, *d1, *d2, *d3]) == slot =>
+        {
+            8
+        }
         _ => return None,
     };
     (at + len <= after.end).then_some((at + len, n))

@@ -168,6 +168,9 @@ pub struct GoStats {
     pub functions_superseded_by_eh_frame: usize,
     /// Functions made the end of the stack (`TOPFRAME`, `SPWRITE`).
     pub functions_outermost: usize,
+    /// Go's signal restorers given a signal frame row (see the `go`
+    /// module).
+    pub signal_restorers: usize,
     /// Functions whose prologue proves where the caller's `rbp` is saved.
     pub functions_with_frame_pointer: usize,
 }
@@ -930,15 +933,31 @@ fn collect_go(
             g.functions_without_pcsp += 1;
             continue;
         };
-        let i = exec_ranges.partition_point(|r| r.0 <= func.start);
-        if !(i > 0 && func.end <= exec_ranges[i - 1].1) {
+        let mut func = func;
+        let text = |start: u64, end: u64| {
+            let i = exec_ranges.partition_point(|r| r.0 <= start);
+            i > 0 && end <= exec_ranges[i - 1].1
+        };
+        if !text(func.start, func.end) {
             g.functions_outside_text += 1;
             continue;
         }
         // `parse` checked the entries are sorted and each table stays in
         // its function: functions are disjoint and in order.
         debug_assert!(out.last().is_none_or(|p| p.end <= func.start));
-        g.functions_outermost += usize::from(func.outermost);
+        if func.kind == go::Kind::SignalReturn {
+            // A return address to the restorer is looked up a byte early:
+            // that byte must be padding for the signal row to start there.
+            let before = func.start.checked_sub(1);
+            match before {
+                Some(b) if text(b, func.end) && out.last().is_none_or(|p| p.end <= b) => {
+                    func.start = b;
+                    g.signal_restorers += 1;
+                }
+                _ => func.kind = go::Kind::Frame,
+            }
+        }
+        g.functions_outermost += usize::from(func.kind == go::Kind::Outermost);
         g.functions_with_frame_pointer += usize::from(func.fp_saved.is_some());
         out.push(func);
     }

@@ -22,7 +22,8 @@ use unwind::{CfaBase, FpRule, SectionKind, UnwindRule, UnwindTable};
 use workloads::go::{self, GoBuild, Program, Variant};
 
 fn build(tc: &go::Toolchain, program: Program, variant: Variant) -> GoBuild {
-    go::build(tc, program, variant).unwrap_or_else(|e| panic!("{} {program:?} {variant}: {e}", tc.version))
+    go::build(tc, program, variant)
+        .unwrap_or_else(|e| panic!("{} {program:?} {variant}: {e}", tc.version))
 }
 
 fn toolchains() -> Vec<go::Toolchain> {
@@ -36,9 +37,26 @@ fn go_functions(data: &[u8]) -> Vec<(u64, u64, u8, String)> {
         .map(Result::unwrap)
         .filter_map(|f| {
             let ranges: Vec<_> = tab.pcsp(&f).map(Result::unwrap).collect();
-            Some((ranges.first()?.start, ranges.last()?.end, f.flag, tab.name(&f).unwrap().into_owned()))
+            Some((
+                ranges.first()?.start,
+                ranges.last()?.end,
+                f.flag,
+                tab.name(&f).unwrap().into_owned(),
+            ))
         })
         .collect()
+}
+
+/// The signal restorers Go installs (`sa_restorer`): 1.19, then 1.21 on.
+const RESTORERS: [&str; 2] = ["runtime.sigreturn", "runtime.sigreturn__sigaction"];
+
+/// Whether the function ends the stack: `TOPFRAME`, or `SPWRITE` (stack
+/// switches), except the signal handler (unwound into the interrupted code
+/// through the restorer) and `cgocallback` (unwound into the goroutine that
+/// called C), as the crate documents.
+fn outermost(name: &str, flags: u8) -> bool {
+    (flags & flag::TOP_FRAME != 0 && name != "runtime.sigtramp")
+        || (flags & flag::SP_WRITE != 0 && name != "runtime.cgocallback")
 }
 
 /// What the oracle saw.
@@ -67,10 +85,16 @@ fn check_against_debug_frame(label: &str, data: &[u8], table: &UnwindTable) -> R
         let i = funcs.partition_point(|f| f.0 <= pc);
         funcs[i - 1].2
     };
+    let name_at = |pc: u64| {
+        let i = funcs.partition_point(|f| f.0 <= pc);
+        funcs[i - 1].3.as_str()
+    };
     let mut report = Report::default();
     let mut entries = section.entries(&bases);
     while let Some(entry) = entries.next().unwrap() {
-        let CieOrFde::Fde(partial) = entry else { continue };
+        let CieOrFde::Fde(partial) = entry else {
+            continue;
+        };
         let fde = partial.parse(|s, b, o| s.cie_from_offset(b, o)).unwrap();
         report.fdes += 1;
         let mut rows = fde.rows(&section, &bases, &mut ctx).unwrap();
@@ -79,7 +103,11 @@ fn check_against_debug_frame(label: &str, data: &[u8], table: &UnwindTable) -> R
                 panic!("{label}: Go's .debug_frame has only rsp-based CFAs: {row:?}");
             };
             assert_eq!(register, X86_64::RSP, "{label}");
-            assert_eq!(row.register(X86_64::RA), Some(RegisterRule::Offset(-8)), "{label}");
+            assert_eq!(
+                row.register(X86_64::RA),
+                Some(RegisterRule::Offset(-8)),
+                "{label}"
+            );
             for pc in row.start_address()..row.end_address() {
                 assert_eq!(
                     table.source_of(pc),
@@ -88,8 +116,22 @@ fn check_against_debug_frame(label: &str, data: &[u8], table: &UnwindTable) -> R
                 );
                 let rule = *table.lookup(pc).unwrap();
                 match rule {
-                    UnwindRule::Cfa { base: CfaBase::Sp, offset: o, .. } => {
-                        assert_eq!(i64::from(o), offset, "{label}: CFA at {pc:#x}: {rule}, gimli {row:?}");
+                    UnwindRule::Cfa {
+                        base: CfaBase::Sp,
+                        offset: o,
+                        ..
+                    } => {
+                        assert_eq!(
+                            i64::from(o),
+                            offset,
+                            "{label}: CFA at {pc:#x}: {rule}, gimli {row:?}"
+                        );
+                    }
+                    UnwindRule::SignalFrame => {
+                        assert!(
+                            RESTORERS.contains(&name_at(pc)),
+                            "{label}: {pc:#x} is a signal frame but not in Go's restorer"
+                        );
                     }
                     UnwindRule::EndOfStack => {
                         assert_ne!(
@@ -130,7 +172,10 @@ fn go_text_cfa_equals_debug_frame_everywhere() {
                     "{}",
                     b.label()
                 );
-                assert!(!table.stats.rows_by_source.contains_key(&SectionKind::DebugFrame));
+                assert!(!table
+                    .stats
+                    .rows_by_source
+                    .contains_key(&SectionKind::DebugFrame));
                 eprintln!(
                     "{}: {} functions, {} rows; CFA equal at {} addresses ({} in outermost functions)",
                     b.label(),
@@ -180,7 +225,9 @@ fn objdump_saves(insns: &[go::GoInsn]) -> HashMap<u64, (u64, i32)> {
         else {
             continue;
         };
-        let Some(next) = body.get(k + 1) else { continue };
+        let Some(next) = body.get(k + 1) else {
+            continue;
+        };
         let slot = if n == 8 {
             "MOVQ BP, 0(SP)".to_string()
         } else {
@@ -204,8 +251,10 @@ fn rbp_is_at_cfa_minus_16_exactly_where_the_prologue_saved_it() {
             let mut saved_addresses = 0u64;
             let mut functions_saving = 0;
             for (start, end, flags, name) in go_functions(&data) {
-                let outermost = flags & flag::TOP_FRAME != 0
-                    || (flags & flag::SP_WRITE != 0 && name != "runtime.cgocallback");
+                let outermost = outermost(&name, flags);
+                if RESTORERS.contains(&name.as_str()) {
+                    continue;
+                }
                 let save = saves.get(&start).filter(|_| !outermost);
                 functions_saving += usize::from(save.is_some());
                 for pc in start..end {
@@ -215,16 +264,32 @@ fn rbp_is_at_cfa_minus_16_exactly_where_the_prologue_saved_it() {
                         continue;
                     };
                     let want = match save {
-                        Some(&(after, min)) if pc >= after && offset - 8 >= min => FpRule::AtCfa(-16),
+                        Some(&(after, min)) if pc >= after && offset - 8 >= min => {
+                            FpRule::AtCfa(-16)
+                        }
                         _ => FpRule::Unchanged,
                     };
-                    assert_eq!(fp, want, "{}: {name} at {pc:#x}: {rule}, save {save:?}", b.label());
+                    assert_eq!(
+                        fp,
+                        want,
+                        "{}: {name} at {pc:#x}: {rule}, save {save:?}",
+                        b.label()
+                    );
                     saved_addresses += u64::from(want != FpRule::Unchanged);
                 }
             }
             let go = table.stats.go.as_ref().unwrap();
-            assert_eq!(go.functions_with_frame_pointer, functions_saving, "{}", b.label());
-            assert!(functions_saving * 10 > go.functions * 7, "{}: {functions_saving}", b.label());
+            assert_eq!(
+                go.functions_with_frame_pointer,
+                functions_saving,
+                "{}",
+                b.label()
+            );
+            assert!(
+                functions_saving * 10 > go.functions * 7,
+                "{}: {functions_saving}",
+                b.label()
+            );
             eprintln!(
                 "{}: caller's rbp at CFA-16 in {functions_saving} of {} functions, {saved_addresses} addresses",
                 b.label(),
@@ -241,13 +306,22 @@ fn stripped_go_text_has_rows_everywhere_and_the_same_rows() {
             let b = build(&tc, program, Variant::Stripped);
             let data = std::fs::read(&b.exe).unwrap();
             let table = UnwindTable::from_elf(&data).unwrap();
-            assert!(table.stats.sources.iter().all(|s| s.kind != SectionKind::DebugFrame));
+            assert!(table
+                .stats
+                .sources
+                .iter()
+                .all(|s| s.kind != SectionKind::DebugFrame));
             let funcs = go_functions(&data);
             for (start, end, _, name) in &funcs {
                 for pc in *start..*end {
                     let rule = table.lookup(pc).unwrap();
                     assert!(
-                        matches!(rule, UnwindRule::Cfa { .. } | UnwindRule::EndOfStack),
+                        matches!(
+                            rule,
+                            UnwindRule::Cfa { .. }
+                                | UnwindRule::EndOfStack
+                                | UnwindRule::SignalFrame
+                        ),
                         "{}: {name} at {pc:#x}: {rule}",
                         b.label()
                     );
@@ -260,7 +334,23 @@ fn stripped_go_text_has_rows_everywhere_and_the_same_rows() {
                     assert!(matches!(table.lookup(*s), Some(UnwindRule::Cfa { .. })));
                 }
             }
-            assert_eq!(table.lookup(funcs.iter().find(|f| f.3 == "runtime.goexit").unwrap().0), Some(&UnwindRule::EndOfStack));
+            let at = |name: &str| funcs.iter().find(|f| f.3 == name).unwrap().0;
+            assert_eq!(
+                table.lookup(at("runtime.goexit")),
+                Some(&UnwindRule::EndOfStack)
+            );
+            // A return address to the restorer (looked up a byte early) is
+            // a signal frame; the handler unwinds into it.
+            let restorer = funcs
+                .iter()
+                .find(|f| RESTORERS.contains(&f.3.as_str()))
+                .unwrap();
+            assert_eq!(table.lookup(restorer.0 - 1), Some(&UnwindRule::SignalFrame));
+            assert_eq!(table.lookup(restorer.1 - 1), Some(&UnwindRule::SignalFrame));
+            assert!(matches!(
+                table.lookup(at("runtime.sigtramp") + 8),
+                Some(UnwindRule::Cfa { .. })
+            ));
             // Function by function, the rows of the unstripped build.
             let normal = build(&tc, program, Variant::Normal);
             let ndata = std::fs::read(&normal.exe).unwrap();
@@ -268,9 +358,7 @@ fn stripped_go_text_has_rows_everywhere_and_the_same_rows() {
             let nfuncs = go_functions(&ndata);
             assert_eq!(funcs.len(), nfuncs.len());
             let relative = |t: &UnwindTable, s: u64, e: u64| -> Vec<(u64, UnwindRule)> {
-                (s..e)
-                    .map(|pc| (pc - s, *t.lookup(pc).unwrap()))
-                    .collect()
+                (s..e).map(|pc| (pc - s, *t.lookup(pc).unwrap())).collect()
             };
             for (f, n) in funcs.iter().zip(&nfuncs) {
                 assert_eq!(f.3, n.3);
@@ -301,7 +389,11 @@ fn eh_frame_wins_over_gopclntab_and_rows_name_their_source() {
         let kinds: Vec<SectionKind> = table.stats.sources.iter().map(|s| s.kind).collect();
         assert_eq!(
             kinds,
-            [SectionKind::EhFrame, SectionKind::GoPclntab, SectionKind::DebugFrame],
+            [
+                SectionKind::EhFrame,
+                SectionKind::GoPclntab,
+                SectionKind::DebugFrame
+            ],
             "{}",
             b.label()
         );

@@ -3,7 +3,7 @@
 //!
 //! | program | source | what it runs |
 //! |---|---|---|
-//! | [`Program::Chain`] | `src/go/chain` | `main.main → main.a → main.b → main.c`, `c` spinning in a loop that calls the inlined `main.mix` ([`CHAIN`]) |
+//! | [`Program::Chain`] | `src/go/chain` | `main.main → main.a → main.b → main.c`, `c` spinning in a loop that calls the inlined `main.mix` ([`CHAIN`]); one P, yielding between calls of `a` (with [`spawn_with`] `signals`, interrupted by `SIGPROF` 1000 times a second) |
 //! | [`Program::Cgo`] | `src/go/cgo` | `main.main → main.callC → C c_middle → main.goCallback → main.spin` (Go calls C, which calls back into Go) |
 //!
 //! Each is built four ways ([`Variant`]): plain `go build`,
@@ -322,10 +322,22 @@ fn run(mut cmd: Command, tool: &str, args: &[String]) -> Result<String, Error> {
 /// Starts a built program for `duration` (`None`: until killed), in its
 /// own process group, stdout on `/dev/null`. Dropping the result kills it.
 pub fn spawn(built: &GoBuild, duration: Option<Duration>) -> Result<Reaped, Error> {
+    spawn_with(built, duration, &[])
+}
+
+/// [`spawn`] with more arguments: `["signals"]` makes [`Program::Chain`]
+/// run Go's own CPU profiler at 1000 Hz, so a `SIGPROF` handler interrupts
+/// its chain 1000 times a second.
+pub fn spawn_with(
+    built: &GoBuild,
+    duration: Option<Duration>,
+    args: &[&str],
+) -> Result<Reaped, Error> {
     use std::os::unix::process::CommandExt;
     let ms = duration.map_or(0, |d| d.as_millis().clamp(1, u128::from(u64::MAX)) as u64);
     let child = Command::new(&built.exe)
         .arg(ms.to_string())
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -433,10 +445,7 @@ fn parse_objdump(text: &str) -> Vec<GoInsn> {
         if let Some(rest) = line.strip_prefix("TEXT ") {
             // "TEXT main.b(SB) /tmp/x/main.go"; generic instantiations have
             // spaces in their names ("go.shape.interface {}").
-            function = rest
-                .find("(SB)")
-                .map_or(rest, |i| &rest[..i])
-                .to_string();
+            function = rest.find("(SB)").map_or(rest, |i| &rest[..i]).to_string();
             continue;
         }
         // "  main.go:15\t\t0x460846\t\t4883ec10\t\tSUBQ $0x10, SP\t"
