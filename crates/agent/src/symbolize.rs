@@ -156,7 +156,7 @@ fn go_frames(path: &Path, addrs: &[u64]) -> Option<Vec<Vec<SymFrame>>> {
     Some(
         addrs
             .iter()
-            .map(|&a| match tab.frames(a) {
+            .map(|&a| match go_frames_at(&tab, a) {
                 Ok(frames) => frames
                     .into_iter()
                     .map(|f| SymFrame {
@@ -173,4 +173,25 @@ fn go_frames(path: &Path, addrs: &[u64]) -> Option<Vec<Vec<SymFrame>>> {
             })
             .collect(),
     )
+}
+
+/// What is at `addr`, an address of a frame (a return address less one).
+/// The Go runtime stores some functions' entries as return addresses (its
+/// signal restorer, `systemstack_switch` up to Go 1.20): less one, such an
+/// address is in the padding before that entry, which no line of the
+/// function before covers. Such a frame is the function at the entry, as
+/// in Go's own tracebacks; a real call's return address less one is always
+/// inside the call instruction.
+fn go_frames_at<'a>(
+    tab: &gopclntab::Pclntab<'a>,
+    addr: u64,
+) -> Result<Vec<gopclntab::Frame<'a>>, gopclntab::Error> {
+    let frames = tab.frames(addr)?;
+    let in_padding = frames.last().is_some_and(|f| f.line.is_none());
+    if in_padding {
+        if let Some(next) = tab.find(addr + 1)?.filter(|f| f.entry == addr + 1) {
+            return tab.frames(next.entry);
+        }
+    }
+    Ok(frames)
 }

@@ -418,3 +418,63 @@ fn samples_in_the_signal_handler_show_the_interrupted_goroutine() {
         "{through} of {total} samples in the signal handler show the chain"
     );
 }
+
+/// Go → C → Go: a sample in the callback unwinds the goroutine's logical
+/// stack the way Go's own traceback shows it: from the callback through
+/// `runtime.cgocallback` (whose frame on the goroutine stack returns into
+/// `runtime.cgocall`) to the Go code that called C, and on to
+/// `runtime.goexit`. The C frames between them run on the thread's own
+/// stack and are not part of that chain.
+#[test]
+fn cgo_callbacks_unwind_to_the_go_code_that_called_c() {
+    require_root();
+    for tc in toolchains() {
+        let b = go::build(&tc, Program::Cgo, Variant::Stripped).unwrap();
+        let _g = BPF.lock().unwrap_or_else(|e| e.into_inner());
+        let child = go::spawn(&b, None).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let opts = RecordOptions {
+            session: SessionOptions {
+                table_cache: None,
+                target: Target::pids(vec![child.0.id()]),
+                frequency: 199,
+                load: LoadOptions::default(),
+            },
+            duration: Some(Duration::from_secs(3)),
+            debug_info: false,
+            symbolize: true,
+        };
+        let rec = record::record(&opts, &AtomicBool::new(false), |_| {}).expect("recording works");
+        drop(child);
+        let p = &rec.profile;
+        let ok = |s: &Sample| {
+            let n = root_first(p, s);
+            let pos = |name: &str| n.iter().position(|x| x == name);
+            n.len() > 4
+                && n[..4] == ["runtime.goexit", "runtime.main", "main.main", "main.callC"]
+                && matches!(
+                    (pos("runtime.cgocallback"), pos("main.goCallback"), pos("main.spin")),
+                    (Some(c), Some(g), Some(s)) if c < g && g < s
+                )
+                && !s.frames.iter().any(|f| f.frame_type.is_error())
+        };
+        let total: u64 = p.samples.iter().map(|s| s.count).sum();
+        let good: u64 = p.samples.iter().filter(|s| ok(s)).map(|s| s.count).sum();
+        let example = p
+            .samples
+            .iter()
+            .max_by_key(|s| s.count)
+            .map(|s| root_first(p, s).join(";"))
+            .unwrap_or_default();
+        eprintln!(
+            "{}: Go → C → Go chain in {good} of {total} samples ({:.2} %); most common: {example}",
+            b.label(),
+            100.0 * good as f64 / total.max(1) as f64
+        );
+        assert!(
+            total >= 300 && good as f64 >= 0.99 * total as f64,
+            "{}",
+            b.label()
+        );
+    }
+}

@@ -34,7 +34,9 @@
 //!   when that byte is padding, as glibc's `__restore_rt` FDE does. A sample
 //!   in a handler (async preemption's `SIGURG`, `SIGPROF`) then shows the
 //!   goroutine it interrupted. (With cgo, libc's `sigaction` installs
-//!   libc's restorer, whose CFI already says so.)
+//!   libc's restorer, whose CFI already says so.) For the same reason,
+//!   `runtime.systemstack_switch`, whose entry Go up to 1.20 saves as the
+//!   pc of a goroutine that called C, gets its entry's rule a byte early.
 
 use gopclntab::{flag, Function, PcRange, Pclntab};
 
@@ -62,7 +64,18 @@ pub(crate) struct GoFunction {
     /// Where the caller's `rbp` is known to be at `CFA - 16`: from this pc
     /// on, wherever `pcsp` is at least the threshold.
     pub fp_saved: Option<(u64, i32)>,
+    /// A return address to the function's entry exists (a signal restorer,
+    /// [`RETURNED_TO_AT_ENTRY`]): the byte before it, where such an address
+    /// is looked up, needs its entry's rule.
+    pub returned_to_at_entry: bool,
 }
+
+/// Functions whose entry the runtime stores as a return address: up to
+/// Go 1.20, `asmcgocall` and `systemstack` leave `systemstack_switch`'s
+/// entry as the goroutine's saved pc while it runs on the system stack
+/// (from 1.21, its entry + 8, inside it). Unwinding a cgo callback returns
+/// there (see `runtime.cgocallback`).
+const RETURNED_TO_AT_ENTRY: [&str; 1] = ["runtime.systemstack_switch"];
 
 /// `SPWRITE` functions unwound through (see the module doc).
 const SPWRITE_UNWOUND: [&str; 1] = ["runtime.cgocallback"];
@@ -98,7 +111,18 @@ impl GoFunction {
             ranges,
             kind,
             fp_saved,
+            returned_to_at_entry: kind == Kind::SignalReturn
+                || RETURNED_TO_AT_ENTRY.contains(&name.as_ref()),
         }))
+    }
+
+    /// Gives the byte before the function its entry's rule (see
+    /// [`GoFunction::returned_to_at_entry`]).
+    pub(crate) fn start_a_byte_early(&mut self) {
+        self.start -= 1;
+        if let Some(first) = self.ranges.first_mut() {
+            first.start -= 1;
+        }
     }
 
     /// The rules of `[from, to)`, in address order, as (address, rule).

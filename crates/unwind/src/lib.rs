@@ -171,6 +171,9 @@ pub struct GoStats {
     /// Go's signal restorers given a signal frame row (see the `go`
     /// module).
     pub signal_restorers: usize,
+    /// Functions whose entry is a return address (signal restorers,
+    /// `systemstack_switch`) given their entry's rule a byte early.
+    pub functions_returned_to_at_entry: usize,
     /// Functions whose prologue proves where the caller's `rbp` is saved.
     pub functions_with_frame_pointer: usize,
 }
@@ -945,16 +948,18 @@ fn collect_go(
         // `parse` checked the entries are sorted and each table stays in
         // its function: functions are disjoint and in order.
         debug_assert!(out.last().is_none_or(|p| p.end <= func.start));
-        if func.kind == go::Kind::SignalReturn {
-            // A return address to the restorer is looked up a byte early:
-            // that byte must be padding for the signal row to start there.
+        if func.returned_to_at_entry {
+            // A return address to the entry is looked up a byte early: that
+            // byte must be padding for the entry's rule to start there.
             let before = func.start.checked_sub(1);
             match before {
                 Some(b) if text(b, func.end) && out.last().is_none_or(|p| p.end <= b) => {
-                    func.start = b;
-                    g.signal_restorers += 1;
+                    func.start_a_byte_early();
+                    g.functions_returned_to_at_entry += 1;
+                    g.signal_restorers += usize::from(func.kind == go::Kind::SignalReturn);
                 }
-                _ => func.kind = go::Kind::Frame,
+                _ if func.kind == go::Kind::SignalReturn => func.kind = go::Kind::Frame,
+                _ => {}
             }
         }
         g.functions_outermost += usize::from(func.kind == go::Kind::Outermost);

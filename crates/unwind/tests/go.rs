@@ -351,6 +351,24 @@ fn stripped_go_text_has_rows_everywhere_and_the_same_rows() {
                 table.lookup(at("runtime.sigtramp") + 8),
                 Some(UnwindRule::Cfa { .. })
             ));
+            // Up to Go 1.20 a goroutine that called C has the entry of
+            // systemstack_switch as its saved pc: a byte before it has the
+            // entry's rule.
+            let switch = at("runtime.systemstack_switch");
+            assert_eq!(
+                table.lookup(switch - 1),
+                table.lookup(switch),
+                "{}",
+                b.label()
+            );
+            assert!(matches!(
+                table.lookup(switch),
+                Some(UnwindRule::Cfa {
+                    base: CfaBase::Sp,
+                    offset: 8,
+                    ..
+                })
+            ));
             // Function by function, the rows of the unstripped build.
             let normal = build(&tc, program, Variant::Normal);
             let ndata = std::fs::read(&normal.exe).unwrap();
