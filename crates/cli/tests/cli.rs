@@ -101,6 +101,69 @@ fn stackdeltas_prints_the_table_rows() {
     assert!(text.contains("signal"), "libc's __restore_rt");
 }
 
+/// A binary built with `go build -ldflags='-s -w'`: rows and names come
+/// from `.gopclntab`.
+#[test]
+fn stackdeltas_and_symbolize_read_a_stripped_go_binary() {
+    use workloads::go::{self, Program, Variant};
+    let tc = go::toolchain(19).expect("Go 1.19 (golang-go)");
+    let b = go::build(&tc, Program::Chain, Variant::Stripped).unwrap();
+    let out = bin()
+        .args(["stackdeltas", "--sources"])
+        .arg(&b.exe)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let go_rows = text.lines().filter(|l| l.ends_with(" .gopclntab")).count();
+    assert!(go_rows > 1000, "{go_rows} rows from .gopclntab");
+    assert!(text
+        .lines()
+        .all(|l| l.ends_with(" .gopclntab") || l.ends_with(" -")));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(".gopclntab") && stderr.contains("Go 1.18-1.19"),
+        "{stderr}"
+    );
+
+    let data = std::fs::read(&b.exe).unwrap();
+    let tab = gopclntab::Pclntab::parse(&data).unwrap();
+    let c = tab
+        .functions()
+        .map(Result::unwrap)
+        .find(|f| tab.name(f).unwrap() == "main.c")
+        .unwrap();
+    // Where main.mix is inlined into main.c.
+    let pc = (c.entry..c.end)
+        .find(|&pc| tab.frames(pc).unwrap().len() == 2)
+        .unwrap();
+    let out = bin()
+        .arg("symbolize")
+        .arg(&b.exe)
+        .arg(format!("{pc:#x}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let main_go = b.dir.join("main.go");
+    let mut lines = text.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with(&format!("{pc:#x} main.c at {}:", main_go.display())),
+        "{text}"
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .trim_start()
+            .starts_with(&format!("(inlined) main.mix at {}:", main_go.display())),
+        "{text}"
+    );
+}
+
 #[test]
 fn stackdeltas_rejects_a_non_elf_file_clearly() {
     let dir = scratch("sd");
