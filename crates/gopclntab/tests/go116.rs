@@ -56,7 +56,7 @@ fn to_go116(tab: &[u8], gofunc: u64, new_addr: u64) -> Vec<u8> {
         let r = &ftab[field(2 * i + 1) as usize..];
         let npcdata = u32_at(r, 28) as usize;
         let nfuncdata = r[39] as usize;
-        while records.len() % 8 != 0 {
+        while !records.len().is_multiple_of(8) {
             records.push(0);
         }
         funcoffs.push((records_base + records.len()) as u64);
@@ -67,7 +67,7 @@ fn to_go116(tab: &[u8], gofunc: u64, new_addr: u64) -> Vec<u8> {
         records.extend_from_slice(&r[36..40]);
         records.extend_from_slice(&r[40..40 + 4 * npcdata]);
         let abs = new_addr + (new_pcln + records_base + records.len()) as u64;
-        if abs % 8 != 0 {
+        if !abs.is_multiple_of(8) {
             records.extend_from_slice(&[0; 4]);
         }
         let fd = &r[40 + 4 * npcdata..];
@@ -81,9 +81,9 @@ fn to_go116(tab: &[u8], gofunc: u64, new_addr: u64) -> Vec<u8> {
             records.extend_from_slice(&p.to_le_bytes());
         }
     }
-    for i in 0..nfunc {
+    for (i, funcoff) in funcoffs.iter().enumerate() {
         out.extend_from_slice(&(text + field(2 * i)).to_le_bytes());
-        out.extend_from_slice(&funcoffs[i].to_le_bytes());
+        out.extend_from_slice(&funcoff.to_le_bytes());
     }
     out.extend_from_slice(&(text + field(2 * nfunc)).to_le_bytes());
     out.extend_from_slice(&records);
