@@ -13,6 +13,8 @@
 //! * Precedence: `.eh_frame` (the C code of a cgo binary) first, then
 //!   `.gopclntab`, then `.debug_frame`.
 
+mod common;
+
 use std::collections::HashMap;
 
 use gimli::{CfaRule, CieOrFde, DebugFrame, LittleEndian, RegisterRule, UnwindSection, X86_64};
@@ -158,6 +160,9 @@ fn go_text_cfa_equals_debug_frame_everywhere() {
                 let b = build(&tc, program, variant);
                 let data = std::fs::read(&b.exe).unwrap();
                 let table = UnwindTable::from_elf(&data).unwrap();
+                common::check_invariants(&table);
+                // Deterministic: the same bytes give the same table.
+                assert_eq!(UnwindTable::from_elf(&data).unwrap(), table);
                 let report = check_against_debug_frame(&b.label(), &data, &table);
                 let go = table.stats.go.as_ref().unwrap();
                 // Every byte the Go functions' pcsp tables cover was checked:
@@ -306,6 +311,7 @@ fn stripped_go_text_has_rows_everywhere_and_the_same_rows() {
             let b = build(&tc, program, Variant::Stripped);
             let data = std::fs::read(&b.exe).unwrap();
             let table = UnwindTable::from_elf(&data).unwrap();
+            common::check_invariants(&table);
             assert!(table
                 .stats
                 .sources

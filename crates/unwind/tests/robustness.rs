@@ -319,3 +319,32 @@ fn bogus_header_fields_never_panic() {
         });
     }
 }
+
+/// A stripped Go binary's `.gopclntab` (header and function table most
+/// often, anywhere sometimes) and the cgo one's, corrupted: rows from it
+/// never panic, and a table that still builds keeps its invariants.
+#[test]
+fn corrupted_gopclntab_never_panics() {
+    use workloads::go::{self, Program, Variant};
+    for (minor, program, seed) in [(19, Program::Chain, 11), (24, Program::Cgo, 12)] {
+        let tc = go::toolchain(minor).unwrap();
+        let b = go::build(&tc, program, Variant::Stripped).unwrap();
+        let data = read(&b.exe);
+        let (start, len) = section_range(&data, ".gopclntab");
+        let what = b.label();
+        flip_bytes(
+            &data,
+            (start, 4096.min(len)),
+            seed,
+            800,
+            &format!("{what} .gopclntab head"),
+        );
+        flip_bytes(
+            &data,
+            (start, len),
+            seed + 100,
+            800,
+            &format!("{what} .gopclntab"),
+        );
+    }
+}
