@@ -329,7 +329,7 @@ impl<'a> Pclntab<'a> {
             Version::Go118 | Version::Go120 => {
                 // The linker's value, relocated in a PIE; `.text` when the
                 // file leaves it for the loader (as debug/gosym does).
-                let mut t = image.word(addr + 8 + 8 * 2).unwrap_or(word(2));
+                let mut t = image.word(addr.wrapping_add(8 + 8 * 2)).unwrap_or(word(2));
                 if t == 0 {
                     t = image.text.unwrap_or(0);
                 }
@@ -446,6 +446,13 @@ impl<'a> Pclntab<'a> {
         self.image.bytes(vaddr, len)
     }
 
+    /// Virtual address of byte `off` of the function table. Section
+    /// addresses are the file's word: hostile ones wrap rather than
+    /// overflow.
+    fn vaddr_of(&self, off: usize) -> u64 {
+        self.addr.wrapping_add((self.funcs_off + off) as u64)
+    }
+
     /// Field `k` (0 or 1) of functab entry `i`; entry `nfunc` has only its
     /// first field (the end of the text).
     fn functab(&self, i: usize, k: usize) -> Result<u64, Error> {
@@ -455,7 +462,7 @@ impl<'a> Pclntab<'a> {
             4 => u32_at(self.funcs, off).map(u64::from),
             _ => {
                 // A pointer: relocated in a PIE.
-                let vaddr = self.addr + (self.funcs_off + off) as u64;
+                let vaddr = self.vaddr_of(off);
                 self.image.word(vaddr).or_else(|| u64_at(self.funcs, off))
             }
         };
@@ -508,7 +515,7 @@ impl<'a> Pclntab<'a> {
         };
         let rec_entry = match v {
             Version::Go116 => {
-                let vaddr = self.addr + (self.funcs_off + record) as u64;
+                let vaddr = self.vaddr_of(record);
                 self.image
                     .word(vaddr)
                     .or_else(|| u64_at(rec, 0))
@@ -676,11 +683,11 @@ impl<'a> Pclntab<'a> {
             InlineInfo::Pointers => {
                 // Pointer-aligned after the pcdata offsets.
                 let mut at = base;
-                if (self.addr + (self.funcs_off + at) as u64) & 4 != 0 {
+                if self.vaddr_of(at) & 4 != 0 {
                     at += 4;
                 }
                 at += 8 * k as usize;
-                let vaddr = self.addr + (self.funcs_off + at) as u64;
+                let vaddr = self.vaddr_of(at);
                 let p = self
                     .image
                     .word(vaddr)
@@ -779,15 +786,15 @@ impl<'a> Pclntab<'a> {
         };
         let offsets = [3usize, 4, 5, 6, 7].map(|i| u64_at(self.data, 8 + 8 * i).unwrap_or(0));
         let checks: [(usize, u64); 7] = [
-            (1, self.addr + offsets[0]),  // funcnametab
-            (4, self.addr + offsets[1]),  // cutab
-            (7, self.addr + offsets[2]),  // filetab
-            (10, self.addr + offsets[3]), // pctab
-            (13, self.addr + offsets[4]), // pclntable
-            (16, self.addr + offsets[4]), // ftab
-            (17, self.nfunc as u64 + 1),  // len(ftab)
+            (1, self.addr.wrapping_add(offsets[0])),  // funcnametab
+            (4, self.addr.wrapping_add(offsets[1])),  // cutab
+            (7, self.addr.wrapping_add(offsets[2])),  // filetab
+            (10, self.addr.wrapping_add(offsets[3])), // pctab
+            (13, self.addr.wrapping_add(offsets[4])), // pclntable
+            (16, self.addr.wrapping_add(offsets[4])), // ftab
+            (17, self.nfunc as u64 + 1),              // len(ftab)
         ];
-        let word = |md: u64, i: usize| self.image.word(md + 8 * i as u64);
+        let word = |md: u64, i: usize| self.image.word(md.wrapping_add(8 * i as u64));
         let is_moduledata = |md: u64| {
             checks.iter().all(|&(i, v)| word(md, i) == Some(v))
                 && word(md, text_word) == Some(self.text_start)
@@ -801,7 +808,7 @@ impl<'a> Pclntab<'a> {
             };
             for (k, w) in aligned.chunks_exact(8).enumerate() {
                 if u64::from_le_bytes(w.try_into().unwrap_or_default()) == self.addr {
-                    candidates.push(addr + skip as u64 + 8 * k as u64);
+                    candidates.push(addr.wrapping_add((skip + 8 * k) as u64));
                 }
             }
         }

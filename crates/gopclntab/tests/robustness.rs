@@ -190,3 +190,36 @@ fn section_header_of(data: &[u8], name: &str) -> usize {
         })
         .unwrap()
 }
+
+/// Extreme values where addresses and offsets are read: the table's
+/// section address, every header word, the function table's first entries.
+#[test]
+fn extreme_addresses_and_offsets_never_panic() {
+    const VALUES: [u64; 8] = [
+        0,
+        1,
+        7,
+        0x7fff_ffff,
+        0xffff_ffff,
+        1 << 63,
+        u64::MAX - 7,
+        u64::MAX,
+    ];
+    let mut rng = Rng(0x5eed);
+    for minor in [19, 24] {
+        let data = chain(Variant::Stripped, minor);
+        let shdr = section_header_of(&data, ".gopclntab");
+        let (off, _) = pclntab_range(&data);
+        let pcln = off + u64::from_le_bytes(data[off + 64..off + 72].try_into().unwrap()) as usize;
+        let mut places: Vec<(usize, usize)> = vec![(shdr + 0x10, 8)]; // sh_addr
+        places.extend((1..9).map(|i| (off + 8 * i, 8))); // header words
+        places.extend((0..6).map(|i| (pcln + 4 * i, 4))); // functab
+        for (at, width) in places {
+            for v in VALUES {
+                let mut d = data.clone();
+                d[at..at + width].copy_from_slice(&v.to_le_bytes()[..width]);
+                no_panic(&d, &mut rng, &|| format!("Go 1.{minor}: {v:#x} at {at:#x}"));
+            }
+        }
+    }
+}

@@ -206,5 +206,6 @@ fn frame_pointer_saved(tab: &Pclntab<'_>, ranges: &[PcRange]) -> Option<(u64, i3
         }
         _ => return None,
     };
-    (at + len <= after.end).then_some((at + len, n))
+    let saved = at.checked_add(len)?;
+    (saved <= after.end).then_some((saved, n))
 }

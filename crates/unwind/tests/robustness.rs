@@ -348,3 +348,29 @@ fn corrupted_gopclntab_never_panics() {
         );
     }
 }
+
+/// The section address of `.gopclntab` and its header words at extreme
+/// values.
+#[test]
+fn extreme_gopclntab_values_never_panic() {
+    use workloads::go::{self, Program, Variant};
+    let tc = go::toolchain(24).unwrap();
+    let data = read(
+        go::build(&tc, Program::Chain, Variant::Stripped)
+            .unwrap()
+            .exe,
+    );
+    let (off, _) = section_range(&data, ".gopclntab");
+    let f = object::read::elf::ElfFile64::<object::LittleEndian>::parse(&*data).unwrap();
+    let idx = f.section_by_name(".gopclntab").unwrap().index().0;
+    let shoff = u64::from_le_bytes(data[0x28..0x30].try_into().unwrap()) as usize;
+    let mut places = vec![shoff + idx * 64 + 0x10];
+    places.extend((1..9).map(|i| off + 8 * i));
+    for at in places {
+        for v in [0, 1, 0xffff_ffff, 1 << 63, u64::MAX - 7, u64::MAX] {
+            let mut x = data.clone();
+            x[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            let _ = no_panic(&x, &|| format!("{v:#x} at {at:#x}"));
+        }
+    }
+}
