@@ -65,9 +65,13 @@ struct mm_struct {
 struct vm_area_struct {
     unsigned long vm_start;
     unsigned long vm_end;
+    unsigned long vm_flags;
     unsigned long vm_pgoff;
     struct file *vm_file;
 } __attribute__((preserve_access_index));
+
+/* vm_flags bit of an executable mapping (<linux/mm.h>). */
+#define VM_EXEC 0x4
 
 /* x86-64 kernel stacks are THREAD_SIZE bytes (16 KiB; 32 KiB only with
  * KASAN, which no distribution kernel enables) and the user registers saved
@@ -188,13 +192,15 @@ struct {
     __uint(max_entries, 1);
 } scratch SEC(".maps");
 
-/* Mappings found with bpf_find_vma, per process, until it execs or exits.
- * The helper works once per sample (it defers the mmap unlock to a per-CPU
- * irq_work that stays busy until the interrupt returns), so a process not
- * scanned yet learns one mapping per sample: its first sample unwinds into
- * one file, the next ones through all the files they have met. Private to
- * the eBPF programs. */
-#define LEARNED_MAPPINGS 4
+/* Executable mappings of a process userspace has not scanned, until it
+ * execs or exits: recorded when its mmap returns (on_mmap_vma: every library
+ * the dynamic loader maps), and by samples that resolved a PC some other way.
+ * A sample cannot look them all up itself: bpf_find_vma works once per
+ * sample (it defers the mmap unlock to a per-CPU irq_work that stays busy
+ * until the interrupt returns) and not at all while the process holds its
+ * mmap lock for writing (a sample inside mmap or brk). Private to the eBPF
+ * programs. A power of two. */
+#define LEARNED_MAPPINGS 16
 
 struct learned_mappings {
     struct mapping_value m[LEARNED_MAPPINGS];
@@ -208,6 +214,9 @@ struct {
     __type(value, struct learned_mappings);
     __uint(max_entries, 4096);
 } learned SEC(".maps");
+
+/* A new entry of `learned` (too large for the BPF stack). */
+static const struct learned_mappings learned_empty = {};
 
 static __always_inline void count(__u32 metric)
 {
@@ -352,6 +361,7 @@ struct vma_found {
     __u64 pgoff;
     __u64 dev;
     __u64 ino;
+    __u64 flags;
 };
 
 static long vma_found_cb(struct task_struct *task, struct vm_area_struct *vma, void *ctx)
@@ -363,6 +373,7 @@ static long vma_found_cb(struct task_struct *task, struct vm_area_struct *vma, v
     out->start = BPF_CORE_READ(vma, vm_start);
     out->end = BPF_CORE_READ(vma, vm_end);
     out->pgoff = BPF_CORE_READ(vma, vm_pgoff);
+    out->flags = BPF_CORE_READ(vma, vm_flags);
     out->ino = BPF_CORE_READ(file, f_inode, i_ino);
     out->dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
     return 0;
@@ -384,6 +395,44 @@ static __always_inline __u64 loader_base(struct mm_struct *mm)
             return 0;
     }
     return 0;
+}
+
+/* Records mapping m of process pid, replacing an entry it overlaps (the
+ * range was unmapped and mapped again) or else the oldest. */
+static __always_inline void learn_mapping(__u32 pid, struct learned_mappings *l,
+                                          const struct mapping_value *m)
+{
+    if (!l) {
+        bpf_map_update_elem(&learned, &pid, &learned_empty, BPF_NOEXIST);
+        l = bpf_map_lookup_elem(&learned, &pid);
+        if (!l)
+            return;
+    }
+    __u32 slot = l->next;
+#pragma unroll
+    for (int i = 0; i < LEARNED_MAPPINGS; i++) {
+        if (l->m[i].start < m->end && m->start < l->m[i].end) {
+            l->m[i] = *m;
+            return;
+        }
+    }
+    l->m[slot & (LEARNED_MAPPINGS - 1)] = *m;
+    l->next = slot + 1;
+}
+
+/* The mapping of file (found by bpf_find_vma) for the unwinder, when the
+ * file's table is loaded. */
+static __always_inline int file_mapping(const struct vma_found *found, struct mapping_value *m)
+{
+    struct file_key key = { .dev = found->dev, .ino = found->ino };
+    const struct file_table *f = bpf_map_lookup_elem(&file_tables, &key);
+    if (!f)
+        return 0;
+    m->bias = found->start - found->pgoff * PAGE_SIZE + f->offset_minus_vaddr;
+    m->start = found->start;
+    m->end = found->end;
+    m->exe_id = f->exe_id;
+    return 1;
 }
 
 /* Resolves pc through the kernel's own view of the current task, for a
@@ -441,28 +490,13 @@ static __always_inline int resolve_by_vma(struct unwind_state *s, __u64 pc)
         count(METRIC_NATIVE_LOADER_LOOKUPS);
     } else {
         struct vma_found found = {};
-        if (bpf_find_vma(task, pc, vma_found_cb, &found, 0) != 0 || found.ino == 0) {
+        if (bpf_find_vma(task, pc, vma_found_cb, &found, 0) != 0 || found.ino == 0 ||
+            !file_mapping(&found, &m)) {
             count(METRIC_NATIVE_VMA_MISSES);
             return 0;
         }
-        struct file_key key = { .dev = found.dev, .ino = found.ino };
-        f = bpf_map_lookup_elem(&file_tables, &key);
-        if (!f) {
-            count(METRIC_NATIVE_VMA_MISSES);
-            return 0;
-        }
-        m.bias = found.start - found.pgoff * PAGE_SIZE + f->offset_minus_vaddr;
-        m.start = found.start;
-        m.end = found.end;
-        m.exe_id = f->exe_id;
     }
-    if (!l) {
-        struct learned_mappings fresh = {};
-        bpf_map_update_elem(&learned, &pid, &fresh, BPF_NOEXIST);
-        l = bpf_map_lookup_elem(&learned, &pid);
-    }
-    if (l)
-        l->m[l->next++ & (LEARNED_MAPPINGS - 1)] = m;
+    learn_mapping(pid, l, &m);
 table:;
     __u64 id = m.exe_id;
     const struct exe_table *t = bpf_map_lookup_elem(&exe_tables, &id);
@@ -1098,6 +1132,38 @@ int on_exec(void *ctx)
     int reported = bpf_map_delete_elem(&pid_reported, &pid) == 0;
     if (bpf_map_delete_elem(&processes, &pid) == 0 || reported)
         send_pid_event(PID_EVENT_KIND_EXEC, pid, 0, 0);
+    return 0;
+}
+
+/* The context of a syscalls/sys_exit_* tracepoint (its format file). */
+struct syscall_exit_args {
+    __u64 common; /* common_type, common_flags, common_preempt_count, common_pid */
+    long id;
+    long ret;
+};
+
+/* A process not scanned yet (every process right after exec) learns each
+ * executable file mapping as its mmap returns, so its samples resolve every
+ * library the dynamic loader or dlopen mapped without bpf_find_vma, which a
+ * sample can call once at most and not while the mmap lock is held. Attached
+ * where the kernel has bpf_find_vma; a scanned process is skipped at the
+ * cost of one hash lookup (its mappings come from the trie). */
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int on_mmap_vma(struct syscall_exit_args *ctx)
+{
+    __u64 addr = ctx->ret;
+    if (addr >= (__u64)-4095)
+        return 0; /* the mmap failed */
+    __u32 pid = bpf_get_current_pid_tgid() >> 32;
+    if (bpf_map_lookup_elem(&processes, &pid))
+        return 0;
+    struct vma_found found = {};
+    struct mapping_value m = {};
+    if (bpf_find_vma(bpf_get_current_task_btf(), addr, vma_found_cb, &found, 0) != 0 ||
+        found.ino == 0 || !(found.flags & VM_EXEC) || !file_mapping(&found, &m))
+        return 0;
+    learn_mapping(pid, bpf_map_lookup_elem(&learned, &pid), &m);
+    count(METRIC_NATIVE_MAPPINGS_LEARNED_AT_MMAP);
     return 0;
 }
 

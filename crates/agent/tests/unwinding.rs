@@ -1098,6 +1098,143 @@ int main(void) { for (;;) sink = dlsym(RTLD_DEFAULT, "_dl_find_object"); }
     assert!(session.tracker.stats.table_only_scans >= 1);
 }
 
+/// Short processes whose stacks cross two shared libraries (libc's qsort
+/// calling back into a library's comparator, as a compiler's calls cross
+/// libgmp, libc and itself) unwind completely from their first sample
+/// without a scan: the libraries they map are learned when their mmap
+/// returns, since a sample can look up at most one mapping itself.
+#[test]
+fn short_processes_unwind_through_several_libraries_from_their_first_sample() {
+    require_root();
+    let _g = lock();
+    let dir = std::env::temp_dir().join(format!("unwind-test-twolibs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hot.c"),
+        r#"volatile unsigned long spin;
+int hot_cmp(const void *a, const void *b) {
+    for (int i = 0; i < 2000; i++) spin += i;
+    return *(const int *)a - *(const int *)b;
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("burst.c"),
+        r#"#include <stdlib.h>
+#include <time.h>
+int hot_cmp(const void *a, const void *b);
+int main(int argc, char **argv) {
+    long ms = atol(argv[1]);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int v[64];
+    do {
+        for (int i = 0; i < 64; i++) v[i] = (i * 7919) % 64;
+        qsort(v, 64, sizeof v[0], hot_cmp);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let gcc = |args: &[&str]| {
+        let ok = Command::new("gcc")
+            .current_dir(&dir)
+            .args(["-O2", "-fomit-frame-pointer"])
+            .args(args)
+            .status()
+            .expect("gcc is needed")
+            .success();
+        assert!(ok, "gcc {args:?}");
+    };
+    gcc(&["-shared", "-fPIC", "-o", "libhot.so", "hot.c"]);
+    gcc(&[
+        "-o",
+        "burst",
+        "burst.c",
+        "-L.",
+        "-lhot",
+        "-Wl,-rpath,$ORIGIN",
+    ]);
+    let exe = dir.join("burst");
+    let run = |ms: u32| {
+        let ok = Command::new(&exe)
+            .arg(ms.to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+
+    let mut session = Session::new(SessionOptions {
+        table_cache: None,
+        target: Target::System,
+        frequency: 499,
+        load: LoadOptions::default(),
+    })
+    .unwrap();
+    assert!(
+        session.uses_find_vma(),
+        "this machine's kernel has bpf_find_vma"
+    );
+    session.start().unwrap();
+    // Once, drained while it runs, so userspace loads the three files' tables.
+    let first = Reaped(Command::new(&exe).arg("800").spawn().unwrap());
+    pump(&mut session, Duration::from_millis(1000));
+    drop(first);
+    let learned_before =
+        session.metric(libpf::generated::metrics::MetricId::NativeMappingsLearnedAtMmap);
+    // Then 30 new processes of 40 ms each, not drained (so not scanned)
+    // until they are gone: each one's first samples are under test.
+    for _ in 0..30 {
+        run(40);
+    }
+    let mut agg = agent::aggregate::Aggregator::new(false);
+    let mut pids = std::collections::BTreeSet::new();
+    session.drain(|_, t| {
+        if t.comm == "burst" {
+            pids.insert(t.pid);
+            agg.add(t)
+        }
+    });
+    let profile =
+        agent::aggregate::Resolver::new(true, false).resolve(&session.tracker, agg.take());
+    assert!(pids.len() >= 25, "samples of {} processes", pids.len());
+    assert!(
+        pids.iter().all(|pid| !session.tracker.is_tracked(*pid)),
+        "the short processes must not have been scanned"
+    );
+    assert_nearly_all_complete(&profile, "no unwinding error", |names| {
+        !names.iter().any(|n| n.starts_with('<'))
+    });
+    // Most samples are in the comparator, under qsort, under main (the rest
+    // are each process's start and exit).
+    let total = profile.total_samples();
+    let chain: u64 = profile
+        .samples
+        .iter()
+        .filter(|s| {
+            let names = root_first(&profile, s);
+            let at = |n: &str| names.iter().position(|x| x == n);
+            matches!((at("main"), at("hot_cmp")), (Some(m), Some(h)) if m < h)
+        })
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        chain * 100 >= total * 90,
+        "main -> qsort -> hot_cmp in {chain} of {total} samples"
+    );
+    let learned = session.metric(libpf::generated::metrics::MetricId::NativeMappingsLearnedAtMmap)
+        - learned_before;
+    assert!(
+        learned >= 30,
+        "{learned} mappings learned at mmap by 30 processes"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Tables built in one run are read back from the on-disk cache by the next
 /// (no parsing), and unwind exactly as well.
 #[test]

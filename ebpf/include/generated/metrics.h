@@ -122,8 +122,10 @@ enum metric_id {
     METRIC_AGENT_PYTHON_FILES = 57,
     /* agent.python.files_rejected: CPython interpreters left native: a version outside spec/python.json, or a 3.13+ binary whose _Py_DebugOffsets disagree with the spec. */
     METRIC_AGENT_PYTHON_FILES_REJECTED = 58,
+    /* ebpf.native.mappings_learned_at_mmap: Executable file mappings of a process not scanned yet, recorded when its mmap returned (bpf_find_vma kernels): the libraries the dynamic loader maps resolve from the process's first sample, with no lookup (and no mmap lock) in the sample. */
+    METRIC_NATIVE_MAPPINGS_LEARNED_AT_MMAP = 59,
 };
 
-#define METRIC_COUNT 59
+#define METRIC_COUNT 60
 
 #endif /* EBPF_PROFILER_GENERATED_METRICS_H */

@@ -21,7 +21,7 @@ pub enum MetricOrigin {
 }
 
 /// Number of metric ids: the size of the eBPF per-CPU metrics array.
-pub const METRIC_COUNT: usize = 59;
+pub const METRIC_COUNT: usize = 60;
 
 /// A metric id: the index in the eBPF per-CPU metrics array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -145,11 +145,13 @@ pub enum MetricId {
     AgentPythonFiles = 57,
     /// CPython interpreters left native: a version outside spec/python.json, or a 3.13+ binary whose _Py_DebugOffsets disagree with the spec.
     AgentPythonFilesRejected = 58,
+    /// Executable file mappings of a process not scanned yet, recorded when its mmap returned (bpf_find_vma kernels): the libraries the dynamic loader maps resolve from the process's first sample, with no lookup (and no mmap lock) in the sample.
+    NativeMappingsLearnedAtMmap = 59,
 }
 
 impl MetricId {
     /// Every value, in spec order.
-    pub const ALL: [Self; 59] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted, Self::PidNewReports, Self::NativeLoaderLookups, Self::AgentTableOnlyScans, Self::AgentTableCacheHits, Self::AgentTableCacheMisses, Self::AgentTableCacheWriteErrors, Self::SamplesInExec, Self::UnwindPythonErrNoProcInfo, Self::UnwindPythonErrBadFrameObjectAddr, Self::UnwindPythonErrBadCframeCurrentFrameAddr, Self::UnwindPythonErrReadThreadStateAddr, Self::UnwindPythonErrZeroThreadState, Self::UnwindPythonErrBadThreadStateFrameAddr, Self::PythonFrames, Self::AgentPythonCodeReads, Self::AgentPythonCodeReadErrors, Self::AgentPythonFiles, Self::AgentPythonFilesRejected];
+    pub const ALL: [Self; 60] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted, Self::PidNewReports, Self::NativeLoaderLookups, Self::AgentTableOnlyScans, Self::AgentTableCacheHits, Self::AgentTableCacheMisses, Self::AgentTableCacheWriteErrors, Self::SamplesInExec, Self::UnwindPythonErrNoProcInfo, Self::UnwindPythonErrBadFrameObjectAddr, Self::UnwindPythonErrBadCframeCurrentFrameAddr, Self::UnwindPythonErrReadThreadStateAddr, Self::UnwindPythonErrZeroThreadState, Self::UnwindPythonErrBadThreadStateFrameAddr, Self::PythonFrames, Self::AgentPythonCodeReads, Self::AgentPythonCodeReadErrors, Self::AgentPythonFiles, Self::AgentPythonFilesRejected, Self::NativeMappingsLearnedAtMmap];
 
     /// The name in the spec.
     pub const fn name(self) -> &'static str {
@@ -213,6 +215,7 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => "agent_python_code_read_errors",
             Self::AgentPythonFiles => "agent_python_files",
             Self::AgentPythonFilesRejected => "agent_python_files_rejected",
+            Self::NativeMappingsLearnedAtMmap => "native_mappings_learned_at_mmap",
         }
     }
 
@@ -278,6 +281,7 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => "Code objects that could not be read (the process had exited, or the object was not a code object): their frames are named <unknown python code>.",
             Self::AgentPythonFiles => "CPython interpreters recognised (a python3.X binary or libpython3.X with _PyEval_EvalFrameDefault and _PyRuntime): Python frames replace their loop's native frames.",
             Self::AgentPythonFilesRejected => "CPython interpreters left native: a version outside spec/python.json, or a 3.13+ binary whose _Py_DebugOffsets disagree with the spec.",
+            Self::NativeMappingsLearnedAtMmap => "Executable file mappings of a process not scanned yet, recorded when its mmap returned (bpf_find_vma kernels): the libraries the dynamic loader maps resolve from the process's first sample, with no lookup (and no mmap lock) in the sample.",
         }
     }
 
@@ -343,6 +347,7 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => "agent.python.code_read_errors",
             Self::AgentPythonFiles => "agent.python.files",
             Self::AgentPythonFilesRejected => "agent.python.files_rejected",
+            Self::NativeMappingsLearnedAtMmap => "ebpf.native.mappings_learned_at_mmap",
         }
     }
 
@@ -408,6 +413,7 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => "{object}",
             Self::AgentPythonFiles => "{file}",
             Self::AgentPythonFilesRejected => "{file}",
+            Self::NativeMappingsLearnedAtMmap => "{mapping}",
         }
     }
 
@@ -473,6 +479,7 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => MetricKind::Counter,
             Self::AgentPythonFiles => MetricKind::Counter,
             Self::AgentPythonFilesRejected => MetricKind::Counter,
+            Self::NativeMappingsLearnedAtMmap => MetricKind::Counter,
         }
     }
 
@@ -538,6 +545,7 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => MetricOrigin::Agent,
             Self::AgentPythonFiles => MetricOrigin::Agent,
             Self::AgentPythonFilesRejected => MetricOrigin::Agent,
+            Self::NativeMappingsLearnedAtMmap => MetricOrigin::Ebpf,
         }
     }
 
@@ -603,6 +611,7 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => false,
             Self::AgentPythonFiles => false,
             Self::AgentPythonFilesRejected => false,
+            Self::NativeMappingsLearnedAtMmap => false,
         }
     }
 
@@ -671,6 +680,7 @@ impl TryFrom<u32> for MetricId {
             56 => Ok(Self::AgentPythonCodeReadErrors),
             57 => Ok(Self::AgentPythonFiles),
             58 => Ok(Self::AgentPythonFilesRejected),
+            59 => Ok(Self::NativeMappingsLearnedAtMmap),
             _ => Err(super::UnknownValue { kind: "MetricId", value: value as u64 }),
         }
     }
@@ -745,6 +755,7 @@ impl core::str::FromStr for MetricId {
             "agent_python_code_read_errors" => Ok(Self::AgentPythonCodeReadErrors),
             "agent_python_files" => Ok(Self::AgentPythonFiles),
             "agent_python_files_rejected" => Ok(Self::AgentPythonFilesRejected),
+            "native_mappings_learned_at_mmap" => Ok(Self::NativeMappingsLearnedAtMmap),
             _ => Err(super::UnknownName { kind: "MetricId", name: s.to_string() }),
         }
     }

@@ -1327,7 +1327,7 @@ pub mod maps {
         kind: "percpu_array",
         key_size: 4,
         value_size: 8,
-        max_entries: 59,
+        max_entries: 60,
     };
 
     /// Rows of every loaded executable; userspace allocates ranges and writes each table through a memory mapping of just that range (no syscall per row or batch).
