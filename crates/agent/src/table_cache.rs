@@ -30,7 +30,7 @@ pub const DEFAULT_BUDGET: u64 = 256 << 20;
 const MAGIC: [u8; 8] = *b"EPFROWS\0";
 /// Bump when the rows a file produces change (the `unwind` crate's rules or
 /// `rows::convert`): older files are then misses, never used.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 const HEADER: usize = 8 + 4 + 16 + 8 + 4 + 4;
 
 /// Counts of the cache's work.
