@@ -65,9 +65,13 @@ struct mm_struct {
 struct vm_area_struct {
     unsigned long vm_start;
     unsigned long vm_end;
+    unsigned long vm_flags;
     unsigned long vm_pgoff;
     struct file *vm_file;
 } __attribute__((preserve_access_index));
+
+/* vm_flags bit of an executable mapping (<linux/mm.h>). */
+#define VM_EXEC 0x4
 
 /* x86-64 kernel stacks are THREAD_SIZE bytes (16 KiB; 32 KiB only with
  * KASAN, which no distribution kernel enables) and the user registers saved
@@ -172,7 +176,9 @@ struct unwind_state {
     /* For the interpreter loop at pc: 0 not handled yet, 1 Python frames
      * replaced it (no native frame), 2 it stays a native frame. */
     __u32 interp_done;
-    __u32 py_unused;
+    /* 1 while `table` is empty because the mapping's table is not loaded
+     * (yet): no frame-pointer guess then, the trace stops. */
+    __u32 table_missing;
     /* A word being read by the Python step (not on the BPF stack). */
     __u64 py_word;
     /* The head of the interpreter frame being read (PYTHON_FRAME_READ
@@ -188,13 +194,15 @@ struct {
     __uint(max_entries, 1);
 } scratch SEC(".maps");
 
-/* Mappings found with bpf_find_vma, per process, until it execs or exits.
- * The helper works once per sample (it defers the mmap unlock to a per-CPU
- * irq_work that stays busy until the interrupt returns), so a process not
- * scanned yet learns one mapping per sample: its first sample unwinds into
- * one file, the next ones through all the files they have met. Private to
- * the eBPF programs. */
-#define LEARNED_MAPPINGS 4
+/* Executable mappings of a process userspace has not scanned, until it
+ * execs or exits: recorded when its mmap returns (on_mmap_vma: every library
+ * the dynamic loader maps), and by samples that resolved a PC some other way.
+ * A sample cannot look them all up itself: bpf_find_vma works once per
+ * sample (it defers the mmap unlock to a per-CPU irq_work that stays busy
+ * until the interrupt returns) and not at all while the process holds its
+ * mmap lock for writing (a sample inside mmap or brk). Private to the eBPF
+ * programs. A power of two. */
+#define LEARNED_MAPPINGS 16
 
 struct learned_mappings {
     struct mapping_value m[LEARNED_MAPPINGS];
@@ -208,6 +216,9 @@ struct {
     __type(value, struct learned_mappings);
     __uint(max_entries, 4096);
 } learned SEC(".maps");
+
+/* A new entry of `learned` (too large for the BPF stack). */
+static const struct learned_mappings learned_empty = {};
 
 static __always_inline void count(__u32 metric)
 {
@@ -340,6 +351,7 @@ static __always_inline int find_cached_mapping(struct unwind_state *s, __u64 pc)
         if (c->valid && c->asid == s->asid && pc >= c->mapping.start && pc < c->mapping.end) {
             s->mapping = c->mapping;
             s->table = c->table;
+            s->table_missing = 0;
             return 1;
         }
     }
@@ -352,16 +364,18 @@ struct vma_found {
     __u64 pgoff;
     __u64 dev;
     __u64 ino;
+    __u64 flags;
 };
 
 static long vma_found_cb(struct task_struct *task, struct vm_area_struct *vma, void *ctx)
 {
     struct vma_found *out = ctx;
-    struct file *file = BPF_CORE_READ(vma, vm_file);
-    if (!file)
-        return 0;
     out->start = BPF_CORE_READ(vma, vm_start);
     out->end = BPF_CORE_READ(vma, vm_end);
+    out->flags = BPF_CORE_READ(vma, vm_flags);
+    struct file *file = BPF_CORE_READ(vma, vm_file);
+    if (!file)
+        return 0; /* anonymous: ino stays 0 */
     out->pgoff = BPF_CORE_READ(vma, vm_pgoff);
     out->ino = BPF_CORE_READ(file, f_inode, i_ino);
     out->dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
@@ -386,15 +400,56 @@ static __always_inline __u64 loader_base(struct mm_struct *mm)
     return 0;
 }
 
+/* Records mapping m of process pid, replacing an entry it overlaps (the
+ * range was unmapped and mapped again) or else the oldest. */
+static __always_inline void learn_mapping(__u32 pid, struct learned_mappings *l,
+                                          const struct mapping_value *m)
+{
+    if (!l) {
+        bpf_map_update_elem(&learned, &pid, &learned_empty, BPF_NOEXIST);
+        l = bpf_map_lookup_elem(&learned, &pid);
+        if (!l)
+            return;
+    }
+    __u32 slot = l->next;
+#pragma unroll
+    for (int i = 0; i < LEARNED_MAPPINGS; i++) {
+        if (l->m[i].start < m->end && m->start < l->m[i].end) {
+            l->m[i] = *m;
+            return;
+        }
+    }
+    l->m[slot & (LEARNED_MAPPINGS - 1)] = *m;
+    l->next = slot + 1;
+}
+
+/* The mapping of file (found by bpf_find_vma) for the unwinder, when the
+ * file's table is loaded. */
+static __always_inline int file_mapping(const struct vma_found *found, struct mapping_value *m)
+{
+    struct file_key key = { .dev = found->dev, .ino = found->ino };
+    const struct file_table *f = bpf_map_lookup_elem(&file_tables, &key);
+    if (!f)
+        return 0;
+    m->bias = found->start - found->pgoff * PAGE_SIZE + f->offset_minus_vaddr;
+    m->start = found->start;
+    m->end = found->end;
+    m->exe_id = f->exe_id;
+    return 1;
+}
+
 /* Resolves pc through the kernel's own view of the current task, for a
  * process userspace has not scanned (yet) or a PC outside its scanned
  * mappings: a new process of a known executable unwinds from its first
  * sample. In order: mappings this process met before; its main executable's
  * text (mm->start_code..end_code) and its dynamic loader (AT_BASE), both
  * read without a lock; one bpf_find_vma.
- * Makes the mapping current and returns 1 when its file's table is loaded.
- * Only the *_vma programs call it (bpf_find_vma is 5.17+, and its callback
- * needs 5.13+ just to load). */
+ * Makes the mapping current and returns RESOLVED when its file's table is
+ * loaded, RESOLVED_JIT for anonymous executable memory (code a JIT wrote),
+ * else 0. Only the *_vma programs call it (bpf_find_vma is 5.17+, and its
+ * callback needs 5.13+ just to load). */
+#define RESOLVED 1
+#define RESOLVED_JIT 3
 static __always_inline int resolve_by_vma(struct unwind_state *s, __u64 pc)
 {
     __u32 pid = s->record.header.pid;
@@ -405,6 +460,8 @@ static __always_inline int resolve_by_vma(struct unwind_state *s, __u64 pc)
         for (int i = 0; i < LEARNED_MAPPINGS; i++) {
             if (pc >= l->m[i].start && pc < l->m[i].end) {
                 m = l->m[i];
+                if (m.exe_id == JIT_EXE_ID)
+                    return RESOLVED_JIT;
                 goto table;
             }
         }
@@ -441,28 +498,24 @@ static __always_inline int resolve_by_vma(struct unwind_state *s, __u64 pc)
         count(METRIC_NATIVE_LOADER_LOOKUPS);
     } else {
         struct vma_found found = {};
-        if (bpf_find_vma(task, pc, vma_found_cb, &found, 0) != 0 || found.ino == 0) {
+        if (bpf_find_vma(task, pc, vma_found_cb, &found, 0) != 0) {
             count(METRIC_NATIVE_VMA_MISSES);
             return 0;
         }
-        struct file_key key = { .dev = found.dev, .ino = found.ino };
-        f = bpf_map_lookup_elem(&file_tables, &key);
-        if (!f) {
+        if (found.ino == 0 && (found.flags & VM_EXEC)) {
+            /* Remembered, so the JIT's next frames need no lookup. */
+            m.exe_id = JIT_EXE_ID;
+            m.start = found.start;
+            m.end = found.end;
+            learn_mapping(pid, l, &m);
+            return RESOLVED_JIT;
+        }
+        if (found.ino == 0 || !file_mapping(&found, &m)) {
             count(METRIC_NATIVE_VMA_MISSES);
             return 0;
         }
-        m.bias = found.start - found.pgoff * PAGE_SIZE + f->offset_minus_vaddr;
-        m.start = found.start;
-        m.end = found.end;
-        m.exe_id = f->exe_id;
     }
-    if (!l) {
-        struct learned_mappings fresh = {};
-        bpf_map_update_elem(&learned, &pid, &fresh, BPF_NOEXIST);
-        l = bpf_map_lookup_elem(&learned, &pid);
-    }
-    if (l)
-        l->m[l->next++ & (LEARNED_MAPPINGS - 1)] = m;
+    learn_mapping(pid, l, &m);
 table:;
     __u64 id = m.exe_id;
     const struct exe_table *t = bpf_map_lookup_elem(&exe_tables, &id);
@@ -472,8 +525,9 @@ table:;
     }
     s->mapping = m;
     s->table = *t;
+    s->table_missing = 0;
     count(METRIC_NATIVE_VMA_LOOKUPS);
-    return 1;
+    return RESOLVED;
 }
 
 /* Whether the current task is inside execve (task->in_execve, where the
@@ -484,6 +538,66 @@ static __always_inline int in_exec(void)
     if (!bpf_core_field_exists(task->in_execve))
         return 0;
     return BPF_CORE_READ_BITFIELD_PROBED(task, in_execve);
+}
+
+/* How far above rsp a frame pointer may point: a frame larger than this is
+ * more likely a register that holds something else. */
+#define FRAME_POINTER_MAX_DISTANCE (1 << 20)
+
+/* Unwinds the frame at s->pc, which has no unwind information, by frame
+ * pointer (what perf -g does for every frame): valid only if rbp points into
+ * the stack just above rsp; the frame recorded at `words` (if any: an
+ * interpreter loop's may be left out) is flagged. Returns 1 to stop. */
+static __always_inline int frame_pointer_step(struct unwind_state *s, __u32 words, __u64 length)
+{
+    __u64 fp = s->fp;
+    /* The ABI marks the outermost frame with rbp = 0 (_start, a thread's
+     * start, Go's goexit): the trace is complete. */
+    if (fp == 0) {
+        s->done = 1;
+        return 1;
+    }
+    /* rbp == rsp is a frame with no locals (push rbp; mov rsp, rbp; call):
+     * the new rsp, rbp + 16, is above the old one either way. */
+    if (fp < s->sp || fp - s->sp > FRAME_POINTER_MAX_DISTANCE || (fp & 7)) {
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_BAD_FRAME_POINTER);
+        return 1;
+    }
+    __u64 caller_fp, ra;
+    if (read_stack_word(s, fp, &caller_fp)) {
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_FRAME_POINTER);
+        return 1;
+    }
+    if (read_stack_word(s, fp + 8, &ra)) {
+        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_READ_RETURN_ADDRESS);
+        return 1;
+    }
+    if (s->record.header.num_frame_words == words + length)
+        s->record.frames[words & (MAX_FRAME_WORDS - 1)] |= (__u64)FRAME_FLAG_FRAME_POINTER
+                                                           << FRAME_HEADER_FLAGS_SHIFT;
+    count(METRIC_NATIVE_FRAME_POINTER_FRAMES);
+    s->fp = caller_fp;
+    s->sp = fp + 16;
+    s->pc = ra;
+    s->return_address = 1;
+    s->interp_done = 0;
+    return 0;
+}
+
+/* A frame of code a JIT wrote into anonymous memory (V8, HotSpot, ...): no
+ * file, no table; recorded as a native frame without executable id, its
+ * process address flagged pid_specific (userspace shows it as [jit]), and
+ * unwound by frame pointer, which these JITs keep. */
+static __always_inline int jit_step(struct unwind_state *s, __u32 words)
+{
+    __u64 flags = FRAME_FLAG_PID_SPECIFIC | (s->return_address ? FRAME_FLAG_RETURN_ADDRESS : 0);
+    s->record.frames[words & (MAX_FRAME_WORDS - 1)] =
+        frame_header_pack(s->pc, 1, flags, FRAME_TYPE_NATIVE);
+    s->record.header.num_frame_words = words + 1;
+    s->user_frames++;
+    s->cache_valid = 0;
+    count(METRIC_NATIVE_JIT_FRAMES);
+    return frame_pointer_step(s, words, 1);
 }
 
 /* Unwinds one native frame of the current CPU's trace. Returns 1 to stop the
@@ -508,6 +622,15 @@ static __always_inline int native_step_impl(struct unwind_state *s, const int vm
         return 1;
     }
 
+    if (s->user_frames == 0 && s->record.header.num_kernel_frames > 0 && in_exec()) {
+        /* Its registers are those of the image exec is replacing, its
+         * memory may already be the new one's (while the mappings known
+         * for the old one still resolve its PC): there is no user stack to
+         * unwind, only the kernel's. */
+        count(METRIC_SAMPLES_IN_EXEC);
+        s->done = 1;
+        return 1;
+    }
     if ((!s->cache_valid || pc < s->mapping.start || pc >= s->mapping.end) &&
         !find_cached_mapping(s, pc)) {
         struct mapping_key key = {
@@ -521,15 +644,10 @@ static __always_inline int native_step_impl(struct unwind_state *s, const int vm
             /* Maybe mapped since the last scan (dlopen): ask for a rescan. */
             if (s->asid)
                 send_pid_event(PID_EVENT_KIND_UNKNOWN, s->record.header.pid, 0, 0);
-            if (!vma || !resolve_by_vma(s, pc)) {
-                if (s->user_frames == 0 && s->record.header.num_kernel_frames > 0 && in_exec()) {
-                    /* Its registers are those of the image exec is
-                     * replacing, its memory may already be the new one's:
-                     * there is no user stack to unwind, only the kernel's. */
-                    count(METRIC_SAMPLES_IN_EXEC);
-                    s->done = 1;
-                    return 1;
-                }
+            int resolved = vma ? resolve_by_vma(s, pc) : 0;
+            if (resolved == RESOLVED_JIT)
+                return jit_step(s, words);
+            if (resolved != RESOLVED) {
                 /* Not scanned, and a file without a loaded table (or the
                  * kernel would not say): the scan loads it. */
                 if (vma && !s->asid)
@@ -539,6 +657,8 @@ static __always_inline int native_step_impl(struct unwind_state *s, const int vm
             }
             goto mapped;
         }
+        if (m->exe_id == JIT_EXE_ID)
+            return jit_step(s, words);
         s->mapping = *m;
         __u64 id = m->exe_id;
         const struct exe_table *t = bpf_map_lookup_elem(&exe_tables, &id);
@@ -555,6 +675,7 @@ static __always_inline int native_step_impl(struct unwind_state *s, const int vm
             s->table.row_start = 0;
             s->table.row_count = 0;
         }
+        s->table_missing = t == NULL;
     }
 mapped:
     s->cache_valid = 1;
@@ -592,11 +713,16 @@ mapped:
         return 1;
     }
     const struct exe_table *t = &s->table;
-    if (t->row_count == 0) {
-        push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_UNWIND_INFO);
-        return 1;
-    }
     struct unwind_row r;
+    if (t->row_count == 0) {
+        /* A file without any row (code built without unwind tables) is
+         * unwound by frame pointer; one whose table is not loaded is not. */
+        if (s->table_missing) {
+            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_NO_UNWIND_INFO);
+            return 1;
+        }
+        return frame_pointer_step(s, words, length);
+    }
     __u32 slot = (((__u32)lookup ^ (t->row_start * 0x9e3779b1u)) * 0x9e3779b1u) >> (32 - ROW_CACHE_BITS);
     struct cached_row *cached = &s->rows[slot & (ROW_CACHE_SLOTS - 1)];
     if (cached->table == t->row_start + 1 && cached->address == (__u32)lookup) {
@@ -607,10 +733,8 @@ mapped:
             push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_BAD_TABLE);
             return 1;
         }
-        if (found < 0) {
-            push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_UNWIND_INFO_INVALID);
-            return 1;
-        }
+        if (found < 0)
+            return frame_pointer_step(s, words, length);
         __u32 idx = t->row_start + (__u32)found;
         const struct unwind_row *row = bpf_map_lookup_elem(&unwind_rows, &idx);
         if (!row) {
@@ -659,6 +783,8 @@ mapped:
     case UNWIND_RULE_KIND_END_OF_STACK:
         s->done = 1;
         return 1;
+    case UNWIND_RULE_KIND_FRAME_POINTER:
+        return frame_pointer_step(s, words, length);
     default:
         push_error(s, FRAME_TYPE_NATIVE, ERR_NATIVE_UNWIND_INFO_INVALID);
         return 1;
@@ -1098,6 +1224,38 @@ int on_exec(void *ctx)
     int reported = bpf_map_delete_elem(&pid_reported, &pid) == 0;
     if (bpf_map_delete_elem(&processes, &pid) == 0 || reported)
         send_pid_event(PID_EVENT_KIND_EXEC, pid, 0, 0);
+    return 0;
+}
+
+/* The context of a syscalls/sys_exit_* tracepoint (its format file). */
+struct syscall_exit_args {
+    __u64 common; /* common_type, common_flags, common_preempt_count, common_pid */
+    long id;
+    long ret;
+};
+
+/* A process not scanned yet (every process right after exec) learns each
+ * executable file mapping as its mmap returns, so its samples resolve every
+ * library the dynamic loader or dlopen mapped without bpf_find_vma, which a
+ * sample can call once at most and not while the mmap lock is held. Attached
+ * where the kernel has bpf_find_vma; a scanned process is skipped at the
+ * cost of one hash lookup (its mappings come from the trie). */
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int on_mmap_vma(struct syscall_exit_args *ctx)
+{
+    __u64 addr = ctx->ret;
+    if (addr >= (__u64)-4095)
+        return 0; /* the mmap failed */
+    __u32 pid = bpf_get_current_pid_tgid() >> 32;
+    if (bpf_map_lookup_elem(&processes, &pid))
+        return 0;
+    struct vma_found found = {};
+    struct mapping_value m = {};
+    if (bpf_find_vma(bpf_get_current_task_btf(), addr, vma_found_cb, &found, 0) != 0 ||
+        found.ino == 0 || !(found.flags & VM_EXEC) || !file_mapping(&found, &m))
+        return 0;
+    learn_mapping(pid, bpf_map_lookup_elem(&learned, &pid), &m);
+    count(METRIC_NATIVE_MAPPINGS_LEARNED_AT_MMAP);
     return 0;
 }
 

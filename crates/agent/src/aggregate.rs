@@ -11,12 +11,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use support::trace::{RawFrame, RawTrace};
 
+/// What a frame of JIT-written code is called (perf's name for it).
+pub const JIT_FRAME_NAME: &str = "[jit]";
+
 /// A frame as the kernel reported it, before symbolization.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum FrameKey {
     Kernel(u64),
     Native {
         exe_id: u64,
+        address: u64,
+        return_address: bool,
+    },
+    /// Code a JIT wrote into anonymous memory: no file to name it from.
+    Jit {
         address: u64,
         return_address: bool,
     },
@@ -191,6 +199,13 @@ impl Aggregator {
                 return_address,
             } => FrameKey::Native {
                 exe_id,
+                address,
+                return_address,
+            },
+            RawFrame::Jit {
+                address,
+                return_address,
+            } => FrameKey::Jit {
                 address,
                 return_address,
             },
@@ -507,6 +522,26 @@ impl Resolver {
                             frame = frame.with_source(file.clone(), Some(line));
                         }
                         frames.push(frame);
+                    }
+                    FrameKey::Jit {
+                        address,
+                        return_address,
+                    } => {
+                        let flags = frame_flags::PID_SPECIFIC
+                            | if return_address {
+                                frame_flags::RETURN_ADDRESS
+                            } else {
+                                0
+                            };
+                        frames.push(
+                            Frame::new(
+                                FrameType::NATIVE,
+                                None,
+                                address - u64::from(return_address),
+                            )
+                            .with_flags(flags)
+                            .with_function(JIT_FRAME_NAME),
+                        );
                     }
                     FrameKey::Error { kind, code } => frames.push(Frame::new(
                         FrameType::from_kind(kind).with_error(),

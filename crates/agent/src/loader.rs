@@ -35,13 +35,18 @@ fn variant(base: &str, vma: bool) -> String {
     }
 }
 
-/// Whether `name` is the twin not chosen.
+/// Whether `name` is not loaded: the twin not chosen, or a program that
+/// exists only for bpf_find_vma kernels (`*_vma` without a twin, e.g.
+/// `on_mmap_vma`) on a kernel without it.
 fn unused_twin(name: &str, vma: bool) -> bool {
     match name.strip_suffix(VMA_SUFFIX) {
-        Some(base) => !vma && VMA_TWINS.contains(&base),
+        Some(_) => !vma,
         None => vma && VMA_TWINS.contains(&name),
     }
 }
+
+/// The tracepoint `on_mmap_vma` watches.
+const MMAP_TRACEPOINT: (&str, &str) = ("syscalls", "sys_exit_mmap");
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -499,6 +504,23 @@ impl Sampler {
             .map_err(|e: ProgramError| load_error(&e))?;
         fork.attach()
             .map_err(|e| attach_error("BTF tracepoint sched_process_fork", &e))?;
+        if vma {
+            // Without it (a kernel built without syscall tracepoints) a new
+            // process still resolves one library per sample: slower to
+            // unwind fully, not wrong, so a warning rather than a failure.
+            let mmap: &mut TracePoint = ebpf
+                .program_mut("on_mmap_vma")
+                .ok_or_else(|| LoadError::Map("on_mmap_vma", "program missing".into()))?
+                .try_into()
+                .map_err(|e: ProgramError| load_error(&e))?;
+            let (category, name) = MMAP_TRACEPOINT;
+            if let Err(e) = mmap.attach(category, name) {
+                tracing::warn!(
+                    "tracepoint {category}/{name} not attached ({}): libraries of new processes are found one per sample",
+                    chain(&e)
+                );
+            }
+        }
 
         let rows_map = ebpf.take_map(maps::UNWIND_ROWS.name).ok_or(LoadError::Map(
             maps::UNWIND_ROWS.name,
@@ -623,8 +645,10 @@ mod tests {
                 assert_ne!(unused_twin(base, vma), unused_twin(&twin, vma));
                 assert!(!unused_twin(&variant(base, vma), vma));
             }
-            // Programs without a twin are always loaded.
+            // Programs without a twin are always loaded, vma-only ones only
+            // where bpf_find_vma exists.
             assert!(!unused_twin("on_fork", vma));
+            assert_eq!(unused_twin("on_mmap_vma", vma), !vma);
         }
     }
 }

@@ -23,6 +23,12 @@ impl MapsEntry {
         self.inode != 0 && self.pathname.starts_with('/')
     }
 
+    /// Anonymous memory (also named with `PR_SET_VMA_ANON_NAME`), not a
+    /// file, the vDSO or another pseudo mapping.
+    pub fn is_anonymous(&self) -> bool {
+        self.inode == 0 && (self.pathname.is_empty() || self.pathname.starts_with("[anon:"))
+    }
+
     /// The file was deleted (or replaced) after it was mapped.
     pub fn is_deleted(&self) -> bool {
         self.pathname.ends_with(" (deleted)")

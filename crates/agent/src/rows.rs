@@ -2,7 +2,7 @@
 //! allocating ranges of the shared array.
 
 use support::abi::{UnwindRow, UnwindRuleKind, MAX_BINARY_SEARCH_STEPS, MAX_CFA_OFFSET};
-use unwind::{CfaBase, FpRule, UnwindRule, UnwindTable};
+use unwind::{CfaBase, FpRule, InvalidReason, UnwindRule, UnwindTable};
 
 /// Why a table cannot be loaded as it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +47,8 @@ pub fn convert_rule(rule: &UnwindRule) -> (UnwindRuleKind, u16, i8) {
         UnwindRule::Plt { threshold } => (UnwindRuleKind::Plt, threshold as u16, 0),
         UnwindRule::SignalFrame => (UnwindRuleKind::Signal, 0, 0),
         UnwindRule::EndOfStack => (UnwindRuleKind::EndOfStack, 0, 0),
+        // No CFI at all here: the kernel tries the frame pointer.
+        UnwindRule::Invalid(InvalidReason::NoUnwindInfo) => (UnwindRuleKind::FramePointer, 0, 0),
         UnwindRule::Invalid(_) => (UnwindRuleKind::Invalid, 0, 0),
     }
 }
@@ -72,6 +74,16 @@ pub fn convert(table: &UnwindTable) -> Result<Vec<UnwindRow>, ConvertError> {
             }
         }
         out.push(row);
+    }
+    if out.is_empty() {
+        // A file without any CFI (a stripped Go binary, code built without
+        // unwind tables): one row sends every address to the frame pointer.
+        out.push(UnwindRow {
+            address: 0,
+            cfa_offset: 0,
+            kind: UnwindRuleKind::FramePointer as u8,
+            fp_offset: 0,
+        });
     }
     if out.len() > max_rows() {
         return Err(ConvertError::TooManyRows(out.len()));
@@ -148,7 +160,6 @@ impl RangeAllocator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use unwind::InvalidReason;
 
     #[test]
     fn converts_rules() {
@@ -191,6 +202,21 @@ mod tests {
         assert_eq!(
             convert_rule(&UnwindRule::Invalid(InvalidReason::CfaExpression)).0,
             UnwindRuleKind::Invalid
+        );
+        let none = convert(&UnwindTable {
+            rows: Vec::new(),
+            stats: Default::default(),
+        })
+        .unwrap();
+        assert_eq!(
+            (none.len(), none[0].address, none[0].kind),
+            (1, 0, UnwindRuleKind::FramePointer as u8)
+        );
+        // Only code with no CFI at all is left to the frame pointer: CFI
+        // the unwinder cannot follow stops the trace instead.
+        assert_eq!(
+            convert_rule(&UnwindRule::Invalid(InvalidReason::NoUnwindInfo)).0,
+            UnwindRuleKind::FramePointer
         );
     }
 

@@ -293,8 +293,14 @@ impl Session {
                     // The child of a selected process is selected too, and
                     // shares the parent's labels until it execs.
                     self.selected_pids.insert(e.pid);
-                    if let Some(m) = self.tracker.known_meta(e.parent_pid).cloned() {
-                        self.tracker.set_meta(e.pid, m);
+                    match self.tracker.known_meta(e.parent_pid).cloned() {
+                        Some(m) => self.tracker.set_meta(e.pid, m),
+                        // A parent never sampled (a zygote that only forks):
+                        // the child's own /proc entry says the same, now,
+                        // before it can exit unlabelled.
+                        None => {
+                            self.tracker.meta(e.pid);
+                        }
                     }
                     if !self.tracker.on_fork(&mut self.maps, e.pid, e.asid) {
                         self.decide(e.pid, false);

@@ -23,7 +23,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use support::abi::{
-    ExeTable, FileKey, FileTable, MappingKey, MappingValue, ProcessFlag, ProcessInfo,
+    ExeTable, FileKey, FileTable, MappingKey, MappingValue, ProcessFlag, ProcessInfo, JIT_EXE_ID,
 };
 use unwind::UnwindTable;
 
@@ -459,7 +459,8 @@ impl Tracker {
         res
     }
 
-    /// The executable mappings of `pid` (files and the vDSO).
+    /// The executable mappings of `pid`: files, the vDSO and anonymous
+    /// memory (code a JIT wrote).
     fn executable_mappings(&self, pid: u32) -> Result<Vec<MapsEntry>, ScanError> {
         let text =
             std::fs::read_to_string(self.proc_root.join(format!("{pid}/maps"))).map_err(|e| {
@@ -471,7 +472,7 @@ impl Tracker {
             })?;
         Ok(procmaps::parse(&text)
             .into_iter()
-            .filter(|e| e.executable && (e.is_file() || e.pathname == VDSO))
+            .filter(|e| e.executable && (e.is_file() || e.pathname == VDSO || e.is_anonymous()))
             .collect())
     }
 
@@ -486,7 +487,7 @@ impl Tracker {
             self.stats.scan_errors += 1;
         })?;
         let mut biases = Vec::with_capacity(entries.len());
-        for e in &entries {
+        for e in entries.iter().filter(|e| !e.is_anonymous()) {
             let Some(exe_id) = self.executable_for(maps, pid, e) else {
                 continue;
             };
@@ -570,24 +571,35 @@ impl Tracker {
         };
         let mut biases = Vec::with_capacity(entries.len());
         for e in &entries {
-            let Some(exe_id) = self.executable_for(maps, pid, e) else {
-                continue;
-            };
-            let exe = self.exes.get_mut(&exe_id).expect("just inserted");
-            let Some(bias) = mapping_bias(&exe.segments, e.start, e.offset) else {
-                continue;
-            };
-            biases.push((exe_id, bias));
-            if !space.exes.contains(&exe_id) {
-                exe.refs += 1;
-                exe.idle_since = None;
-                space.exes.push(exe_id);
-            }
-            let value = MappingValue {
-                exe_id,
-                bias,
-                start: e.start,
-                end: e.end,
+            let value = if e.is_anonymous() {
+                // JIT code: the kernel records [jit] frames and follows the
+                // frame pointer; there is no file to load.
+                MappingValue {
+                    exe_id: JIT_EXE_ID,
+                    bias: 0,
+                    start: e.start,
+                    end: e.end,
+                }
+            } else {
+                let Some(exe_id) = self.executable_for(maps, pid, e) else {
+                    continue;
+                };
+                let exe = self.exes.get_mut(&exe_id).expect("just inserted");
+                let Some(bias) = mapping_bias(&exe.segments, e.start, e.offset) else {
+                    continue;
+                };
+                biases.push((exe_id, bias));
+                if !space.exes.contains(&exe_id) {
+                    exe.refs += 1;
+                    exe.idle_since = None;
+                    space.exes.push(exe_id);
+                }
+                MappingValue {
+                    exe_id,
+                    bias,
+                    start: e.start,
+                    end: e.end,
+                }
             }
             .to_bytes();
             for (start, bits) in lpm::blocks(e.start, e.end) {

@@ -7,6 +7,7 @@ use agent::record::{self, RecordOptions};
 use agent::session::{Filter, Session, SessionOptions, Target};
 use libpf::FrameType;
 use profile::{Profile, Sample};
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
@@ -615,6 +616,271 @@ int main(void) {
     );
 }
 
+/// Hand-written assembly without CFI in the middle of a chain: the kernel
+/// unwinds it by frame pointer (as perf -g would) and goes on with the
+/// tables at its caller; where rbp is no frame pointer, the trace stops with
+/// a named error instead of a guessed caller.
+#[test]
+fn code_without_unwind_info_is_unwound_by_frame_pointer_or_stops_named() {
+    require_root();
+    let exe = build_c(
+        "fpasm",
+        r#"#include <stdint.h>
+volatile uint64_t sink;
+__attribute__((noinline, noipa)) void leaf_work(void) { for (long i = 0; i < 400000; i++) sink += i; }
+/* No .cfi directives: no FDE covers these two. with_frame keeps a frame
+ * pointer; bad_frame sets rbp to 1 (no frame pointer) while it spins. */
+__asm__(
+    ".text\n"
+    ".globl with_frame\n.type with_frame,@function\n"
+    "with_frame:\n"
+    "  push %rbp\n  mov %rsp, %rbp\n  sub $16, %rsp\n"
+    "  call leaf_work\n"
+    "  add $16, %rsp\n  pop %rbp\n  ret\n"
+    ".size with_frame, .-with_frame\n"
+    ".globl bad_frame\n.type bad_frame,@function\n"
+    "bad_frame:\n"
+    "  push %rbp\n  mov $1, %rbp\n  mov $600000, %ecx\n"
+    "1: dec %ecx\n  jnz 1b\n"
+    "  pop %rbp\n  ret\n"
+    ".size bad_frame, .-bad_frame\n");
+void with_frame(void);
+void bad_frame(void);
+__attribute__((noinline, noipa)) void through_asm(void) { with_frame(); sink++; }
+__attribute__((noinline, noipa)) void into_bad(void) { bad_frame(); sink++; }
+int main(void) { for (;;) { through_asm(); into_bad(); } }
+"#,
+    );
+    let p = record_exe(&exe, 3);
+    let leaf_first =
+        |s: &&Sample, name: &str| s.frames.first().is_some_and(|f| p.frame_name(f) == name);
+    let through: Vec<&Sample> = p
+        .samples
+        .iter()
+        .filter(|s| leaf_first(s, "leaf_work"))
+        .collect();
+    let total: u64 = through.iter().map(|s| s.count).sum();
+    let complete: u64 = through
+        .iter()
+        .filter(|s| {
+            let names = root_first(&p, s);
+            let chain = names.join(";");
+            chain.contains("main;through_asm;with_frame;leaf_work")
+                && !names.iter().any(|n| n.starts_with('<'))
+        })
+        .map(|s| s.count)
+        .sum();
+    assert!(total >= 50, "{total} samples in leaf_work");
+    assert!(
+        complete as f64 >= 0.99 * total as f64,
+        "leaf_work unwound through with_frame into main: {complete} of {total}; e.g. {:?}",
+        through
+            .iter()
+            .find(|s| !root_first(&p, s).join(";").contains("main;through_asm"))
+            .map(|s| root_first(&p, s))
+    );
+    // In bad_frame the only user frame is bad_frame itself, then the error.
+    let bad: Vec<&Sample> = p
+        .samples
+        .iter()
+        .filter(|s| leaf_first(s, "bad_frame"))
+        .collect();
+    let bad_total: u64 = bad.iter().map(|s| s.count).sum();
+    let named: u64 = bad
+        .iter()
+        .filter(|s| {
+            root_first(&p, s)
+                == [
+                    "<unwinding aborted due to error native_bad_frame_pointer>",
+                    "bad_frame",
+                ]
+        })
+        .map(|s| s.count)
+        .sum();
+    assert!(bad_total >= 20, "{bad_total} samples in bad_frame");
+    assert!(
+        named as f64 >= 0.99 * bad_total as f64,
+        "bad_frame ends with native_bad_frame_pointer in {named} of {bad_total}; e.g. {:?}",
+        bad.first().map(|s| root_first(&p, s))
+    );
+}
+
+/// Share of `samples` (with their total) whose root-first names satisfy
+/// `pred`.
+fn share_of(p: &Profile, samples: &[&Sample], pred: impl Fn(&[String]) -> bool) -> (f64, u64) {
+    let total: u64 = samples.iter().map(|s| s.count).sum();
+    let good: u64 = samples
+        .iter()
+        .filter(|s| pred(&root_first(p, s)))
+        .map(|s| s.count)
+        .sum();
+    (good as f64 / total.max(1) as f64, total)
+}
+
+/// V8 keeps frame pointers in the code it writes: Node's JIT frames (in
+/// anonymous memory, no file, no table) are walked through by frame pointer
+/// and shown as [jit], down to _start.
+#[test]
+fn node_jit_frames_are_walked_through_and_shown_as_jit() {
+    require_root();
+    let _g = lock();
+    let dir = std::env::temp_dir().join(format!("unwind-test-node-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("hot.js");
+    std::fs::write(
+        &script,
+        "function c(n){let s=0;for(let i=0;i<n;i++)s+=Math.sqrt(i);return s}\n\
+         function b(n){return c(n)+1}\nfunction a(n){return b(n)+1}\n\
+         let t=0;const end=Date.now()+6000;while(Date.now()<end){t+=a(100000)}\n",
+    )
+    .unwrap();
+    let child = Reaped(
+        Command::new("node")
+            .arg(&script)
+            .spawn()
+            .expect("node is needed (Node.js 20)"),
+    );
+    // Past start-up: the loop runs in optimized JIT code.
+    std::thread::sleep(Duration::from_millis(800));
+    let rec = record::record(
+        &options(Target::pids(vec![child.0.id()]), 199, 3),
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .unwrap();
+    drop(child);
+    let p = &rec.profile;
+    let all: Vec<&Sample> = p.samples.iter().collect();
+    let (complete, total) = share_of(p, &all, |names| {
+        names.first().is_some_and(|n| n == "_start") && !names.iter().any(|n| n.starts_with('<'))
+    });
+    assert!(total >= 100, "{total} samples of node");
+    let example = || {
+        all.iter()
+            .find(|s| root_first(p, s).iter().any(|n| n.starts_with('<')))
+            .map(|s| root_first(p, s).join(";"))
+    };
+    assert!(
+        complete >= 0.99,
+        "{:.1} % of {total} node samples from _start without an error; e.g. {:?}",
+        complete * 100.0,
+        example()
+    );
+    let (jit, _) = share_of(p, &all, |names| {
+        names.iter().any(|n| n == agent::aggregate::JIT_FRAME_NAME)
+    });
+    assert!(
+        jit >= 0.5,
+        "{:.1} % of node samples have [jit] frames",
+        jit * 100.0
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Debian's Chromium is built with frame pointers and almost no unwind
+/// tables: its samples are walked by frame pointer through its own code, the
+/// [jit] code of V8 and back into libc, to the start of the process or the
+/// thread.
+#[test]
+fn chromium_without_unwind_tables_reaches_the_start_of_its_stacks() {
+    require_root();
+    let _g = lock();
+    let dir = std::env::temp_dir().join(format!("unwind-test-chromium-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let page = dir.join("page.html");
+    std::fs::write(
+        &page,
+        "<html><body><h1>profile me</h1><script>let s=0;\
+         for (let i=0;i<3e8;i++) s+=Math.sqrt(i); document.body.append(String(s));\
+         </script></body></html>",
+    )
+    .unwrap();
+    let stop = AtomicBool::new(false);
+    let rec = std::thread::scope(|scope| {
+        let recording =
+            scope.spawn(|| record::record(&options(Target::System, 499, 10), &stop, |_| {}));
+        std::thread::sleep(Duration::from_millis(500));
+        let status = Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu"])
+            .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+            .arg(format!("--screenshot={}", dir.join("shot.png").display()))
+            .arg(format!("file://{}", page.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("chromium is needed (scripts/install-deps)");
+        assert!(status.success(), "chromium {status}");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        recording.join().unwrap().unwrap()
+    });
+    let p = &rec.profile;
+    // Samples with a user stack (an exiting process has none left). A trace
+    // without an error frame ended where the stack does: an outermost
+    // frame's CFI (_start, a thread's clone3) or rbp = 0.
+    let chromium: Vec<&Sample> = p
+        .samples
+        .iter()
+        .filter(|s| {
+            s.labels
+                .executable_path
+                .as_deref()
+                .is_some_and(|e| e.ends_with("/chromium"))
+                && s.frames.iter().any(|f| f.frame_type != FrameType::KERNEL)
+        })
+        .collect();
+    // Chromium's processes are labelled, the zygote's children included
+    // (a process gone before its first sample was read stays unlabelled).
+    let unlabelled: u64 = p
+        .samples
+        .iter()
+        .filter(|s| {
+            s.labels.executable_path.is_none()
+                && s.frames
+                    .iter()
+                    .any(|f| p.frame_name(f).starts_with("chromium+"))
+        })
+        .map(|s| s.count)
+        .sum();
+    let labelled: u64 = chromium.iter().map(|s| s.count).sum();
+    assert!(
+        unlabelled * 100 <= labelled,
+        "{unlabelled} samples of chromium code without labels, {labelled} with"
+    );
+    let reached_start = |names: &[String]| !names.iter().any(|n| n.starts_with('<'));
+    let (reached, total) = share_of(p, &chromium, reached_start);
+    if total < 100 {
+        let mut by_exe: BTreeMap<String, u64> = BTreeMap::new();
+        for s in &p.samples {
+            let exe = s.labels.executable_path.as_deref().unwrap_or("?");
+            *by_exe
+                .entry(format!("{} ({exe})", s.labels.process_name))
+                .or_default() += s.count;
+        }
+        panic!("{total} samples of chromium; recorded: {by_exe:?}");
+    }
+    let misses: Vec<String> = chromium
+        .iter()
+        .filter(|s| !reached_start(&root_first(p, s)))
+        .take(8)
+        .map(|s| {
+            format!(
+                "x{} pid {} {}: {}",
+                s.count,
+                s.labels.pid,
+                s.labels.thread_name,
+                root_first(p, s).join(";")
+            )
+        })
+        .collect();
+    assert!(
+        reached >= 0.90,
+        "{:.1} % of {total} chromium samples reach the start of their stack; e.g.:\n{}",
+        reached * 100.0,
+        misses.join("\n")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_long_running_session_forgets_exited_processes_and_unloaded_files() {
     require_root();
@@ -1096,6 +1362,143 @@ int main(void) { for (;;) sink = dlsym(RTLD_DEFAULT, "_dl_find_object"); }
     // The first process's tables were loaded without giving it an address
     // space (it was not unwound completely at first: its files were new).
     assert!(session.tracker.stats.table_only_scans >= 1);
+}
+
+/// Short processes whose stacks cross two shared libraries (libc's qsort
+/// calling back into a library's comparator, as a compiler's calls cross
+/// libgmp, libc and itself) unwind completely from their first sample
+/// without a scan: the libraries they map are learned when their mmap
+/// returns, since a sample can look up at most one mapping itself.
+#[test]
+fn short_processes_unwind_through_several_libraries_from_their_first_sample() {
+    require_root();
+    let _g = lock();
+    let dir = std::env::temp_dir().join(format!("unwind-test-twolibs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hot.c"),
+        r#"volatile unsigned long spin;
+int hot_cmp(const void *a, const void *b) {
+    for (int i = 0; i < 2000; i++) spin += i;
+    return *(const int *)a - *(const int *)b;
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("burst.c"),
+        r#"#include <stdlib.h>
+#include <time.h>
+int hot_cmp(const void *a, const void *b);
+int main(int argc, char **argv) {
+    long ms = atol(argv[1]);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int v[64];
+    do {
+        for (int i = 0; i < 64; i++) v[i] = (i * 7919) % 64;
+        qsort(v, 64, sizeof v[0], hot_cmp);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let gcc = |args: &[&str]| {
+        let ok = Command::new("gcc")
+            .current_dir(&dir)
+            .args(["-O2", "-fomit-frame-pointer"])
+            .args(args)
+            .status()
+            .expect("gcc is needed")
+            .success();
+        assert!(ok, "gcc {args:?}");
+    };
+    gcc(&["-shared", "-fPIC", "-o", "libhot.so", "hot.c"]);
+    gcc(&[
+        "-o",
+        "burst",
+        "burst.c",
+        "-L.",
+        "-lhot",
+        "-Wl,-rpath,$ORIGIN",
+    ]);
+    let exe = dir.join("burst");
+    let run = |ms: u32| {
+        let ok = Command::new(&exe)
+            .arg(ms.to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    };
+
+    let mut session = Session::new(SessionOptions {
+        table_cache: None,
+        target: Target::System,
+        frequency: 499,
+        load: LoadOptions::default(),
+    })
+    .unwrap();
+    assert!(
+        session.uses_find_vma(),
+        "this machine's kernel has bpf_find_vma"
+    );
+    session.start().unwrap();
+    // Once, drained while it runs, so userspace loads the three files' tables.
+    let first = Reaped(Command::new(&exe).arg("800").spawn().unwrap());
+    pump(&mut session, Duration::from_millis(1000));
+    drop(first);
+    let learned_before =
+        session.metric(libpf::generated::metrics::MetricId::NativeMappingsLearnedAtMmap);
+    // Then 30 new processes of 40 ms each, not drained (so not scanned)
+    // until they are gone: each one's first samples are under test.
+    for _ in 0..30 {
+        run(40);
+    }
+    let mut agg = agent::aggregate::Aggregator::new(false);
+    let mut pids = std::collections::BTreeSet::new();
+    session.drain(|_, t| {
+        if t.comm == "burst" {
+            pids.insert(t.pid);
+            agg.add(t)
+        }
+    });
+    let profile =
+        agent::aggregate::Resolver::new(true, false).resolve(&session.tracker, agg.take());
+    assert!(pids.len() >= 25, "samples of {} processes", pids.len());
+    assert!(
+        pids.iter().all(|pid| !session.tracker.is_tracked(*pid)),
+        "the short processes must not have been scanned"
+    );
+    assert_nearly_all_complete(&profile, "no unwinding error", |names| {
+        !names.iter().any(|n| n.starts_with('<'))
+    });
+    // Most samples are in the comparator, under qsort, under main (the rest
+    // are each process's start and exit).
+    let total = profile.total_samples();
+    let chain: u64 = profile
+        .samples
+        .iter()
+        .filter(|s| {
+            let names = root_first(&profile, s);
+            let at = |n: &str| names.iter().position(|x| x == n);
+            matches!((at("main"), at("hot_cmp")), (Some(m), Some(h)) if m < h)
+        })
+        .map(|s| s.count)
+        .sum();
+    assert!(
+        chain * 100 >= total * 90,
+        "main -> qsort -> hot_cmp in {chain} of {total} samples"
+    );
+    let learned = session.metric(libpf::generated::metrics::MetricId::NativeMappingsLearnedAtMmap)
+        - learned_before;
+    assert!(
+        learned >= 30,
+        "{learned} mappings learned at mmap by 30 processes"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Tables built in one run are read back from the on-disk cache by the next

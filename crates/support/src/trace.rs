@@ -23,6 +23,13 @@ pub enum RawFrame {
         /// The address is a return address (subtract 1 to find the call).
         return_address: bool,
     },
+    /// A frame in anonymous executable memory (code a JIT wrote): `address`
+    /// is the process address; no executable, unwound by frame pointer.
+    Jit {
+        address: u64,
+        /// The address is a return address (subtract 1 to find the call).
+        return_address: bool,
+    },
     /// A CPython frame: the code object's address in the process, where in
     /// it the frame is (`python_frame_data.instruction`) and the version
     /// that ran it (major << 8 | minor).
@@ -189,6 +196,11 @@ pub fn decode_trace(bytes: &[u8]) -> Result<RawTrace, DecodeError> {
                 kind,
                 code: h.data() as u32,
             }
+        } else if kind == FrameKind::Native as u8 && flags & frame_flags::PID_SPECIFIC != 0 {
+            RawFrame::Jit {
+                address: h.data(),
+                return_address: flags & frame_flags::RETURN_ADDRESS != 0,
+            }
         } else if kind == FrameKind::Native as u8 {
             let exe_id = if length == NATIVE_FRAME_WORDS_SAME_EXE {
                 last_exe_id.ok_or(DecodeError::BadNativeFrame { at_word: at })?
@@ -264,6 +276,19 @@ pub fn encode_trace(t: &RawTrace) -> Vec<u8> {
                     words.push(*exe_id);
                 }
                 last_exe_id = Some(*exe_id);
+            }
+            RawFrame::Jit {
+                address,
+                return_address,
+            } => {
+                let flags = frame_flags::PID_SPECIFIC
+                    | if *return_address {
+                        frame_flags::RETURN_ADDRESS
+                    } else {
+                        0
+                    };
+                words
+                    .push(FrameHeader::pack(*address, 1, flags as u64, FrameKind::Native as u64).0);
             }
             RawFrame::Python {
                 code,
@@ -363,6 +388,10 @@ mod tests {
                     address: 0x1180,
                     return_address: true,
                 },
+                RawFrame::Jit {
+                    address: 0x7f00_1234_5678,
+                    return_address: true,
+                },
                 RawFrame::Native {
                     exe_id: 0xfeed,
                     address: 0x2a000,
@@ -385,15 +414,20 @@ mod tests {
     fn round_trips() {
         let t = sample();
         let bytes = encode_trace(&t);
-        // Kernel 2; native 2, then 1 (same executable), 2, 2; error 1.
-        assert_eq!(bytes.len(), TraceHeader::SIZE + 8 * (2 + 2 + 1 + 2 + 2 + 1));
+        // Kernel 2; native 2, then 1 (same executable); JIT 1 (no
+        // executable, and the next native frame still compares with the
+        // last native one); native 2, 2; error 1.
+        assert_eq!(
+            bytes.len(),
+            TraceHeader::SIZE + 8 * (2 + 2 + 1 + 1 + 2 + 2 + 1)
+        );
         let d = decode_trace(&bytes).unwrap();
         assert_eq!(d, t);
         assert_eq!(
             d.error(),
             Some((FrameKind::Native, ErrorCode::NativeNoMapping as u32))
         );
-        assert_eq!(d.frames[4].error(), Some(Ok(ErrorCode::NativeNoMapping)));
+        assert_eq!(d.frames[5].error(), Some(Ok(ErrorCode::NativeNoMapping)));
     }
 
     #[test]

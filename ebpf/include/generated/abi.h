@@ -34,6 +34,8 @@
 #define PYTHON_FRAME_OWNED_BY_CSTACK 3ull
 /* Words of a native frame that names its executable: the header (data = ELF virtual address) and the executable id. */
 #define NATIVE_FRAME_WORDS 2ull
+/* The exe_id of a mapping of anonymous executable memory (code a JIT wrote): no file and no table, its frames are recorded as [jit] (one word, pid_specific) and unwound by frame pointer. No file's FileID has a zero high half in practice (a 64-bit hash). */
+#define JIT_EXE_ID 0ull
 /* Words of a native frame in the same executable as the trace's previous native frame: the header only; the executable id is the one that frame carried. */
 #define NATIVE_FRAME_WORDS_SAME_EXE 1ull
 /* Bits of a mapping_key after prefixlen (asid_be and address_be): the prefix length of an exact lookup; a block of 2^n addresses has MAPPING_KEY_BITS - n. */
@@ -57,6 +59,8 @@ enum unwind_rule_kind {
     UNWIND_RULE_KIND_SIGNAL = 4,
     /* Outermost frame (return address undefined): the trace is complete. */
     UNWIND_RULE_KIND_END_OF_STACK = 5,
+    /* No unwind information covers the address (a gap between FDEs, code built without unwind tables, hand-written assembly): rbp = 0 marks the outermost frame (the ABI's convention: the trace is complete); else unwind by frame pointer if rbp points into the stack just above rsp: CFA = rbp + 16, the caller's rbp at CFA-16, return address at CFA-8. The frame is flagged frame_pointer; a bad rbp ends the trace with native_bad_frame_pointer. A file without any row, or an address before its first row, is unwound the same way. */
+    UNWIND_RULE_KIND_FRAME_POINTER = 6,
 };
 
 /* How a CPython version chains its frames, and where one call of _PyEval_EvalFrameDefault (one native frame of the loop) ends in that chain. */

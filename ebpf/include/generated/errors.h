@@ -50,6 +50,8 @@ enum error_code {
     ERR_NATIVE_USER_REGS = 4008,
     /* The unwind table entry for the executable points outside the row array. */
     ERR_NATIVE_BAD_TABLE = 4009,
+    /* Code without unwind information, and rbp does not point into the stack at or just above rsp (8-byte aligned, within 1 MiB), so it is no frame pointer: the trace stops rather than guess a caller. */
+    ERR_NATIVE_BAD_FRAME_POINTER = 4010,
 };
 
 /* The metric that counts an error; METRIC_COUNT (no metric) for ERR_OK and unknown codes. */
@@ -77,6 +79,7 @@ static inline __attribute__((always_inline)) unsigned int error_metric(unsigned 
     case ERR_NATIVE_SP_NOT_INCREASING: return METRIC_UNWIND_NATIVE_ERR_SP_NOT_INCREASING;
     case ERR_NATIVE_USER_REGS: return METRIC_UNWIND_NATIVE_ERR_USER_REGS;
     case ERR_NATIVE_BAD_TABLE: return METRIC_UNWIND_NATIVE_ERR_BAD_TABLE;
+    case ERR_NATIVE_BAD_FRAME_POINTER: return METRIC_UNWIND_NATIVE_ERR_BAD_FRAME_POINTER;
     default: return METRIC_COUNT;
     }
 }

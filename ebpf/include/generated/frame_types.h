@@ -43,5 +43,7 @@ enum frame_type {
 #define FRAME_FLAG_RETURN_ADDRESS (1u << 1)
 /* The frame's identity includes the PID (e.g. anonymous memory). */
 #define FRAME_FLAG_PID_SPECIFIC (1u << 2)
+/* The frame's code had no unwind information: its caller was found by frame pointer (rbp), as perf -g would, so the frames below it are as trustworthy as that rbp. */
+#define FRAME_FLAG_FRAME_POINTER (1u << 3)
 
 #endif /* EBPF_PROFILER_GENERATED_FRAME_TYPES_H */

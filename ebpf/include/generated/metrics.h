@@ -98,7 +98,7 @@ enum metric_id {
     METRIC_AGENT_TABLE_CACHE_MISSES = 45,
     /* agent.table_cache.write_errors: Built tables that could not be written to the on-disk cache (full disk, read-only or missing directory). */
     METRIC_AGENT_TABLE_CACHE_WRITE_ERRORS = 46,
-    /* ebpf.samples.in_exec: Samples taken inside execve whose user registers no longer match the process's memory (the image being replaced): recorded with their kernel stack only. */
+    /* ebpf.samples.in_exec: Samples taken inside execve, recorded with their kernel stack only: the user registers may be those of the image being replaced while the memory (and the mappings known for the old image) no longer match them. */
     METRIC_SAMPLES_IN_EXEC = 47,
     /* ebpf.unwind.python.errors.no_proc_info: The interpreter loop's file has no python_files entry (its version is not supported or its offsets failed the check): the loop stays a native frame. */
     METRIC_UNWIND_PYTHON_ERR_NO_PROC_INFO = 48,
@@ -122,8 +122,16 @@ enum metric_id {
     METRIC_AGENT_PYTHON_FILES = 57,
     /* agent.python.files_rejected: CPython interpreters left native: a version outside spec/python.json, or a 3.13+ binary whose _Py_DebugOffsets disagree with the spec. */
     METRIC_AGENT_PYTHON_FILES_REJECTED = 58,
+    /* ebpf.native.mappings_learned_at_mmap: Executable file mappings of a process not scanned yet, recorded when its mmap returned (bpf_find_vma kernels): the libraries the dynamic loader maps resolve from the process's first sample, with no lookup (and no mmap lock) in the sample. */
+    METRIC_NATIVE_MAPPINGS_LEARNED_AT_MMAP = 59,
+    /* ebpf.unwind.native.errors.bad_frame_pointer: Native unwinds stopped in code without unwind information whose rbp was no frame pointer. */
+    METRIC_UNWIND_NATIVE_ERR_BAD_FRAME_POINTER = 60,
+    /* ebpf.native.frame_pointer_frames: Frames of code without unwind information (a gap in .eh_frame, a file without any, hand-written assembly) unwound by frame pointer: CFA = rbp + 16. */
+    METRIC_NATIVE_FRAME_POINTER_FRAMES = 61,
+    /* ebpf.native.jit_frames: Frames in anonymous executable memory (code a JIT wrote: V8, HotSpot) recorded as [jit] and unwound by frame pointer (bpf_find_vma kernels). */
+    METRIC_NATIVE_JIT_FRAMES = 62,
 };
 
-#define METRIC_COUNT 59
+#define METRIC_COUNT 63
 
 #endif /* EBPF_PROFILER_GENERATED_METRICS_H */

@@ -55,11 +55,13 @@ pub enum ErrorCode {
     NativeUserRegs = 4008,
     /// The unwind table entry for the executable points outside the row array.
     NativeBadTable = 4009,
+    /// Code without unwind information, and rbp does not point into the stack at or just above rsp (8-byte aligned, within 1 MiB), so it is no frame pointer: the trace stops rather than guess a caller.
+    NativeBadFramePointer = 4010,
 }
 
 impl ErrorCode {
     /// Every value, in spec order.
-    pub const ALL: [Self; 22] = [Self::Ok, Self::Unreachable, Self::StackLengthExceeded, Self::EmptyStack, Self::MaxTailCalls, Self::TailCallFailed, Self::PythonNoProcInfo, Self::PythonBadFrameObjectAddr, Self::PythonBadCframeCurrentFrameAddr, Self::PythonReadThreadStateAddr, Self::PythonZeroThreadState, Self::PythonBadThreadStateFrameAddr, Self::NativeNoMapping, Self::NativeNoUnwindInfo, Self::NativeUnwindInfoInvalid, Self::NativePcOutOfRange, Self::NativeReadReturnAddress, Self::NativeReadFramePointer, Self::NativeReadSignalFrame, Self::NativeSpNotIncreasing, Self::NativeUserRegs, Self::NativeBadTable];
+    pub const ALL: [Self; 23] = [Self::Ok, Self::Unreachable, Self::StackLengthExceeded, Self::EmptyStack, Self::MaxTailCalls, Self::TailCallFailed, Self::PythonNoProcInfo, Self::PythonBadFrameObjectAddr, Self::PythonBadCframeCurrentFrameAddr, Self::PythonReadThreadStateAddr, Self::PythonZeroThreadState, Self::PythonBadThreadStateFrameAddr, Self::NativeNoMapping, Self::NativeNoUnwindInfo, Self::NativeUnwindInfoInvalid, Self::NativePcOutOfRange, Self::NativeReadReturnAddress, Self::NativeReadFramePointer, Self::NativeReadSignalFrame, Self::NativeSpNotIncreasing, Self::NativeUserRegs, Self::NativeBadTable, Self::NativeBadFramePointer];
 
     /// The name in the spec.
     pub const fn name(self) -> &'static str {
@@ -86,6 +88,7 @@ impl ErrorCode {
             Self::NativeSpNotIncreasing => "native_sp_not_increasing",
             Self::NativeUserRegs => "native_user_regs",
             Self::NativeBadTable => "native_bad_table",
+            Self::NativeBadFramePointer => "native_bad_frame_pointer",
         }
     }
 
@@ -114,6 +117,7 @@ impl ErrorCode {
             Self::NativeSpNotIncreasing => "The stack pointer did not grow towards the stack base; the unwind would loop.",
             Self::NativeUserRegs => "The user registers of the sampled task could not be read.",
             Self::NativeBadTable => "The unwind table entry for the executable points outside the row array.",
+            Self::NativeBadFramePointer => "Code without unwind information, and rbp does not point into the stack at or just above rsp (8-byte aligned, within 1 MiB), so it is no frame pointer: the trace stops rather than guess a caller.",
         }
     }
 
@@ -142,6 +146,7 @@ impl ErrorCode {
             Self::NativeSpNotIncreasing => Some(MetricId::UnwindNativeErrSpNotIncreasing),
             Self::NativeUserRegs => Some(MetricId::UnwindNativeErrUserRegs),
             Self::NativeBadTable => Some(MetricId::UnwindNativeErrBadTable),
+            Self::NativeBadFramePointer => Some(MetricId::UnwindNativeErrBadFramePointer),
         }
     }
 
@@ -173,6 +178,7 @@ impl TryFrom<u32> for ErrorCode {
             4007 => Ok(Self::NativeSpNotIncreasing),
             4008 => Ok(Self::NativeUserRegs),
             4009 => Ok(Self::NativeBadTable),
+            4010 => Ok(Self::NativeBadFramePointer),
             _ => Err(super::UnknownValue { kind: "ErrorCode", value: value as u64 }),
         }
     }
@@ -210,6 +216,7 @@ impl core::str::FromStr for ErrorCode {
             "native_sp_not_increasing" => Ok(Self::NativeSpNotIncreasing),
             "native_user_regs" => Ok(Self::NativeUserRegs),
             "native_bad_table" => Ok(Self::NativeBadTable),
+            "native_bad_frame_pointer" => Ok(Self::NativeBadFramePointer),
             _ => Err(super::UnknownName { kind: "ErrorCode", name: s.to_string() }),
         }
     }

@@ -167,6 +167,8 @@ pub mod frame_flags {
     pub const RETURN_ADDRESS: u8 = 1 << 1;
     /// The frame's identity includes the PID (e.g. anonymous memory).
     pub const PID_SPECIFIC: u8 = 1 << 2;
+    /// The frame's code had no unwind information: its caller was found by frame pointer (rbp), as perf -g would, so the frames below it are as trustworthy as that rbp.
+    pub const FRAME_POINTER: u8 = 1 << 3;
     /// Every flag with its spec name.
-    pub const ALL: [(&str, u8); 3] = [("error", ERROR), ("return_address", RETURN_ADDRESS), ("pid_specific", PID_SPECIFIC)];
+    pub const ALL: [(&str, u8); 4] = [("error", ERROR), ("return_address", RETURN_ADDRESS), ("pid_specific", PID_SPECIFIC), ("frame_pointer", FRAME_POINTER)];
 }

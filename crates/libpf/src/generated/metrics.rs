@@ -21,7 +21,7 @@ pub enum MetricOrigin {
 }
 
 /// Number of metric ids: the size of the eBPF per-CPU metrics array.
-pub const METRIC_COUNT: usize = 59;
+pub const METRIC_COUNT: usize = 63;
 
 /// A metric id: the index in the eBPF per-CPU metrics array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -121,7 +121,7 @@ pub enum MetricId {
     AgentTableCacheMisses = 45,
     /// Built tables that could not be written to the on-disk cache (full disk, read-only or missing directory).
     AgentTableCacheWriteErrors = 46,
-    /// Samples taken inside execve whose user registers no longer match the process's memory (the image being replaced): recorded with their kernel stack only.
+    /// Samples taken inside execve, recorded with their kernel stack only: the user registers may be those of the image being replaced while the memory (and the mappings known for the old image) no longer match them.
     SamplesInExec = 47,
     /// The interpreter loop's file has no python_files entry (its version is not supported or its offsets failed the check): the loop stays a native frame.
     UnwindPythonErrNoProcInfo = 48,
@@ -145,11 +145,19 @@ pub enum MetricId {
     AgentPythonFiles = 57,
     /// CPython interpreters left native: a version outside spec/python.json, or a 3.13+ binary whose _Py_DebugOffsets disagree with the spec.
     AgentPythonFilesRejected = 58,
+    /// Executable file mappings of a process not scanned yet, recorded when its mmap returned (bpf_find_vma kernels): the libraries the dynamic loader maps resolve from the process's first sample, with no lookup (and no mmap lock) in the sample.
+    NativeMappingsLearnedAtMmap = 59,
+    /// Native unwinds stopped in code without unwind information whose rbp was no frame pointer.
+    UnwindNativeErrBadFramePointer = 60,
+    /// Frames of code without unwind information (a gap in .eh_frame, a file without any, hand-written assembly) unwound by frame pointer: CFA = rbp + 16.
+    NativeFramePointerFrames = 61,
+    /// Frames in anonymous executable memory (code a JIT wrote: V8, HotSpot) recorded as [jit] and unwound by frame pointer (bpf_find_vma kernels).
+    NativeJitFrames = 62,
 }
 
 impl MetricId {
     /// Every value, in spec order.
-    pub const ALL: [Self; 59] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted, Self::PidNewReports, Self::NativeLoaderLookups, Self::AgentTableOnlyScans, Self::AgentTableCacheHits, Self::AgentTableCacheMisses, Self::AgentTableCacheWriteErrors, Self::SamplesInExec, Self::UnwindPythonErrNoProcInfo, Self::UnwindPythonErrBadFrameObjectAddr, Self::UnwindPythonErrBadCframeCurrentFrameAddr, Self::UnwindPythonErrReadThreadStateAddr, Self::UnwindPythonErrZeroThreadState, Self::UnwindPythonErrBadThreadStateFrameAddr, Self::PythonFrames, Self::AgentPythonCodeReads, Self::AgentPythonCodeReadErrors, Self::AgentPythonFiles, Self::AgentPythonFilesRejected];
+    pub const ALL: [Self; 63] = [Self::Samples, Self::SamplesIdle, Self::SamplesFiltered, Self::SamplesPidUnknown, Self::PidReports, Self::PidEventsDropped, Self::TracesSent, Self::TracesDropped, Self::KernelStackErrors, Self::NativeFrames, Self::NativeTailCalls, Self::UnwindErrUnreachable, Self::UnwindErrStackLengthExceeded, Self::UnwindErrEmptyStack, Self::UnwindErrMaxTailCalls, Self::UnwindErrTailCallFailed, Self::UnwindNativeErrNoMapping, Self::UnwindNativeErrNoUnwindInfo, Self::UnwindNativeErrUnwindInfoInvalid, Self::UnwindNativeErrPcOutOfRange, Self::UnwindNativeErrReadReturnAddress, Self::UnwindNativeErrReadFramePointer, Self::UnwindNativeErrReadSignalFrame, Self::UnwindNativeErrSpNotIncreasing, Self::UnwindNativeErrUserRegs, Self::UnwindNativeErrBadTable, Self::AgentPidScans, Self::AgentPidScanErrors, Self::AgentProcesses, Self::AgentExecutables, Self::AgentUnwindRows, Self::AgentTableErrors, Self::AgentTracesReceived, Self::AgentTraceDecodeErrors, Self::AgentExportFailures, Self::AgentExportDroppedBatches, Self::AgentExportQueueBytes, Self::NativeVmaLookups, Self::NativeVmaMisses, Self::SamplesPidUnknownUnwound, Self::AgentTablesEvicted, Self::PidNewReports, Self::NativeLoaderLookups, Self::AgentTableOnlyScans, Self::AgentTableCacheHits, Self::AgentTableCacheMisses, Self::AgentTableCacheWriteErrors, Self::SamplesInExec, Self::UnwindPythonErrNoProcInfo, Self::UnwindPythonErrBadFrameObjectAddr, Self::UnwindPythonErrBadCframeCurrentFrameAddr, Self::UnwindPythonErrReadThreadStateAddr, Self::UnwindPythonErrZeroThreadState, Self::UnwindPythonErrBadThreadStateFrameAddr, Self::PythonFrames, Self::AgentPythonCodeReads, Self::AgentPythonCodeReadErrors, Self::AgentPythonFiles, Self::AgentPythonFilesRejected, Self::NativeMappingsLearnedAtMmap, Self::UnwindNativeErrBadFramePointer, Self::NativeFramePointerFrames, Self::NativeJitFrames];
 
     /// The name in the spec.
     pub const fn name(self) -> &'static str {
@@ -213,6 +221,10 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => "agent_python_code_read_errors",
             Self::AgentPythonFiles => "agent_python_files",
             Self::AgentPythonFilesRejected => "agent_python_files_rejected",
+            Self::NativeMappingsLearnedAtMmap => "native_mappings_learned_at_mmap",
+            Self::UnwindNativeErrBadFramePointer => "unwind_native_err_bad_frame_pointer",
+            Self::NativeFramePointerFrames => "native_frame_pointer_frames",
+            Self::NativeJitFrames => "native_jit_frames",
         }
     }
 
@@ -266,7 +278,7 @@ impl MetricId {
             Self::AgentTableCacheHits => "Unwind tables read back from the on-disk cache instead of being built.",
             Self::AgentTableCacheMisses => "Unwind tables built because the on-disk cache had none usable (absent, or rejected: other format, truncated, bad checksum).",
             Self::AgentTableCacheWriteErrors => "Built tables that could not be written to the on-disk cache (full disk, read-only or missing directory).",
-            Self::SamplesInExec => "Samples taken inside execve whose user registers no longer match the process's memory (the image being replaced): recorded with their kernel stack only.",
+            Self::SamplesInExec => "Samples taken inside execve, recorded with their kernel stack only: the user registers may be those of the image being replaced while the memory (and the mappings known for the old image) no longer match them.",
             Self::UnwindPythonErrNoProcInfo => "The interpreter loop's file has no python_files entry (its version is not supported or its offsets failed the check): the loop stays a native frame.",
             Self::UnwindPythonErrBadFrameObjectAddr => "An interpreter frame (PyFrameObject or _PyInterpreterFrame) could not be read: this loop and the ones below it stay native frames.",
             Self::UnwindPythonErrBadCframeCurrentFrameAddr => "_PyCFrame.current_frame (3.11, 3.12) could not be read: the loops stay native frames.",
@@ -278,6 +290,10 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => "Code objects that could not be read (the process had exited, or the object was not a code object): their frames are named <unknown python code>.",
             Self::AgentPythonFiles => "CPython interpreters recognised (a python3.X binary or libpython3.X with _PyEval_EvalFrameDefault and _PyRuntime): Python frames replace their loop's native frames.",
             Self::AgentPythonFilesRejected => "CPython interpreters left native: a version outside spec/python.json, or a 3.13+ binary whose _Py_DebugOffsets disagree with the spec.",
+            Self::NativeMappingsLearnedAtMmap => "Executable file mappings of a process not scanned yet, recorded when its mmap returned (bpf_find_vma kernels): the libraries the dynamic loader maps resolve from the process's first sample, with no lookup (and no mmap lock) in the sample.",
+            Self::UnwindNativeErrBadFramePointer => "Native unwinds stopped in code without unwind information whose rbp was no frame pointer.",
+            Self::NativeFramePointerFrames => "Frames of code without unwind information (a gap in .eh_frame, a file without any, hand-written assembly) unwound by frame pointer: CFA = rbp + 16.",
+            Self::NativeJitFrames => "Frames in anonymous executable memory (code a JIT wrote: V8, HotSpot) recorded as [jit] and unwound by frame pointer (bpf_find_vma kernels).",
         }
     }
 
@@ -343,6 +359,10 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => "agent.python.code_read_errors",
             Self::AgentPythonFiles => "agent.python.files",
             Self::AgentPythonFilesRejected => "agent.python.files_rejected",
+            Self::NativeMappingsLearnedAtMmap => "ebpf.native.mappings_learned_at_mmap",
+            Self::UnwindNativeErrBadFramePointer => "ebpf.unwind.native.errors.bad_frame_pointer",
+            Self::NativeFramePointerFrames => "ebpf.native.frame_pointer_frames",
+            Self::NativeJitFrames => "ebpf.native.jit_frames",
         }
     }
 
@@ -408,6 +428,10 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => "{object}",
             Self::AgentPythonFiles => "{file}",
             Self::AgentPythonFilesRejected => "{file}",
+            Self::NativeMappingsLearnedAtMmap => "{mapping}",
+            Self::UnwindNativeErrBadFramePointer => "{trace}",
+            Self::NativeFramePointerFrames => "{frame}",
+            Self::NativeJitFrames => "{frame}",
         }
     }
 
@@ -473,6 +497,10 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => MetricKind::Counter,
             Self::AgentPythonFiles => MetricKind::Counter,
             Self::AgentPythonFilesRejected => MetricKind::Counter,
+            Self::NativeMappingsLearnedAtMmap => MetricKind::Counter,
+            Self::UnwindNativeErrBadFramePointer => MetricKind::Counter,
+            Self::NativeFramePointerFrames => MetricKind::Counter,
+            Self::NativeJitFrames => MetricKind::Counter,
         }
     }
 
@@ -538,6 +566,10 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => MetricOrigin::Agent,
             Self::AgentPythonFiles => MetricOrigin::Agent,
             Self::AgentPythonFilesRejected => MetricOrigin::Agent,
+            Self::NativeMappingsLearnedAtMmap => MetricOrigin::Ebpf,
+            Self::UnwindNativeErrBadFramePointer => MetricOrigin::Ebpf,
+            Self::NativeFramePointerFrames => MetricOrigin::Ebpf,
+            Self::NativeJitFrames => MetricOrigin::Ebpf,
         }
     }
 
@@ -603,6 +635,10 @@ impl MetricId {
             Self::AgentPythonCodeReadErrors => false,
             Self::AgentPythonFiles => false,
             Self::AgentPythonFilesRejected => false,
+            Self::NativeMappingsLearnedAtMmap => false,
+            Self::UnwindNativeErrBadFramePointer => false,
+            Self::NativeFramePointerFrames => false,
+            Self::NativeJitFrames => false,
         }
     }
 
@@ -671,6 +707,10 @@ impl TryFrom<u32> for MetricId {
             56 => Ok(Self::AgentPythonCodeReadErrors),
             57 => Ok(Self::AgentPythonFiles),
             58 => Ok(Self::AgentPythonFilesRejected),
+            59 => Ok(Self::NativeMappingsLearnedAtMmap),
+            60 => Ok(Self::UnwindNativeErrBadFramePointer),
+            61 => Ok(Self::NativeFramePointerFrames),
+            62 => Ok(Self::NativeJitFrames),
             _ => Err(super::UnknownValue { kind: "MetricId", value: value as u64 }),
         }
     }
@@ -745,6 +785,10 @@ impl core::str::FromStr for MetricId {
             "agent_python_code_read_errors" => Ok(Self::AgentPythonCodeReadErrors),
             "agent_python_files" => Ok(Self::AgentPythonFiles),
             "agent_python_files_rejected" => Ok(Self::AgentPythonFilesRejected),
+            "native_mappings_learned_at_mmap" => Ok(Self::NativeMappingsLearnedAtMmap),
+            "unwind_native_err_bad_frame_pointer" => Ok(Self::UnwindNativeErrBadFramePointer),
+            "native_frame_pointer_frames" => Ok(Self::NativeFramePointerFrames),
+            "native_jit_frames" => Ok(Self::NativeJitFrames),
             _ => Err(super::UnknownName { kind: "MetricId", name: s.to_string() }),
         }
     }

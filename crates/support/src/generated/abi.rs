@@ -56,6 +56,8 @@ pub const PYTHON_FRAME_READ_MAX: u64 = 128;
 pub const PYTHON_FRAME_OWNED_BY_CSTACK: u64 = 3;
 /// Words of a native frame that names its executable: the header (data = ELF virtual address) and the executable id.
 pub const NATIVE_FRAME_WORDS: u64 = 2;
+/// The exe_id of a mapping of anonymous executable memory (code a JIT wrote): no file and no table, its frames are recorded as [jit] (one word, pid_specific) and unwound by frame pointer. No file's FileID has a zero high half in practice (a 64-bit hash).
+pub const JIT_EXE_ID: u64 = 0;
 /// Words of a native frame in the same executable as the trace's previous native frame: the header only; the executable id is the one that frame carried.
 pub const NATIVE_FRAME_WORDS_SAME_EXE: u64 = 1;
 /// Bits of a mapping_key after prefixlen (asid_be and address_be): the prefix length of an exact lookup; a block of 2^n addresses has MAPPING_KEY_BITS - n.
@@ -81,11 +83,13 @@ pub enum UnwindRuleKind {
     Signal = 4,
     /// Outermost frame (return address undefined): the trace is complete.
     EndOfStack = 5,
+    /// No unwind information covers the address (a gap between FDEs, code built without unwind tables, hand-written assembly): rbp = 0 marks the outermost frame (the ABI's convention: the trace is complete); else unwind by frame pointer if rbp points into the stack just above rsp: CFA = rbp + 16, the caller's rbp at CFA-16, return address at CFA-8. The frame is flagged frame_pointer; a bad rbp ends the trace with native_bad_frame_pointer. A file without any row, or an address before its first row, is unwound the same way.
+    FramePointer = 6,
 }
 
 impl UnwindRuleKind {
     /// Every value, in spec order.
-    pub const ALL: [Self; 6] = [Self::Invalid, Self::CfaSp, Self::CfaFp, Self::Plt, Self::Signal, Self::EndOfStack];
+    pub const ALL: [Self; 7] = [Self::Invalid, Self::CfaSp, Self::CfaFp, Self::Plt, Self::Signal, Self::EndOfStack, Self::FramePointer];
 
     /// The name in the spec.
     pub const fn name(self) -> &'static str {
@@ -96,6 +100,7 @@ impl UnwindRuleKind {
             Self::Plt => "plt",
             Self::Signal => "signal",
             Self::EndOfStack => "end_of_stack",
+            Self::FramePointer => "frame_pointer",
         }
     }
 
@@ -108,6 +113,7 @@ impl UnwindRuleKind {
             Self::Plt => "PLT stub: CFA = rsp + 8, plus 8 when (rip & 15) >= cfa_offset (the threshold).",
             Self::Signal => "Signal trampoline: the interrupted registers are in the ucontext at rsp.",
             Self::EndOfStack => "Outermost frame (return address undefined): the trace is complete.",
+            Self::FramePointer => "No unwind information covers the address (a gap between FDEs, code built without unwind tables, hand-written assembly): rbp = 0 marks the outermost frame (the ABI's convention: the trace is complete); else unwind by frame pointer if rbp points into the stack just above rsp: CFA = rbp + 16, the caller's rbp at CFA-16, return address at CFA-8. The frame is flagged frame_pointer; a bad rbp ends the trace with native_bad_frame_pointer. A file without any row, or an address before its first row, is unwound the same way.",
         }
     }
 
@@ -123,6 +129,7 @@ impl TryFrom<u8> for UnwindRuleKind {
             3 => Ok(Self::Plt),
             4 => Ok(Self::Signal),
             5 => Ok(Self::EndOfStack),
+            6 => Ok(Self::FramePointer),
             _ => Err(libpf::generated::UnknownValue { kind: "UnwindRuleKind", value: value as u64 }),
         }
     }
@@ -144,6 +151,7 @@ impl core::str::FromStr for UnwindRuleKind {
             "plt" => Ok(Self::Plt),
             "signal" => Ok(Self::Signal),
             "end_of_stack" => Ok(Self::EndOfStack),
+            "frame_pointer" => Ok(Self::FramePointer),
             _ => Err(libpf::generated::UnknownName { kind: "UnwindRuleKind", name: s.to_string() }),
         }
     }
@@ -1327,7 +1335,7 @@ pub mod maps {
         kind: "percpu_array",
         key_size: 4,
         value_size: 8,
-        max_entries: 59,
+        max_entries: 63,
     };
 
     /// Rows of every loaded executable; userspace allocates ranges and writes each table through a memory mapping of just that range (no syscall per row or batch).
