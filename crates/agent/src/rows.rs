@@ -205,6 +205,7 @@ mod tests {
         );
         let none = convert(&UnwindTable {
             rows: Vec::new(),
+            coverage: Vec::new(),
             stats: Default::default(),
         })
         .unwrap();
