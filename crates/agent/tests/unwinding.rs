@@ -659,21 +659,17 @@ int main(void) { for (;;) { through_asm(); into_bad(); } }
         .iter()
         .filter(|s| leaf_first(s, "leaf_work"))
         .collect();
-    let total: u64 = through.iter().map(|s| s.count).sum();
-    let complete: u64 = through
-        .iter()
-        .filter(|s| {
-            let names = root_first(&p, s);
-            let chain = names.join(";");
-            chain.contains("main;through_asm;with_frame;leaf_work")
-                && !names.iter().any(|n| n.starts_with('<'))
-        })
-        .map(|s| s.count)
-        .sum();
+    let (complete, total) = share_of(&p, &through, |names| {
+        names
+            .join(";")
+            .contains("main;through_asm;with_frame;leaf_work")
+            && !names.iter().any(|n| n.starts_with('<'))
+    });
     assert!(total >= 50, "{total} samples in leaf_work");
     assert!(
-        complete as f64 >= 0.99 * total as f64,
-        "leaf_work unwound through with_frame into main: {complete} of {total}; e.g. {:?}",
+        complete >= 0.99,
+        "leaf_work unwound through with_frame into main in {:.1} % of {total}; e.g. {:?}",
+        complete * 100.0,
         through
             .iter()
             .find(|s| !root_first(&p, s).join(";").contains("main;through_asm"))
@@ -685,22 +681,18 @@ int main(void) { for (;;) { through_asm(); into_bad(); } }
         .iter()
         .filter(|s| leaf_first(s, "bad_frame"))
         .collect();
-    let bad_total: u64 = bad.iter().map(|s| s.count).sum();
-    let named: u64 = bad
-        .iter()
-        .filter(|s| {
-            root_first(&p, s)
-                == [
-                    "<unwinding aborted due to error native_bad_frame_pointer>",
-                    "bad_frame",
-                ]
-        })
-        .map(|s| s.count)
-        .sum();
+    let (named, bad_total) = share_of(&p, &bad, |names| {
+        names
+            == [
+                "<unwinding aborted due to error native_bad_frame_pointer>",
+                "bad_frame",
+            ]
+    });
     assert!(bad_total >= 20, "{bad_total} samples in bad_frame");
     assert!(
-        named as f64 >= 0.99 * bad_total as f64,
-        "bad_frame ends with native_bad_frame_pointer in {named} of {bad_total}; e.g. {:?}",
+        named >= 0.99,
+        "bad_frame ends with native_bad_frame_pointer in {:.1} % of {bad_total}; e.g. {:?}",
+        named * 100.0,
         bad.first().map(|s| root_first(&p, s))
     );
 }
