@@ -200,9 +200,10 @@ struct {
  * A sample cannot look them all up itself: bpf_find_vma works once per
  * sample (it defers the mmap unlock to a per-CPU irq_work that stays busy
  * until the interrupt returns) and not at all while the process holds its
- * mmap lock for writing (a sample inside mmap or brk). Private to the eBPF
- * programs. A power of two. */
-#define LEARNED_MAPPINGS 16
+ * mmap lock for writing (a sample inside mmap or brk). 32: a compiler maps a
+ * dozen libraries, some with two executable segments (rustc: 15 mappings),
+ * plus what it dlopens. Private to the eBPF programs. A power of two. */
+#define LEARNED_MAPPINGS 32
 
 struct learned_mappings {
     struct mapping_value m[LEARNED_MAPPINGS];
@@ -431,7 +432,10 @@ static __always_inline int file_mapping(const struct vma_found *found, struct ma
     const struct file_table *f = bpf_map_lookup_elem(&file_tables, &key);
     if (!f)
         return 0;
-    m->bias = found->start - found->pgoff * PAGE_SIZE + f->offset_minus_vaddr;
+    __u64 offset = found->pgoff * PAGE_SIZE;
+    __u64 delta = f->exec2_offset && offset >= f->exec2_offset ? f->exec2_offset_minus_vaddr
+                                                               : f->offset_minus_vaddr;
+    m->bias = found->start - offset + delta;
     m->start = found->start;
     m->end = found->end;
     m->exe_id = f->exe_id;
@@ -514,8 +518,10 @@ static __always_inline int resolve_by_vma(struct unwind_state *s, __u64 pc)
             count(METRIC_NATIVE_VMA_MISSES);
             return 0;
         }
+        /* Only what took the helper: the main executable and the loader
+         * resolve without a lock anyway, and would take slots. */
+        learn_mapping(pid, l, &m);
     }
-    learn_mapping(pid, l, &m);
 table:;
     __u64 id = m.exe_id;
     const struct exe_table *t = bpf_map_lookup_elem(&exe_tables, &id);

@@ -132,18 +132,45 @@ pub fn mapping_bias(segments: &[Segment], start: u64, file_offset: u64) -> Optio
 }
 
 /// What the eBPF side needs to find a mapping's bias without a scan, from
-/// the executable segments: (file offset − virtual address, which must be
-/// the same for all of them, for a mapping found by `bpf_find_vma`; end of
-/// the last one, for the main executable's `mm->end_code`). `None` for an
-/// unusual layout or no executable segment.
-pub fn exec_layout(segments: &[Segment]) -> Option<(u64, u64)> {
-    let exec: Vec<&Segment> = segments.iter().filter(|s| s.executable).collect();
-    let delta = exec.first()?.offset.wrapping_sub(exec[0].vaddr);
-    if exec.iter().any(|s| s.offset.wrapping_sub(s.vaddr) != delta) {
-        return None;
+/// the executable segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecLayout {
+    /// File offset − virtual address of the first executable segment, for
+    /// a mapping found by `bpf_find_vma`.
+    pub offset_minus_vaddr: u64,
+    /// End of the last one, for the main executable's `mm->end_code`.
+    pub end: u64,
+    /// Where a later executable segment with another offset − vaddr starts
+    /// in the file, and that difference (libLLVM keeps its hot text in a
+    /// 2 MiB-aligned second segment).
+    pub second: Option<(u64, u64)>,
+}
+
+/// The [`ExecLayout`] of `segments`; `None` with no executable segment, or
+/// more than two different offset − vaddr among them.
+pub fn exec_layout(segments: &[Segment]) -> Option<ExecLayout> {
+    let mut exec: Vec<&Segment> = segments.iter().filter(|s| s.executable).collect();
+    exec.sort_by_key(|s| s.offset);
+    let delta = |s: &Segment| s.offset.wrapping_sub(s.vaddr);
+    let first = delta(exec.first()?);
+    // In file order: segments of the first difference, then (the kernel
+    // tells them apart by file offset) segments of a second one.
+    let mut second: Option<(u64, u64)> = None;
+    for s in &exec {
+        let d = delta(s);
+        match second {
+            None if d == first => {}
+            None => second = Some((s.offset, d)),
+            Some((_, d2)) if d == d2 => {}
+            Some(_) => return None,
+        }
     }
     let end = exec.iter().map(|s| s.vaddr + s.filesz).max()?;
-    Some((delta, end))
+    Some(ExecLayout {
+        offset_minus_vaddr: first,
+        end,
+        second,
+    })
 }
 
 /// The span of virtual addresses of the executable segments, for the
@@ -188,19 +215,22 @@ pub fn kernel_dev(st_dev: u64) -> u64 {
 
 /// The file_tables value of a loaded executable.
 fn file_table(exe_id: u64, exe: &Executable) -> Option<FileTable> {
-    let (offset_minus_vaddr, exec_end_vaddr) = exec_layout(&exe.segments)?;
+    let layout = exec_layout(&exe.segments)?;
     let loader = exe.loader.unwrap_or(Loader {
         exe_id: 0,
         exec_start: 0,
         exec_end: 0,
     });
+    let (exec2_offset, exec2_offset_minus_vaddr) = layout.second.unwrap_or((0, 0));
     Some(FileTable {
         exe_id,
-        offset_minus_vaddr,
-        exec_end_vaddr,
+        offset_minus_vaddr: layout.offset_minus_vaddr,
+        exec_end_vaddr: layout.end,
         interp_exe_id: loader.exe_id,
         interp_exec_start: loader.exec_start,
         interp_exec_end: loader.exec_end,
+        exec2_offset,
+        exec2_offset_minus_vaddr,
     })
 }
 
@@ -1267,6 +1297,49 @@ mod tests {
         // Process address of file offset 0x134c0 is start + 0x4c0.
         assert_eq!(start + 0x4c0 - b, 0x144c0);
         assert_eq!(mapping_bias(&segs, start, 0x900000), None);
+    }
+
+    #[test]
+    fn a_second_executable_segment_with_its_own_offset_keeps_its_bias() {
+        // rustup's libLLVM: its hot text in a 2 MiB-aligned second segment.
+        let seg = |offset, vaddr, filesz, executable| Segment {
+            offset,
+            vaddr,
+            filesz,
+            executable,
+        };
+        let segs = vec![
+            seg(0, 0, 0x449a9a4, false),
+            seg(0x449a9a4, 0x449b9a4, 0x3ee331c, true),
+            seg(0x837dcc0, 0x837fcc0, 0x1c34a8, false),
+            seg(0x8600000, 0x8600000, 0x2157044, true),
+        ];
+        let layout = exec_layout(&segs).unwrap();
+        assert_eq!(
+            layout.offset_minus_vaddr,
+            0x449a9a4u64.wrapping_sub(0x449b9a4)
+        );
+        assert_eq!(layout.second, Some((0x8600000, 0)));
+        assert_eq!(layout.end, 0x8600000 + 0x2157044);
+        // The kernel's formula (file_mapping in profiler.bpf.c) gives each
+        // mapping the bias mapping_bias computes from the segments.
+        let load = 0x7f00_0000_0000u64;
+        for (vm_start, pgoff_bytes) in [
+            (load + 0x449b000, 0x449a000u64),
+            (load + 0x8600000, 0x8600000),
+        ] {
+            let delta = match layout.second {
+                Some((off, d)) if pgoff_bytes >= off => d,
+                _ => layout.offset_minus_vaddr,
+            };
+            let kernel = vm_start.wrapping_sub(pgoff_bytes).wrapping_add(delta);
+            assert_eq!(Some(kernel), mapping_bias(&segs, vm_start, pgoff_bytes));
+            assert_eq!(kernel, load);
+        }
+        // A third difference is refused.
+        let mut three = segs.clone();
+        three.push(seg(0xa800000, 0xa900000, 0x1000, true));
+        assert_eq!(exec_layout(&three), None);
     }
 
     #[test]

@@ -313,14 +313,20 @@ struct file_table {
     __u64 interp_exec_start;
     /* End (p_vaddr + p_filesz) of the loader's executable code. */
     __u64 interp_exec_end;
+    /* File offset where a second executable PT_LOAD segment with its own offset - vaddr starts (libLLVM's 2 MiB-aligned hot text), 0 if there is none: a mapping at or past it uses exec2_offset_minus_vaddr. */
+    __u64 exec2_offset;
+    /* offset_minus_vaddr of that second executable segment. */
+    __u64 exec2_offset_minus_vaddr;
 };
-_Static_assert(sizeof(struct file_table) == 48, "spec/abi.json: size of file_table");
+_Static_assert(sizeof(struct file_table) == 64, "spec/abi.json: size of file_table");
 _Static_assert(__builtin_offsetof(struct file_table, exe_id) == 0, "spec/abi.json: offset of file_table.exe_id");
 _Static_assert(__builtin_offsetof(struct file_table, offset_minus_vaddr) == 8, "spec/abi.json: offset of file_table.offset_minus_vaddr");
 _Static_assert(__builtin_offsetof(struct file_table, exec_end_vaddr) == 16, "spec/abi.json: offset of file_table.exec_end_vaddr");
 _Static_assert(__builtin_offsetof(struct file_table, interp_exe_id) == 24, "spec/abi.json: offset of file_table.interp_exe_id");
 _Static_assert(__builtin_offsetof(struct file_table, interp_exec_start) == 32, "spec/abi.json: offset of file_table.interp_exec_start");
 _Static_assert(__builtin_offsetof(struct file_table, interp_exec_end) == 40, "spec/abi.json: offset of file_table.interp_exec_end");
+_Static_assert(__builtin_offsetof(struct file_table, exec2_offset) == 48, "spec/abi.json: offset of file_table.exec2_offset");
+_Static_assert(__builtin_offsetof(struct file_table, exec2_offset_minus_vaddr) == 56, "spec/abi.json: offset of file_table.exec2_offset_minus_vaddr");
 
 /* What the eBPF side knows about a process. */
 struct process_info {

@@ -1089,16 +1089,22 @@ pub struct FileTable {
     pub interp_exec_start: u64,
     /// End (p_vaddr + p_filesz) of the loader's executable code.
     pub interp_exec_end: u64,
+    /// File offset where a second executable PT_LOAD segment with its own offset - vaddr starts (libLLVM's 2 MiB-aligned hot text), 0 if there is none: a mapping at or past it uses exec2_offset_minus_vaddr.
+    pub exec2_offset: u64,
+    /// offset_minus_vaddr of that second executable segment.
+    pub exec2_offset_minus_vaddr: u64,
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<FileTable>() == 48);
+    assert!(core::mem::size_of::<FileTable>() == 64);
     assert!(core::mem::offset_of!(FileTable, exe_id) == 0);
     assert!(core::mem::offset_of!(FileTable, offset_minus_vaddr) == 8);
     assert!(core::mem::offset_of!(FileTable, exec_end_vaddr) == 16);
     assert!(core::mem::offset_of!(FileTable, interp_exe_id) == 24);
     assert!(core::mem::offset_of!(FileTable, interp_exec_start) == 32);
     assert!(core::mem::offset_of!(FileTable, interp_exec_end) == 40);
+    assert!(core::mem::offset_of!(FileTable, exec2_offset) == 48);
+    assert!(core::mem::offset_of!(FileTable, exec2_offset_minus_vaddr) == 56);
 };
 
 impl Default for FileTable {
@@ -1110,13 +1116,15 @@ impl Default for FileTable {
             interp_exe_id: 0,
             interp_exec_start: 0,
             interp_exec_end: 0,
+            exec2_offset: 0,
+            exec2_offset_minus_vaddr: 0,
         }
     }
 }
 
 impl FileTable {
     /// Size in bytes, as the C side sees it.
-    pub const SIZE: usize = 48;
+    pub const SIZE: usize = 64;
 
     /// Writes the struct's bytes into the start of `out`.
     pub fn write_to(&self, out: &mut [u8]) -> Result<(), ShortBuffer> {
@@ -1129,6 +1137,8 @@ impl FileTable {
         out[24..32].copy_from_slice(&self.interp_exe_id.to_le_bytes());
         out[32..40].copy_from_slice(&self.interp_exec_start.to_le_bytes());
         out[40..48].copy_from_slice(&self.interp_exec_end.to_le_bytes());
+        out[48..56].copy_from_slice(&self.exec2_offset.to_le_bytes());
+        out[56..64].copy_from_slice(&self.exec2_offset_minus_vaddr.to_le_bytes());
         Ok(())
     }
 
@@ -1152,6 +1162,8 @@ impl FileTable {
         v.interp_exe_id = u64::from_le_bytes(read_array(bytes, 24));
         v.interp_exec_start = u64::from_le_bytes(read_array(bytes, 32));
         v.interp_exec_end = u64::from_le_bytes(read_array(bytes, 40));
+        v.exec2_offset = u64::from_le_bytes(read_array(bytes, 48));
+        v.exec2_offset_minus_vaddr = u64::from_le_bytes(read_array(bytes, 56));
         Ok(v)
     }
 }
@@ -1379,7 +1391,7 @@ pub mod maps {
         name: "file_tables",
         kind: "hash",
         key_size: 16,
-        value_size: 48,
+        value_size: 64,
         max_entries: 65536,
     };
 
