@@ -29,7 +29,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::{cache_root, fnv1a, io_err, Error, Reaped};
+use crate::{cache_root, fnv1a, io_err, run_command, Error, Reaped};
 
 /// Where `scripts/install-deps` unpacks the Go toolchains that are not
 /// Debian bookworm's own.
@@ -292,31 +292,10 @@ pub fn build(tc: &Toolchain, program: Program, variant: Variant) -> Result<GoBui
         "CGO_ENABLED",
         if program == Program::Cgo { "1" } else { "0" },
     );
-    run(cmd, &tc.go.display().to_string(), &args)?;
+    run_command(cmd, &tc.go.display().to_string(), &args)?;
     let tmp = dir.join(tmp);
     fs::rename(&tmp, &built.exe).map_err(io_err(format!("renaming {}", tmp.display())))?;
     Ok(built)
-}
-
-/// Runs `cmd`, returning its stdout; failures name the command.
-fn run(mut cmd: Command, tool: &str, args: &[String]) -> Result<String, Error> {
-    let out = cmd.output().map_err(|source| Error::ToolNotFound {
-        tool: tool.to_string(),
-        source,
-    })?;
-    if !out.status.success() {
-        return Err(Error::ToolFailed {
-            tool: tool.to_string(),
-            command: format!("{tool} {}", args.join(" ")),
-            status: out.status,
-            output: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Starts a built program for `duration` (`None`: until killed), in its
@@ -434,7 +413,7 @@ pub fn objdump(tc: &Toolchain, exe: &Path) -> Result<Vec<GoInsn>, Error> {
     let mut cmd = tc.command();
     cmd.args(["tool", "objdump"]).arg(exe);
     let tool = format!("{} tool objdump", tc.go.display());
-    let text = run(cmd, &tool, &[exe.display().to_string()])?;
+    let text = run_command(cmd, &tool, &[exe.display().to_string()])?;
     Ok(parse_objdump(&text))
 }
 

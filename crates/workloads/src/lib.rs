@@ -490,14 +490,19 @@ fn run_tool(program: &str, args: &[String], dir: Option<&Path>) -> Result<String
     if let Some(dir) = dir {
         cmd.current_dir(dir);
     }
+    run_command(cmd, program, args)
+}
+
+/// Runs a prepared `cmd` (`tool args`, named in errors) like [`run_tool`].
+pub(crate) fn run_command(mut cmd: Command, tool: &str, args: &[String]) -> Result<String, Error> {
     let out = cmd.output().map_err(|source| Error::ToolNotFound {
-        tool: program.to_string(),
+        tool: tool.to_string(),
         source,
     })?;
     if !out.status.success() {
         return Err(Error::ToolFailed {
-            tool: program.to_string(),
-            command: format!("{program} {}", args.join(" ")),
+            tool: tool.to_string(),
+            command: format!("{tool} {}", args.join(" ")),
             status: out.status,
             output: format!(
                 "{}{}",
